@@ -1,0 +1,59 @@
+"""Config -> model. The only place that reads a ModelConfig to build modules."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from pcmanet.backbone import build_backbone
+from pcmanet.config import ModelConfig, validate_model_config
+from pcmanet.decoder import GuidedFusion, output_head
+from pcmanet.fusion import AVGA, QSCA
+from pcmanet.layers import conv_bn_relu
+from pcmanet.model import PCMANet
+
+
+def build_audio(cfg: ModelConfig) -> nn.Module:
+    """The audio encoder named by the config (VGGish from a local file, or the light one)."""
+    from pcmanet.audio import build_audio_encoder
+
+    encoder = build_audio_encoder(cfg.audio.encoder, out_dim=cfg.audio.embed_dim,
+                                  weights=cfg.audio.weights)
+    if encoder.out_dim != cfg.audio.embed_dim:
+        raise ValueError(
+            f"model.audio.embed_dim={cfg.audio.embed_dim} but the {cfg.audio.encoder} encoder "
+            f"gives {encoder.out_dim}")
+    return encoder
+
+
+def build_pcmanet(cfg: ModelConfig, with_audio_encoder: bool = True) -> PCMANet:
+    """Build PCMANet from a ModelConfig.
+
+    with_audio_encoder: False builds a model that takes audio embeddings (F, D) only, as the
+    reference checkpoints do (VGGish is kept apart from them).
+    """
+    validate_model_config(cfg)
+    backbone = build_backbone(cfg.backbone.name, cfg.backbone.out_indices, cfg.backbone.weights)
+    channels = backbone.feature_info.channels()                             # type: ignore[operator]
+    C, n = cfg.dim, len(channels)
+
+    def qsca(k: int) -> QSCA:  # the finest stage's audio token is discarded (PCMANET.md 10)
+        return QSCA(C, cfg.num_heads, cfg.head_dim, cfg.scrambled_tokens, cfg.query_grad,
+                    cfg.gather_max_ratio, emits_audio=k > 0)
+
+    return PCMANet(
+        backbone=backbone,
+        audio_encoder=build_audio(cfg) if with_audio_encoder else None,
+        audio_proj=nn.Linear(cfg.audio.embed_dim, C),
+        lateral=nn.ModuleList(conv_bn_relu(ch, C, 3) for ch in channels),
+        avga=nn.ModuleList(AVGA(C, cfg.groups) for _ in range(n)),
+        qsca=nn.ModuleList(qsca(k) for k in range(n)),
+        gf=nn.ModuleList(GuidedFusion(C, has_coarser=k < n - 1) for k in range(n)),
+        heads=nn.ModuleList(output_head(C, cfg.head_hidden, cfg.num_classes) for _ in range(n)),
+        num_frames=cfg.num_frames,
+        threshold=cfg.threshold,
+        freeze_audio=cfg.audio.frozen,
+    )
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

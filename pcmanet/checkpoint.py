@@ -1,0 +1,141 @@
+"""Our checkpoint format, and safe, explicit state_dict loading shared by every loader.
+
+A checkpoint is a `torch.save` of a plain dict (so `torch.load(weights_only=True)` reads it
+without unpickling arbitrary objects):
+
+    {"format": "pcmanet-live", "version": 1,
+     "config": {...RunConfig.model as a nested dict...},   # includes the section-12 switches
+     "state_dict": {...}, "extra": {...}}                  # extra: epoch, metrics, ...
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from pcmanet.config import ConfigError, ModelConfig, RunConfig, _from_dict, config_to_dict
+
+FORMAT, VERSION = "pcmanet-live", 1
+
+
+class CheckpointError(ValueError):
+    """A weights file that cannot be used; the message names the file and what is wrong."""
+
+
+def read_weights_file(path: str | Path) -> Any:
+    """torch.load with weights_only=True; missing, truncated or corrupt files raise CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch weights file (truncated, corrupt, or it holds "
+            f"objects other than tensors): {first}") from None
+
+
+def as_state_dict(obj: Any, path: str | Path) -> dict[str, Tensor]:
+    """Accept a flat state_dict, or one wrapped under 'state_dict' / 'model'."""
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model"):
+            if key in obj and isinstance(obj[key], Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: expected a state_dict (a mapping of names to tensors)")
+    return dict(obj)
+
+
+def _first(keys: list[str], n: int = 5) -> str:
+    shown = ", ".join(keys[:n])
+    return shown + (f", ... ({len(keys)} in all)" if len(keys) > n else "")
+
+
+def load_exact(module: nn.Module, state: Mapping[str, Tensor], path: str | Path, hint: str = "") -> None:
+    """Strict load: every key present, none extra, every shape equal; else CheckpointError."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and state[k].shape != own[k].shape]
+    problems = []
+    if shapes:
+        problems.append(f"shape mismatch: {_first(shapes, 3)}")
+    if missing:
+        problems.append(f"missing keys: {_first(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_first(unexpected)}")
+    if problems:
+        raise CheckpointError(f"{path}: does not fit this model; " + "; ".join(problems)
+                              + (f". {hint}" if hint else ""))
+    module.load_state_dict(state, strict=True)
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, cfg: ModelConfig,
+                    extra: Mapping[str, Any] | None = None) -> None:
+    """Write atomically (temp file then rename), so a crash never leaves a truncated file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "version": VERSION, "config": config_to_dict(cfg),
+               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+               "extra": dict(extra or {})}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict[str, Tensor], dict[str, Any]]:
+    """Our format -> (config, state_dict, extra); anything else raises CheckpointError."""
+    obj = read_weights_file(path)
+    if not isinstance(obj, Mapping) or obj.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path}: not a PCMANet Live checkpoint (no 'format: {FORMAT}' entry); for a "
+            "reference PCMANet checkpoint use pcmanet.load_official(path, variant=..., task=...)")
+    if obj.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {obj.get('version')}, expected {VERSION}")
+    try:
+        cfg = _from_dict(RunConfig, {"model": obj["config"]}).model
+    except (ConfigError, KeyError) as e:
+        raise CheckpointError(f"{path}: its stored config is invalid: {e}") from None
+    return cfg, as_state_dict(obj["state_dict"], path), dict(obj.get("extra", {}))
+
+
+def load_checkpoint(path: str | Path, expect: ModelConfig | None = None) -> tuple[nn.Module, ModelConfig, dict[str, Any]]:
+    """Build the model the checkpoint describes and load its weights; returns it in eval mode.
+
+    expect: a config the caller intends to run; if the checkpoint's architecture differs
+    (another backbone, width, class count...), fail with a message naming both.
+    """
+    from pcmanet.build import build_pcmanet
+
+    cfg, state, extra = read_checkpoint(path)
+    if expect is not None:
+        arch = ("backbone", "dim", "groups", "num_heads", "head_dim", "head_hidden",
+                "num_classes", "audio")
+        diffs = [f"{k}: file {getattr(cfg, k)!r} vs config {getattr(expect, k)!r}"
+                 for k in arch if getattr(cfg, k) != getattr(expect, k)]
+        if diffs:
+            raise CheckpointError(f"{path}: weights are for another variant ({cfg.name}): "
+                                  + "; ".join(diffs[:3]))
+    # Weights come from the file: never read backbone/VGGish weights named in the stored config.
+    cfg_build = _without_weight_files(cfg)
+    has_audio = any(k.startswith("audio_encoder.") for k in state)
+    model = build_pcmanet(cfg_build, with_audio_encoder=has_audio)
+    load_exact(model, state, path)
+    return model.eval(), cfg, extra
+
+
+def _without_weight_files(cfg: ModelConfig) -> ModelConfig:
+    from dataclasses import replace
+
+    return replace(cfg, backbone=replace(cfg.backbone, weights=None),
+                   audio=replace(cfg.audio, weights=None))

@@ -1,0 +1,223 @@
+"""Typed configuration: YAML -> frozen dataclasses -> plain constructor arguments.
+
+`load_config(path, overrides)` reads a YAML file, lays it over the dataclass defaults and
+applies `a.b=c` overrides. Unknown keys, wrong types and impossible values are rejected with
+the dotted key's name, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, Union
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be used; the message names the key."""
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    name: str = "resnet50"                    # any timm model with features_only support
+    weights: str | None = None                # local timm/torchvision weights file, or None
+    out_indices: tuple[int, ...] = (1, 2, 3, 4)  # four feature levels, strides 4/8/16/32
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    encoder: str = "vggish"                   # "vggish" (reference) or "light"
+    weights: str | None = None                # local VGGish state_dict file, or None
+    embed_dim: int = 128                      # width of the audio embedding fed to the model
+    frozen: bool = True                       # VGGish is frozen in the reference recipe
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "resnet50_s4"
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    dim: int = 256                            # decoder width C
+    groups: int = 8                           # AVGA group count g; must divide dim
+    num_heads: int = 8                        # QSCA heads
+    head_dim: int = 32                        # QSCA width per head
+    head_hidden: int = 128                    # hidden width of the output heads
+    num_classes: int = 1                      # 1 (S4/MS3, sigmoid) or 71 (AVSS, softmax)
+    num_frames: int = 5                       # T frames per clip
+    threshold: float = 0.99                   # CIM: uncertain where 1-thr <= p <= thr
+    # Switches of PCMANET.md section 12; the defaults are the official behaviour.
+    scrambled_tokens: bool = True             # official no-transpose token-to-map reshape
+    query_grad: bool = False                  # official: no gradient through selected queries
+    gather_max_ratio: float = 0.5             # above this keep ratio QSCA runs dense
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+
+def validate_model_config(cfg: ModelConfig) -> None:
+    """Reject impossible values with the key's name."""
+    checks = [
+        (cfg.dim > 0, "model.dim", "must be > 0"),
+        (cfg.groups > 0 and cfg.dim % cfg.groups == 0, "model.groups", f"must divide model.dim={cfg.dim}"),
+        (cfg.num_heads > 0 and cfg.head_dim > 0, "model.num_heads", "heads and head_dim must be > 0"),
+        (cfg.num_classes >= 1, "model.num_classes", "must be >= 1"),
+        (cfg.num_frames >= 1, "model.num_frames", "must be >= 1"),
+        (0.5 < cfg.threshold <= 1.0, "model.threshold", "must lie in (0.5, 1]"),
+        (0.0 <= cfg.gather_max_ratio <= 1.0, "model.gather_max_ratio", "must lie in [0, 1]"),
+        (len(cfg.backbone.out_indices) == 4, "model.backbone.out_indices", "needs four levels"),
+        (cfg.audio.embed_dim > 0, "model.audio.embed_dim", "must be > 0"),
+        (cfg.audio.encoder in ("vggish", "light"), "model.audio.encoder", "must be vggish or light"),
+    ]
+    for ok, key, why in checks:
+        if not ok:
+            raise ConfigError(f"{key}: {why}")
+
+
+# ------------------------------------------------------------------------------------------
+# dict <-> dataclass
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`; return it converted (lists -> tuples)."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+        return _from_dict(tp, value, key)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        item_tp = args[0]
+        return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected float, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp in (int, str, bool):
+        if type(value) is not tp:
+            raise ConfigError(f"{key}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported annotation {tp!r}")
+
+
+def _from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        key = f"{prefix}.{unknown[0]}" if prefix else str(unknown[0])
+        raise ConfigError(f"{key}: unknown key (valid keys here: {', '.join(names)})")
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(data: Mapping[str, Any]) -> RunConfig:
+    """Build a RunConfig from a nested mapping; missing keys take the dataclass defaults."""
+    cfg = _from_dict(RunConfig, data)
+    validate_model_config(cfg.model)
+    return cfg
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Nested plain dict (tuples as lists), the inverse of `config_from_dict`."""
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        return v
+    return plain(cfg)  # type: ignore[no-any-return]
+
+
+def dump_config(cfg: Any) -> str:
+    """YAML text of a resolved config."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None)
+
+
+# ------------------------------------------------------------------------------------------
+# files and overrides
+
+
+def _merge(base: dict[str, Any], delta: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in delta.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """'model.dim=128' -> {'model': {'dim': 128}}; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. model.dim=128")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else None
+    node: dict[str, Any] = {}
+    out = node
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; errors name the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> RunConfig:
+    """YAML file (optional) over the defaults, then `a.b=c` overrides, validated."""
+    data: dict[str, Any] = {}
+    where = "defaults"
+    if path is not None:
+        data = load_yaml(path)
+        where = str(path)
+    for text in overrides:
+        data = _merge(data, parse_override(text))
+    try:
+        return config_from_dict(data)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None

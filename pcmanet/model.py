@@ -1,0 +1,231 @@
+"""PCMANet wiring (PCMANET.md 3): backbone -> lateral convs -> AVGA -> QSCA/GF/heads, with CIM.
+
+The forward pass is split in two, so the streaming engine can cache per-frame work
+(DESIGN.md 5):
+
+* `encode_frames`: everything that depends on one frame only: backbone, lateral convs,
+  audio projection, AVGA and each stage's QSCA visual tokens and keys/values.
+* `decode`: the cross-frame part for chosen frames of whole windows: the audio-token chain
+  through the four QSCA stages over every frame of the window, then, for the decoded frames
+  only, the selected visual queries, GF and the heads, coarse to fine, with CIM masks.
+
+Clip mode, `forward`, is `encode_frames` followed by `decode` of every frame, so a frame
+decoded alone from cached features equals the clip-mode result for that frame.
+Stage lists are finest first: index 0 is stage 1 (stride 4), index 3 is stage 4 (stride 32).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pcmanet.fusion import cim
+from pcmanet.fusion.qsca import QSCA
+
+
+@dataclass
+class FrameFeatures:
+    """Per-frame features of F frames, cacheable frame by frame (all tensors lead with F).
+
+    maps: AVGA outputs per stage, (F, C, H_k, W_k), finest first.
+    tokens: QSCA visual tokens per stage, (F, N_k, C).
+    kv: QSCA visual keys|values per stage, (F, N_k, 2*h*d); None at the finest stage, whose
+        audio token nothing reads.
+    audio: projected audio embedding a0, (F, C).
+    """
+
+    maps: list[Tensor]
+    tokens: list[Tensor]
+    kv: list[Tensor | None]
+    audio: Tensor
+
+    def __len__(self) -> int:
+        return int(self.audio.shape[0])
+
+    def index(self, idx: Tensor | slice) -> FrameFeatures:
+        """The features of a subset of frames."""
+        return FrameFeatures(
+            [m[idx] for m in self.maps], [t[idx] for t in self.tokens],
+            [None if k is None else k[idx] for k in self.kv], self.audio[idx],
+        )
+
+    @staticmethod
+    def cat(parts: list[FrameFeatures]) -> FrameFeatures:
+        """Concatenate along frames (e.g. cached frames into a window)."""
+        return FrameFeatures(
+            [torch.cat(x) for x in zip(*(p.maps for p in parts), strict=True)],
+            [torch.cat(x) for x in zip(*(p.tokens for p in parts), strict=True)],
+            [None if x[0] is None else torch.cat(x)  # type: ignore[arg-type]
+             for x in zip(*(p.kv for p in parts), strict=True)],
+            torch.cat([p.audio for p in parts]),
+        )
+
+
+@dataclass
+class PCMANetOutput:
+    """logits: four stage logits, finest first, each (F, K, H, W) at the input resolution.
+    keep_ratios: fraction of visual tokens selected as queries at stages 3, 2, 1
+    (the reference's `per` = [mean(m4), mean(m3), mean(m2)]).
+    masks: the CIM masks [m4 (F, 1, h4, w4), m3, m2] that selected them.
+    """
+
+    logits: list[Tensor]
+    keep_ratios: list[Tensor]
+    masks: list[Tensor]
+
+
+def token_grids(sizes: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Token grid of each stage: the next coarser stage's map size; the coarsest keeps its own.
+
+    For 224x224 input (maps 56/28/14/7) this gives 28/14/7/7, the reference grids, and each
+    CIM mask (made at the coarser stage's resolution) matches the grid it selects from.
+    """
+    return [sizes[k + 1] for k in range(len(sizes) - 1)] + [sizes[-1]]
+
+
+class PCMANet(nn.Module):
+    """Frames (B*T, 3, H, W) and audio of the same frames, clip-major -> PCMANetOutput.
+
+    Args:
+        backbone: timm features_only model giving four levels (strides 4..32).
+        audio_encoder: maps log-mel examples (B*T, 1, 96, 64) to embeddings (B*T, D); None
+            when the caller passes embeddings. Its `out_dim` is D.
+        audio_proj: Linear(D, C), the reference `aud_fc1`.
+        lateral, avga, qsca, gf, heads: one module per stage, finest first.
+        num_frames: T, frames per clip.
+        threshold: CIM threshold (0.99 in the reference).
+        freeze_audio: run the audio encoder without gradient, in eval mode (reference recipe).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        audio_encoder: nn.Module | None,
+        audio_proj: nn.Linear,
+        lateral: nn.ModuleList,
+        avga: nn.ModuleList,
+        qsca: nn.ModuleList,
+        gf: nn.ModuleList,
+        heads: nn.ModuleList,
+        num_frames: int,
+        threshold: float,
+        freeze_audio: bool = True,
+    ) -> None:
+        super().__init__()
+        self.backbone, self.audio_encoder, self.audio_proj = backbone, audio_encoder, audio_proj
+        self.lateral, self.avga, self.qsca, self.gf, self.heads = lateral, avga, qsca, gf, heads
+        self.num_frames, self.threshold, self.freeze_audio = num_frames, threshold, freeze_audio
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.audio_proj.in_features)
+
+    # -- audio -------------------------------------------------------------------------------
+    def embed_audio(self, audio: Tensor) -> Tensor:
+        """Embeddings (F, D) pass through; log-mel examples (F, 1, 96, 64) go through the encoder."""
+        if audio.dim() == 2:
+            assert audio.shape[1] == self.embed_dim, (
+                f"audio embeddings {tuple(audio.shape)} must be (F, {self.embed_dim})")
+            return audio
+        if self.audio_encoder is None:
+            raise ValueError(
+                f"got audio of shape {tuple(audio.shape)} but this model has no audio encoder: "
+                f"pass embeddings (F, {self.embed_dim})")
+        if self.freeze_audio:
+            self.audio_encoder.eval()
+            with torch.no_grad():
+                return self.audio_encoder(audio)  # type: ignore[no-any-return]
+        return self.audio_encoder(audio)  # type: ignore[no-any-return]
+
+    # -- per frame ---------------------------------------------------------------------------
+    def encode_frames(
+        self, frames: Tensor, audio: Tensor, frame_mask: Tensor | None = None
+    ) -> FrameFeatures:
+        """frames (F, 3, H, W) normalised, audio (F, D) or (F, 1, 96, 64) -> FrameFeatures.
+
+        frame_mask: (F,) 1 for real frames, 0 for padding (AVSS): zeroes the padded frames'
+        audio embedding and lateral features, as the reference does.
+        """
+        emb = self.embed_audio(audio)                                       # (F, D)
+        if frame_mask is not None:
+            emb = emb * frame_mask[:, None]
+        a0 = self.audio_proj(emb)                                           # (F, C)
+        feats = self.backbone(frames)                                       # 4 x (F, C_k, H_k, W_k)
+        maps = []
+        for x, lateral, avga in zip(feats, self.lateral, self.avga, strict=True):
+            x = lateral(x)                                                  # (F, C, H_k, W_k)
+            if frame_mask is not None:
+                x = x * frame_mask[:, None, None, None]
+            maps.append(avga(x, a0))
+        grids = token_grids([tuple(m.shape[-2:]) for m in maps])            # type: ignore[misc]
+        tokens: list[Tensor] = []
+        kv: list[Tensor | None] = []
+        for m, grid, qsca in zip(maps, grids, self.qsca, strict=True):
+            t, k = qsca.frame_tokens(m, grid)
+            tokens.append(t)
+            kv.append(k)
+        return FrameFeatures(maps, tokens, kv, a0)
+
+    # -- cross-frame -------------------------------------------------------------------------
+    def decode(
+        self,
+        feats: FrameFeatures,
+        targets: Tensor | None = None,
+        out_size: tuple[int, int] | None = None,
+    ) -> PCMANetOutput:
+        """Decode chosen frames of B whole windows of T frames (clip-major).
+
+        feats: FrameFeatures of B*T frames.
+        targets: (F,) int64 row indices of the frames to decode; None = every frame.
+        out_size: (H, W) of the returned logits; None = the stage's own resolution.
+        """
+        T = self.num_frames
+        BT = len(feats)
+        if BT % T:
+            raise ValueError(f"{BT} frames do not form whole clips of T={T} (clip-major rows)")
+        if targets is None:
+            targets = torch.arange(BT, device=feats.audio.device)
+        clip = torch.div(targets, T, rounding_mode="floor")                 # (F,)
+        grids = token_grids([tuple(m.shape[-2:]) for m in feats.maps])      # type: ignore[misc]
+        audio = feats.audio                                                 # (BT, C)
+        state: Tensor | None = None                                         # GF output, coarser
+        mask: Tensor | None = None                                          # CIM mask for this stage
+        logits: list[Tensor] = []
+        masks: list[Tensor] = []
+        ratios: list[Tensor] = []
+        for k in reversed(range(len(self.qsca))):                           # stage 4 -> stage 1
+            qsca: QSCA = self.qsca[k]                                       # type: ignore[assignment]
+            a = qsca.audio_step(audio, feats.kv[k], T)
+            low = feats.maps[k].index_select(0, targets)                    # (F, C, H_k, W_k)
+            guide, ratio = qsca.visual_step(
+                feats.tokens[k].index_select(0, targets), clip, a, grids[k],
+                tuple(low.shape[-2:]), mask)                                # type: ignore[arg-type]
+            if mask is not None:
+                ratios.append(ratio)
+            state = self.gf[k](low, state, guide)                           # (F, C, H_k, W_k)
+            out = self.heads[k](state)                                      # (F, K, H_k, W_k)
+            logits.append(out)
+            if k > 0:
+                # Uncertain tokens at this resolution, restricted to the coarser stage's.
+                mask = cim.progress(cim.uncertain_mask(out, self.threshold), mask)
+                masks.append(mask)
+            audio = a.token
+        logits.reverse()                                                    # finest first
+        if out_size is not None:
+            logits = [F.interpolate(x, size=out_size, mode="bilinear", align_corners=False)
+                      for x in logits]
+        return PCMANetOutput(logits, ratios, masks)
+
+    def forward(self, frames: Tensor, audio: Tensor, frame_mask: Tensor | None = None) -> PCMANetOutput:
+        """Clip mode: frames (B*T, 3, H, W), audio (B*T, D) or (B*T, 1, 96, 64) -> logits at H x W."""
+        BT = frames.shape[0]
+        if BT % self.num_frames:
+            raise ValueError(
+                f"{BT} frames do not form whole clips of T={self.num_frames} (clip-major rows)")
+        if audio.shape[0] != BT:
+            raise ValueError(f"{BT} frames but {audio.shape[0]} audio rows; they must match")
+        feats = self.encode_frames(frames, audio, frame_mask)
+        return self.decode(feats, out_size=tuple(frames.shape[-2:]))        # type: ignore[arg-type]

@@ -1,0 +1,51 @@
+"""Shared fixtures: paths, a tiny model config, torch settings for fast, deterministic tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def shared_reference() -> Path:
+    """../shared/reference beside the checkout (skip the test with the reason if absent)."""
+    path = REPO.parent / "shared" / "reference"
+    if not path.is_dir():
+        pytest.skip(f"reference key tables not found at {path}")
+    return path
+
+
+def read_key_table(name: str) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """key -> (shape, dtype) from a shared/reference/*.tsv file."""
+    table = {}
+    for line in (shared_reference() / name).read_text().splitlines():
+        key, shape, dtype = line.split("\t")
+        dims = tuple(int(s) for s in shape.strip("[]").split(",") if s.strip())
+        table[key] = (dims, getattr(torch, dtype))
+    return table
+
+
+def random_state_dict(table: dict[str, tuple[tuple[int, ...], torch.dtype]], seed: int = 0
+                      ) -> dict[str, torch.Tensor]:
+    """Random values with exactly the table's keys, shapes and dtypes (BN variances positive)."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for key, (shape, dtype) in table.items():
+        if dtype == torch.int64:
+            out[key] = torch.tensor(100, dtype=dtype).reshape(shape)
+        elif key.endswith("running_var"):
+            out[key] = torch.rand(shape, generator=g) * 0.5 + 0.75
+        else:
+            out[key] = torch.randn(shape, generator=g) * 0.05
+    return out
+
+
+@pytest.fixture
+def tiny_cfg():
+    from pcmanet.config import load_config
+
+    return load_config(REPO / "configs" / "test_tiny.yaml").model

@@ -1,0 +1,164 @@
+"""Training losses: hand values, stage handling, S4 frame selection, AVSS frame masking."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pcmanet.losses import (
+    bce_iou_loss,
+    binary_stage_loss,
+    masked_frame_ce,
+    semantic_stage_loss,
+)
+
+
+def official_bce_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The official form: BCE on probabilities plus mean soft-IoU loss."""
+    prob = torch.sigmoid(logits)
+    bce = F.binary_cross_entropy(prob, target)
+    inter = (prob * target).sum(dim=(2, 3))
+    union = (prob + target).sum(dim=(2, 3))
+    return bce + (1 - (inter + 1) / (union - inter + 1)).mean()
+
+
+def test_bce_iou_hand_value() -> None:
+    logits = torch.zeros(1, 1, 2, 2)
+    target = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    # BCE = ln 2 at p = 0.5; I = 0.5, U = 4 * 0.5 + 1 = 3 -> 1 - 1.5 / 3.5
+    expected = math.log(2) + 1 - 1.5 / 3.5
+    assert bce_iou_loss(logits, target).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_bce_iou_matches_official_form() -> None:
+    gen = torch.Generator().manual_seed(0)
+    logits = 3 * torch.randn(4, 1, 8, 8, generator=gen)
+    target = (torch.rand(4, 1, 8, 8, generator=gen) > 0.5).float()
+    assert bce_iou_loss(logits, target).item() == pytest.approx(
+        official_bce_iou(logits, target).item(), abs=1e-5
+    )
+
+
+def test_bce_iou_gradients_finite_at_extreme_logits() -> None:
+    logits = torch.tensor([-200.0, -30.0, 0.0, 30.0, 200.0]).view(1, 1, 1, 5).requires_grad_()
+    target = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0]).view(1, 1, 1, 5)
+    loss = bce_iou_loss(logits, target)
+    loss.backward()
+    assert torch.isfinite(loss) and logits.grad is not None
+    assert torch.isfinite(logits.grad).all()
+
+
+def stage_inputs(bt: int, size: int, seed: int) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(bt, 1, size, size, generator=gen) for _ in range(4)]
+
+
+def test_binary_stage_loss_ms3_sums_all_stages() -> None:
+    stages = stage_inputs(10, 8, seed=1)
+    target = (torch.rand(10, 1, 8, 8) > 0.5).float()
+    weights = (1.0, 0.5, 2.0, 0.0)
+    expected = sum(w * bce_iou_loss(s, target) for w, s in zip(weights, stages, strict=True))
+    got = binary_stage_loss(stages, target, weights, num_frames=5)
+    assert got.item() == pytest.approx(float(expected), abs=1e-6)
+    assert binary_stage_loss(stages, target[:, 0], weights, num_frames=5).item() == got.item()
+
+
+@pytest.mark.parametrize("per_clip_target", [True, False])
+def test_binary_stage_loss_s4_uses_rows_0_T_2T(per_clip_target: bool) -> None:
+    b, t, size = 3, 5, 6
+    stages = stage_inputs(b * t, size, seed=2)
+    frame_target = (torch.rand(b * t, 1, size, size) > 0.5).float()
+    target = frame_target[::t] if per_clip_target else frame_target
+    base = binary_stage_loss(stages, target, num_frames=t, first_frame_only=True)
+    expected = sum(bce_iou_loss(s[::t], frame_target[::t]) for s in stages)
+    assert base.item() == pytest.approx(float(expected), abs=1e-6)
+
+    other_rows = [r for r in range(b * t) if r % t != 0]
+    changed = [s.clone() for s in stages]
+    for s in changed:
+        s[other_rows] = 100 * torch.randn(len(other_rows), 1, size, size)
+    assert binary_stage_loss(changed, target, num_frames=t, first_frame_only=True) == base
+    if not per_clip_target:                    # labels of other frames are ignored too
+        noisy = frame_target.clone()
+        noisy[other_rows] = 1 - noisy[other_rows]
+        assert binary_stage_loss(stages, noisy, num_frames=t, first_frame_only=True) == base
+
+    changed[0][t] += 1.0                       # row T is the second clip's first frame
+    assert binary_stage_loss(changed, target, num_frames=t, first_frame_only=True) != base
+
+
+def test_binary_stage_loss_upsamples_low_resolution_logits() -> None:
+    gen = torch.Generator().manual_seed(3)
+    stages = [torch.randn(4, 1, s, s, generator=gen) for s in (2, 4, 8, 16)]
+    target = (torch.rand(4, 1, 16, 16, generator=gen) > 0.5).float()
+    expected = sum(
+        bce_iou_loss(F.interpolate(s, size=(16, 16), mode="bilinear", align_corners=False), target)
+        for s in stages
+    )
+    got = binary_stage_loss(stages, target, num_frames=2)
+    assert got.item() == pytest.approx(float(expected), abs=1e-6)
+
+
+def test_binary_stage_loss_gradients_reach_every_stage() -> None:
+    stages = [s.requires_grad_() for s in stage_inputs(10, 8, seed=4)]
+    target = (torch.rand(10, 1, 8, 8) > 0.5).float()
+    binary_stage_loss(stages, target, num_frames=5, first_frame_only=True).backward()
+    for s in stages:
+        assert s.grad is not None and torch.isfinite(s.grad).all()
+        assert s.grad[1:5].abs().sum() == 0 and s.grad[0].abs().sum() > 0
+
+
+def test_masked_frame_ce_hand_value() -> None:
+    c = 4
+    logits = torch.zeros(3, c, 2, 2)           # uniform softmax: CE = ln C at every pixel
+    labels = torch.randint(0, c, (3, 2, 2))
+    weight = torch.tensor([1.0, 1.0, 0.0])
+    assert masked_frame_ce(logits, labels, weight).item() == pytest.approx(math.log(c), abs=1e-6)
+
+
+def test_semantic_stage_loss_ignores_padded_frames() -> None:
+    gen = torch.Generator().manual_seed(5)
+    bt, c, size = 6, 5, 8
+    stages = [torch.randn(bt, c, size // 2, size // 2, generator=gen) for _ in range(4)]
+    labels = torch.randint(0, c, (bt, size, size), generator=gen)
+    weight = torch.tensor([1.0, 1.0, 1.0, 0.0, 1.0, 0.0])
+    base = semantic_stage_loss(stages, labels, weight)
+
+    changed = [s.clone() for s in stages]
+    for s in changed:
+        s[[3, 5]] = 50 * torch.randn(2, c, size // 2, size // 2)
+    other_labels = labels.clone()
+    other_labels[[3, 5]] = (labels[[3, 5]] + 1) % c
+    assert semantic_stage_loss(changed, other_labels, weight).item() == pytest.approx(
+        base.item(), abs=1e-6
+    )
+
+    keep = weight > 0                          # equals plain mean CE over the real frames
+    expected = sum(
+        F.cross_entropy(
+            F.interpolate(s, size=(size, size), mode="bilinear", align_corners=False)[keep],
+            labels[keep],
+        )
+        for s in stages
+    )
+    assert base.item() == pytest.approx(float(expected), abs=1e-5)
+
+
+def test_semantic_stage_loss_padded_frames_get_no_gradient() -> None:
+    gen = torch.Generator().manual_seed(6)
+    stages = [torch.randn(4, 3, 4, 4, generator=gen).requires_grad_() for _ in range(2)]
+    labels = torch.randint(0, 3, (4, 1, 4, 4), generator=gen)       # (B*T, 1, H, W) accepted
+    weight = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    semantic_stage_loss(stages, labels, weight, weights=(1.0, 1.0)).backward()
+    for s in stages:
+        assert s.grad is not None and torch.isfinite(s.grad).all()
+        assert s.grad[[1, 3]].abs().sum() == 0 and s.grad[[0, 2]].abs().sum() > 0
+
+
+def test_stage_count_must_match_weights() -> None:
+    stages = stage_inputs(5, 4, seed=7)
+    with pytest.raises(AssertionError):
+        binary_stage_loss(stages, torch.zeros(5, 1, 4, 4), (1.0, 1.0), num_frames=5)

@@ -1,0 +1,114 @@
+"""The assembled model: shapes, gradients, streaming split, variants, parameter counts."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from pcmanet.build import build_pcmanet, count_parameters
+from pcmanet.model import FrameFeatures, token_grids
+from pcmanet.variants import PCMANET_VARIANTS, reference_config
+
+
+def _tiny(tiny_cfg, **changes):
+    return build_pcmanet(replace(tiny_cfg, **changes), with_audio_encoder=False)
+
+
+def _clip(B, T, D, size=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(B * T, 3, size, size, generator=g), torch.rand(B * T, D, generator=g)
+
+
+def test_forward_shapes_and_gradients(tiny_cfg):
+    model = _tiny(tiny_cfg).train()
+    frames, audio = _clip(2, 5, tiny_cfg.audio.embed_dim)
+    out = model(frames, audio)
+    assert len(out.logits) == 4
+    assert all(x.shape == (10, 1, 64, 64) for x in out.logits)
+    assert len(out.keep_ratios) == 3 and all(0 <= float(r) <= 1 for r in out.keep_ratios)
+    sum(x.mean() for x in out.logits).backward()
+    no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not no_grad, no_grad
+    # The finest stage's visual K/V only feed the discarded audio token: held, frozen, unused.
+    assert [n for n, p in model.named_parameters() if not p.requires_grad] == [
+        "qsca.0.v_to_kv.weight"]
+
+
+@pytest.mark.parametrize("T", [1, 3, 5])
+def test_multiclass_head_and_num_frames(tiny_cfg, T):
+    model = _tiny(tiny_cfg, num_classes=71, num_frames=T).eval()
+    frames, audio = _clip(2, T, tiny_cfg.audio.embed_dim)
+    out = model(frames, audio)
+    assert out.logits[0].shape == (2 * T, 71, 64, 64)
+
+
+def test_rejects_partial_clips(tiny_cfg):
+    model = _tiny(tiny_cfg).eval()
+    frames, audio = _clip(1, 4, tiny_cfg.audio.embed_dim)
+    with pytest.raises(ValueError, match="whole clips of T=5"):
+        model(frames, audio)
+
+
+def test_token_grids_match_reference_at_224():
+    assert token_grids([(56, 56), (28, 28), (14, 14), (7, 7)]) == [(28, 28), (14, 14), (7, 7), (7, 7)]
+
+
+@pytest.mark.parametrize("confident", [False, True])
+def test_streaming_newest_frame_equals_clip_mode(tiny_cfg, confident):
+    """Decode only the last frame of each window from per-frame features: same logits."""
+    torch.manual_seed(0)
+    model = _tiny(tiny_cfg).eval()
+    if confident:  # push the heads' outputs apart so the CIM masks are mixed 0/1
+        for head in model.heads:
+            head[-1].weight.data *= 200.0
+    frames, audio = _clip(2, 5, tiny_cfg.audio.embed_dim, seed=3)
+    with torch.no_grad():
+        clip_out = model(frames, audio)
+        # Per-frame features computed one frame at a time, as a cache would hold them.
+        parts = [model.encode_frames(frames[i:i + 1], audio[i:i + 1]) for i in range(10)]
+        feats = FrameFeatures.cat(parts)
+        targets = torch.tensor([4, 9])
+        stream_out = model.decode(feats, targets, out_size=(64, 64))
+    if confident:
+        assert 0.0 < float(clip_out.keep_ratios[-1]) < 1.0
+    for a, b in zip(clip_out.logits, stream_out.logits, strict=True):
+        assert (a[targets] - b).abs().max() < 1e-4
+
+
+def test_frame_mask_zeroes_padded_frames(tiny_cfg):
+    """AVSS padding: a padded frame's audio and lateral features are zeroed."""
+    model = _tiny(tiny_cfg, num_frames=4).eval()
+    frames, audio = _clip(1, 4, tiny_cfg.audio.embed_dim)
+    flag = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    with torch.no_grad():
+        f1 = model.encode_frames(frames, audio, flag)
+        f2 = model.encode_frames(torch.randn_like(frames), audio * 7, flag)
+    assert torch.equal(f1.maps[0][2:], f2.maps[0][2:])
+    assert torch.equal(f1.audio[2:], f2.audio[2:])
+
+
+@pytest.mark.parametrize("name", ["resnet18_light", "mobilenetv3_light", "efficientnet_b0_light"])
+def test_light_variants_run(name):
+    model = build_pcmanet(PCMANET_VARIANTS[name], with_audio_encoder=False).eval()
+    frames, audio = _clip(1, 5, 128, size=96)
+    with torch.no_grad():
+        out = model(frames, audio)
+    assert out.logits[0].shape == (5, 1, 96, 96)
+
+
+def test_reference_parameter_counts():
+    """43,096,900 on the forward path; the reference's 65,750,596 adds the dropped keys."""
+    from tests.conftest import read_key_table
+
+    model = build_pcmanet(reference_config("resnet50", "s4"), with_audio_encoder=False)
+    assert count_parameters(model) == 43_096_900
+    table = read_key_table("official_checkpoint_keys.tsv")
+    params = {k: s for k, (s, _) in table.items()
+              if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    numel = {k: int(torch.Size(s).numel()) for k, s in params.items()}
+    assert sum(numel.values()) == 65_750_596
+    dropped = sum(n for k, n in numel.items()
+                  if k.startswith(("resnet.layer3_2", "resnet.layer4_2", "gf4.seq2")))
+    assert count_parameters(model) + dropped == 65_750_596
