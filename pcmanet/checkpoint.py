@@ -11,8 +11,6 @@ without unpickling arbitrary objects):
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,14 +27,18 @@ class CheckpointError(ValueError):
     """A weights file that cannot be used; the message names the file and what is wrong."""
 
 
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The weights file does not exist."""
+
+
 def read_weights_file(path: str | Path) -> Any:
     """torch.load with weights_only=True; missing, truncated or corrupt files raise CheckpointError."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
+        raise CheckpointNotFoundError(f"{path}: no such file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as e:
+    except Exception as e:  # the unpickler raises many types on garbage (IndexError, ...)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
             f"{path}: not a readable PyTorch weights file (truncated, corrupt, or it holds "
@@ -51,7 +53,8 @@ def as_state_dict(obj: Any, path: str | Path) -> dict[str, Tensor]:
                 obj = obj[key]
                 break
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path}: expected a state_dict (a mapping of names to tensors)")
+        raise CheckpointError(f"{path}: not a state_dict (expected a mapping of names to "
+                              f"tensors, got {type(obj).__name__})")
     return dict(obj)
 
 
@@ -60,16 +63,20 @@ def _first(keys: list[str], n: int = 5) -> str:
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > n else "")
 
 
-def load_exact(module: nn.Module, state: Mapping[str, Tensor], path: str | Path, hint: str = "") -> None:
-    """Strict load: every key present, none extra, every shape equal; else CheckpointError."""
+def load_exact(module: nn.Module, state: Mapping[str, Tensor], path: str | Path, hint: str = "",
+               assign: bool = False) -> None:
+    """Strict load: every key present, none extra, every shape equal; else CheckpointError.
+
+    assign: adopt the tensors instead of copying (for a module built on the meta device).
+    """
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+    shapes = [f"{k} {list(state[k].shape)} vs model {list(own[k].shape)}"
               for k in own if k in state and state[k].shape != own[k].shape]
     problems = []
     if shapes:
-        problems.append(f"shape mismatch: {_first(shapes, 3)}")
+        problems.append(f"wrong shapes: {_first(shapes, 3)}")
     if missing:
         problems.append(f"missing keys: {_first(missing)}")
     if unexpected:
@@ -77,7 +84,7 @@ def load_exact(module: nn.Module, state: Mapping[str, Tensor], path: str | Path,
     if problems:
         raise CheckpointError(f"{path}: does not fit this model; " + "; ".join(problems)
                               + (f". {hint}" if hint else ""))
-    module.load_state_dict(state, strict=True)
+    module.load_state_dict(state, strict=True, assign=assign)
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, cfg: ModelConfig,
