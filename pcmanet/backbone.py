@@ -20,7 +20,9 @@ KNOWN_BACKBONES: dict[str, tuple[int, ...]] = {
 }
 
 
-def build_backbone(name: str, out_indices: tuple[int, ...], weights: str | None = None) -> nn.Module:
+def build_backbone(
+    name: str, out_indices: tuple[int, ...], weights: str | None = None
+) -> nn.Module:
     """A timm `features_only` model returning [(B, C_k, H/s_k, W/s_k)] for s_k = 4, 8, 16, 32.
 
     `weights` is a local file (timm or torchvision state_dict, .pth/.bin/.safetensors); nothing
@@ -41,7 +43,7 @@ def build_backbone(name: str, out_indices: tuple[int, ...], weights: str | None 
         if "Unknown model" in str(e):
             raise ValueError(f"model.backbone.name={name!r} is not a timm model") from None
         raise
-    reductions = model.feature_info.reduction()
+    reductions = model.feature_info.reduction()  # type: ignore[union-attr,operator]
     if list(reductions) != [4, 8, 16, 32]:
         raise ValueError(
             f"backbone {name} with out_indices {out_indices} gives strides {reductions}; "

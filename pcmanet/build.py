@@ -33,7 +33,7 @@ def build_pcmanet(cfg: ModelConfig, with_audio_encoder: bool = True) -> PCMANet:
     """
     validate_model_config(cfg)
     backbone = build_backbone(cfg.backbone.name, cfg.backbone.out_indices, cfg.backbone.weights)
-    channels = backbone.feature_info.channels()                             # type: ignore[operator]
+    channels = backbone.feature_info.channels()  # type: ignore[union-attr,operator]
     C, n = cfg.dim, len(channels)
 
     def qsca(k: int) -> QSCA:  # the finest stage's audio token is discarded (PCMANET.md 10)

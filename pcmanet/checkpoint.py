@@ -32,7 +32,7 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
 
 
 def read_weights_file(path: str | Path) -> Any:
-    """torch.load with weights_only=True; missing, truncated or corrupt files raise CheckpointError."""
+    """torch.load(weights_only=True); a missing, truncated or corrupt file -> CheckpointError."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointNotFoundError(f"{path}: no such file")
@@ -108,7 +108,8 @@ def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict[str, Tensor], d
             f"{path}: not a PCMANet Live checkpoint (no 'format: {FORMAT}' entry); for a "
             "reference PCMANet checkpoint use pcmanet.load_official(path, variant=..., task=...)")
     if obj.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {obj.get('version')}, expected {VERSION}")
+        raise CheckpointError(
+            f"{path}: checkpoint version {obj.get('version')}, expected {VERSION}")
     try:
         cfg = _from_dict(RunConfig, {"model": obj["config"]}).model
     except (ConfigError, KeyError) as e:
@@ -116,7 +117,9 @@ def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict[str, Tensor], d
     return cfg, as_state_dict(obj["state_dict"], path), dict(obj.get("extra", {}))
 
 
-def load_checkpoint(path: str | Path, expect: ModelConfig | None = None) -> tuple[nn.Module, ModelConfig, dict[str, Any]]:
+def load_checkpoint(
+    path: str | Path, expect: ModelConfig | None = None
+) -> tuple[nn.Module, ModelConfig, dict[str, Any]]:
     """Build the model the checkpoint describes and load its weights; returns it in eval mode.
 
     expect: a config the caller intends to run; if the checkpoint's architecture differs

@@ -67,15 +67,18 @@ def validate_model_config(cfg: ModelConfig) -> None:
     """Reject impossible values with the key's name."""
     checks = [
         (cfg.dim > 0, "model.dim", "must be > 0"),
-        (cfg.groups > 0 and cfg.dim % cfg.groups == 0, "model.groups", f"must divide model.dim={cfg.dim}"),
-        (cfg.num_heads > 0 and cfg.head_dim > 0, "model.num_heads", "heads and head_dim must be > 0"),
+        (cfg.groups > 0 and cfg.dim % cfg.groups == 0, "model.groups",
+         f"must divide model.dim={cfg.dim}"),
+        (cfg.num_heads > 0 and cfg.head_dim > 0, "model.num_heads",
+         "heads and head_dim must be > 0"),
         (cfg.num_classes >= 1, "model.num_classes", "must be >= 1"),
         (cfg.num_frames >= 1, "model.num_frames", "must be >= 1"),
         (0.5 < cfg.threshold <= 1.0, "model.threshold", "must lie in (0.5, 1]"),
         (0.0 <= cfg.gather_max_ratio <= 1.0, "model.gather_max_ratio", "must lie in [0, 1]"),
         (len(cfg.backbone.out_indices) == 4, "model.backbone.out_indices", "needs four levels"),
         (cfg.audio.embed_dim > 0, "model.audio.embed_dim", "must be > 0"),
-        (cfg.audio.encoder in ("vggish", "light"), "model.audio.encoder", "must be vggish or light"),
+        (cfg.audio.encoder in ("vggish", "light"), "model.audio.encoder",
+         "must be vggish or light"),
     ]
     for ok, key, why in checks:
         if not ok:
@@ -104,8 +107,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError:
                 continue
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
-    if dataclasses.is_dataclass(tp):
+        raise ConfigError(
+            f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
         return _from_dict(tp, value, key)
@@ -121,7 +125,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return float(value)
     if tp in (int, str, bool):
         if type(value) is not tp:
-            raise ConfigError(f"{key}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+            raise ConfigError(
+                f"{key}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
         return value
     raise ConfigError(f"{key}: unsupported annotation {tp!r}")
 

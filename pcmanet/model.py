@@ -125,7 +125,7 @@ class PCMANet(nn.Module):
 
     # -- audio -------------------------------------------------------------------------------
     def embed_audio(self, audio: Tensor) -> Tensor:
-        """Embeddings (F, D) pass through; log-mel examples (F, 1, 96, 64) go through the encoder."""
+        """Embeddings (F, D) pass through; log-mel (F, 1, 96, 64) goes through the encoder."""
         if audio.dim() == 2:
             assert audio.shape[1] == self.embed_dim, (
                 f"audio embeddings {tuple(audio.shape)} must be (F, {self.embed_dim})")
@@ -164,7 +164,7 @@ class PCMANet(nn.Module):
         tokens: list[Tensor] = []
         kv: list[Tensor | None] = []
         for m, grid, qsca in zip(maps, grids, self.qsca, strict=True):
-            t, k = qsca.frame_tokens(m, grid)
+            t, k = qsca.frame_tokens(m, grid)  # type: ignore[operator]
             tokens.append(t)
             kv.append(k)
         return FrameFeatures(maps, tokens, kv, a0)
@@ -192,7 +192,7 @@ class PCMANet(nn.Module):
         grids = token_grids([tuple(m.shape[-2:]) for m in feats.maps])      # type: ignore[misc]
         audio = feats.audio                                                 # (BT, C)
         state: Tensor | None = None                                         # GF output, coarser
-        mask: Tensor | None = None                                          # CIM mask for this stage
+        mask: Tensor | None = None                                          # CIM mask, this stage
         logits: list[Tensor] = []
         masks: list[Tensor] = []
         ratios: list[Tensor] = []
@@ -219,8 +219,10 @@ class PCMANet(nn.Module):
                       for x in logits]
         return PCMANetOutput(logits, ratios, masks)
 
-    def forward(self, frames: Tensor, audio: Tensor, frame_mask: Tensor | None = None) -> PCMANetOutput:
-        """Clip mode: frames (B*T, 3, H, W), audio (B*T, D) or (B*T, 1, 96, 64) -> logits at H x W."""
+    def forward(
+        self, frames: Tensor, audio: Tensor, frame_mask: Tensor | None = None
+    ) -> PCMANetOutput:
+        """Clip mode: frames (B*T, 3, H, W), audio (B*T, D) or (B*T, 1, 96, 64) -> logits."""
         BT = frames.shape[0]
         if BT % self.num_frames:
             raise ValueError(

@@ -30,10 +30,11 @@ class AVGA(nn.Module):
         self.seq2 = conv_bn_relu(dim, dim, 1)
 
     def forward(self, visual: Tensor, audio: Tensor) -> Tensor:
-        Fn, C, H, W = visual.shape
+        Fn, C = visual.shape[:2]
         assert audio.shape == (Fn, C), f"audio {tuple(audio.shape)} must be ({Fn}, {C})"
         x = self.seq1(visual).unflatten(1, (self.groups, C // self.groups))  # (F, g, C/g, H, W)
         a = F.normalize(self.fc(audio), dim=1)                                 # (F, C/g)
         # One cosine map per group: normalised chunk . normalised audio.
-        maps = (F.normalize(x, dim=2) * a[:, None, :, None, None]).sum(2, keepdim=True)  # (F, g, 1, H, W)
+        maps = (F.normalize(x, dim=2) * a[:, None, :, None, None]).sum(2, keepdim=True)
+        # maps: (F, g, 1, H, W)
         return self.seq2((x * maps).flatten(1, 2))                             # (F, C, H, W)

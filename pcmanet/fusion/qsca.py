@@ -97,7 +97,7 @@ class QSCA(nn.Module):
         Without an audio token to emit (`visual_kv` None) only the audio keys/values are made,
         and the returned token is the projected input (unused by any later stage).
         """
-        BT, C = audio.shape
+        BT = audio.shape[0]
         T, h, d = num_frames, self.num_heads, self.head_dim
         B = BT // T
         x = self.aud_fc(audio)                                              # (BT, C)

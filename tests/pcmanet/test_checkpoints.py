@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import pytest
@@ -10,9 +11,13 @@ import torch
 from pcmanet import CheckpointError, load_checkpoint, load_official, save_checkpoint
 from pcmanet.build import build_pcmanet
 from pcmanet.official import DROPPED, convert_official_state_dict, map_official_key
+from pcmanet.variants import reference_config
 from tests.conftest import random_state_dict, read_key_table
 
-TABLES = {"resnet50": "official_checkpoint_keys.tsv", "pvt_v2_b5": "official_checkpoint_keys_pvt.tsv"}
+TABLES = {
+    "resnet50": "official_checkpoint_keys.tsv",
+    "pvt_v2_b5": "official_checkpoint_keys_pvt.tsv",
+}
 
 
 def _official_file(tmp_path, variant, task="s4", seed=0):
@@ -34,9 +39,8 @@ def test_every_reference_key_is_consumed_or_dropped_by_name(variant):
     state = {k: torch.zeros(0) for k in table}
     ours, dropped = convert_official_state_dict(state, variant)
     assert len(ours) + len(dropped) == len(table)
-    assert all(any(__import__("re").match(p, k) for p in DROPPED) for k in dropped)
-    model = build_pcmanet(__import__("pcmanet.variants").variants.reference_config(variant, "s4"),
-                          with_audio_encoder=False)
+    assert all(any(re.match(p, k) for p in DROPPED) for k in dropped)
+    model = build_pcmanet(reference_config(variant, "s4"), with_audio_encoder=False)
     assert set(ours) == set(model.state_dict())       # a bijection onto our keys
     if variant == "resnet50":
         assert len(dropped) == 174 + 7                # layer3_2/layer4_2 + gf4.seq2
@@ -59,7 +63,8 @@ def test_load_official_pvt(tmp_path):
     path, state = _official_file(tmp_path, "pvt_v2_b5")
     model = load_official(path, variant="pvt_v2_b5", task="s4")
     key = "encoder_backbone.block3.17.mlp.dwconv.dwconv.weight"
-    assert torch.equal(model.state_dict()["backbone.stages_2.blocks.17.mlp.dwconv.weight"], state[key])
+    ours = model.state_dict()["backbone.stages_2.blocks.17.mlp.dwconv.weight"]
+    assert torch.equal(ours, state[key])
 
 
 def test_pvt_key_map_agrees_with_timm_filter():
@@ -85,11 +90,11 @@ def test_load_official_errors_name_the_problem(tmp_path):
     assert "avga" in str(e.value) and str(path) in str(e.value)
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(path.read_bytes()[: 1 << 20])
-    with pytest.raises(CheckpointError, match="truncated.pth.*not a readable"):
+    with pytest.raises(CheckpointError, match=r"truncated.pth.*not a readable"):
         load_official(truncated)
     text = tmp_path / "notes.pth"
     text.write_text("hello")
-    with pytest.raises(CheckpointError, match="notes.pth"):
+    with pytest.raises(CheckpointError, match=r"notes.pth"):
         load_official(text)
     missing = dict(state)
     del missing["qsca2.aud_fc.weight"]
@@ -98,7 +103,7 @@ def test_load_official_errors_name_the_problem(tmp_path):
         load_official(tmp_path / "missing.pth")
     extra = dict(state, **{"decoder.extra.weight": torch.zeros(3)})
     torch.save(extra, tmp_path / "extra.pth")
-    with pytest.raises(CheckpointError, match="decoder.extra.weight"):
+    with pytest.raises(CheckpointError, match=r"decoder.extra.weight"):
         load_official(tmp_path / "extra.pth")
     with pytest.raises(CheckpointError, match="no such file"):
         load_official(tmp_path / "absent.pth")
@@ -112,7 +117,7 @@ def test_pickled_objects_are_refused(tmp_path):
     """weights_only=True: a file holding arbitrary Python objects is not unpickled."""
     bad = tmp_path / "evil.pth"
     torch.save({"x": Payload()}, bad)
-    with pytest.raises(CheckpointError, match="evil.pth.*not a readable"):
+    with pytest.raises(CheckpointError, match=r"evil.pth.*not a readable"):
         load_official(bad)
 
 
@@ -134,11 +139,11 @@ def test_own_checkpoint_errors(tmp_path, tiny_cfg):
     path = tmp_path / "best.pt"
     save_checkpoint(path, model, tiny_cfg)
     other = replace(tiny_cfg, dim=48)
-    with pytest.raises(CheckpointError, match="another variant.*dim: file 32 vs config 48"):
+    with pytest.raises(CheckpointError, match=r"another variant.*dim: file 32 vs config 48"):
         load_checkpoint(path, expect=other)
     cut = tmp_path / "cut.pt"
     cut.write_bytes(path.read_bytes()[:-200])
-    with pytest.raises(CheckpointError, match="cut.pt"):
+    with pytest.raises(CheckpointError, match=r"cut.pt"):
         load_checkpoint(cut)
     official, _ = _official_file(tmp_path, "resnet50")
     with pytest.raises(CheckpointError, match="load_official"):

@@ -60,7 +60,7 @@ def _qsca_inputs(B=2, T=3, N=12, C=32, seed=0):
 
 
 def test_qsca_shapes_and_gradients():
-    block, tokens, kv, audio, clip = _qsca_inputs()
+    block, tokens, _kv, audio, clip = _qsca_inputs()
     block.query_grad = True
     mask = (torch.rand(6, 1, 3, 4) > 0.5).float()
     out, ratio = block.visual_step(tokens, clip, audio, (3, 4), (6, 8), mask)
@@ -73,7 +73,7 @@ def test_qsca_shapes_and_gradients():
 @pytest.mark.parametrize("ratio", [0.0, 0.1, 0.5, 0.9, 1.0])
 def test_gather_equals_dense_and_confident_tokens_get_only_the_bias(ratio):
     """Selected tokens: same as the dense path. Others: x + to_out.bias (reference rule)."""
-    block, tokens, kv, audio, clip = _qsca_inputs(seed=1)
+    block, tokens, _kv, audio, clip = _qsca_inputs(seed=1)
     block.scrambled_tokens = False                                      # read tokens in place
     g = torch.Generator().manual_seed(2)
     mask = (torch.rand(6, 1, 3, 4, generator=g) < ratio).float()
@@ -91,7 +91,7 @@ def test_gather_equals_dense_and_confident_tokens_get_only_the_bias(ratio):
 
 
 def test_visual_queries_attend_only_to_their_own_clip():
-    block, tokens, kv, audio, clip = _qsca_inputs(B=2, T=3)
+    block, tokens, _kv, audio, clip = _qsca_inputs(B=2, T=3)
     base, _ = block.visual_step(tokens[:3], clip[:3], audio, (3, 4), (3, 4), None)
     # Changing clip 1's audio keys must not change clip 0's outputs.
     other = type(audio)(audio.token, audio.key.clone(), audio.value.clone())
@@ -104,7 +104,7 @@ def test_visual_queries_attend_only_to_their_own_clip():
 def test_audio_token_sees_every_frame_of_its_clip_only():
     torch.manual_seed(0)
     block = QSCA(32, num_heads=4, head_dim=8)
-    tokens, kv = block.frame_tokens(torch.randn(6, 32, 4, 4), (4, 4))
+    _tokens, kv = block.frame_tokens(torch.randn(6, 32, 4, 4), (4, 4))
     audio_in = torch.randn(6, 32)
     base = block.audio_step(audio_in, kv, 3).token
     kv2 = kv.clone()
@@ -116,7 +116,7 @@ def test_audio_token_sees_every_frame_of_its_clip_only():
 
 def test_scrambled_reshape_rule():
     """Reference layout: flat index f = c*h*w + i*w + j reads token f // C, channel f % C."""
-    block, tokens, kv, audio, clip = _qsca_inputs()
+    block, tokens, _kv, audio, clip = _qsca_inputs()
     out, _ = block.visual_step(tokens, clip, audio, (3, 4), (3, 4), torch.zeros(6, 1, 3, 4))
     y = tokens + block.to_out.bias                                      # all confident
     C, flat = 32, out.reshape(6, -1)
@@ -127,7 +127,7 @@ def test_scrambled_reshape_rule():
 def test_query_grad_switch():
     """Reference: no gradient reaches v_to_q through masked stages; with the switch it does."""
     for query_grad in (False, True):
-        block, tokens, kv, audio, clip = _qsca_inputs()
+        block, tokens, _kv, audio, clip = _qsca_inputs()
         block.query_grad = query_grad
         out, _ = block.visual_step(tokens, clip, audio, (3, 4), (3, 4), torch.ones(6, 1, 3, 4))
         out.sum().backward()

@@ -52,7 +52,8 @@ def test_rejects_partial_clips(tiny_cfg):
 
 
 def test_token_grids_match_reference_at_224():
-    assert token_grids([(56, 56), (28, 28), (14, 14), (7, 7)]) == [(28, 28), (14, 14), (7, 7), (7, 7)]
+    grids = token_grids([(56, 56), (28, 28), (14, 14), (7, 7)])
+    assert grids == [(28, 28), (14, 14), (7, 7), (7, 7)]
 
 
 @pytest.mark.parametrize("confident", [False, True])
