@@ -88,13 +88,20 @@ def load_exact(module: nn.Module, state: Mapping[str, Tensor], path: str | Path,
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, cfg: ModelConfig,
-                    extra: Mapping[str, Any] | None = None) -> None:
-    """Write atomically (temp file then rename), so a crash never leaves a truncated file."""
+                    extra: Mapping[str, Any] | None = None,
+                    optimizer: Mapping[str, Any] | None = None) -> None:
+    """Write atomically (temp file then rename), so a crash never leaves a truncated file.
+
+    optimizer: an optimizer state_dict to keep for resuming training (optional).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "version": VERSION, "config": config_to_dict(cfg),
-               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-               "extra": dict(extra or {})}
+    payload: dict[str, Any] = {
+        "format": FORMAT, "version": VERSION, "config": config_to_dict(cfg),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "extra": dict(extra or {})}
+    if optimizer is not None:
+        payload["optimizer"] = optimizer
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)

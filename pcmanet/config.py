@@ -59,8 +59,55 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class DataConfig:
+    image_size: int | None = 224              # square model input; None keeps the file size
+    audio_source: str = "wav"                 # "wav" (our log-mel) or "pkl" (trusted data only)
+    augment: bool = False                     # flip / scale / colour, training split only
+    num_workers: int = 2                      # DataLoader worker processes
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 15                          # paper: 15 (S4), 30 (MS3), 60 (AVSS)
+    batch_size: int = 4                       # clips per step (per process under torchrun)
+    lr: float = 1e-4                          # Adam, as the reference
+    weight_decay: float = 0.0
+    stage_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)  # finest stage first
+    grad_clip: float | None = None            # max gradient norm, or None
+    seed: int = 123
+    val_every: int = 1                        # epochs between validations
+    val_batch_size: int = 1
+    amp: bool = True                          # mixed precision, CUDA only
+    max_minutes: float | None = None          # stop cleanly after this much training time
+
+
+@dataclass(frozen=True)
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def validate_run_config(cfg: RunConfig) -> None:
+    """Reject impossible values anywhere in the run config, naming the key."""
+    validate_model_config(cfg.model)
+    d, t = cfg.data, cfg.train
+    checks = [
+        (d.image_size is None or d.image_size >= 32, "data.image_size", "must be >= 32 or null"),
+        (d.audio_source in ("wav", "pkl"), "data.audio_source", "must be wav or pkl"),
+        (d.num_workers >= 0, "data.num_workers", "must be >= 0"),
+        (t.epochs >= 1, "train.epochs", "must be >= 1"),
+        (t.batch_size >= 1 and t.val_batch_size >= 1, "train.batch_size", "must be >= 1"),
+        (t.lr > 0, "train.lr", "must be > 0"),
+        (t.weight_decay >= 0, "train.weight_decay", "must be >= 0"),
+        (len(t.stage_weights) == 4, "train.stage_weights", "needs one weight per stage (4)"),
+        (t.val_every >= 1, "train.val_every", "must be >= 1"),
+        (t.max_minutes is None or t.max_minutes > 0, "train.max_minutes", "must be > 0"),
+        (t.grad_clip is None or t.grad_clip > 0, "train.grad_clip", "must be > 0"),
+    ]
+    for ok, key, why in checks:
+        if not ok:
+            raise ConfigError(f"{key}: {why}")
 
 
 def validate_model_config(cfg: ModelConfig) -> None:
@@ -120,6 +167,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         item_tp = args[0]
         return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
     if tp is float:
+        if isinstance(value, str):          # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected float, got {type(value).__name__} {value!r}")
         return float(value)
@@ -145,7 +197,7 @@ def _from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
 def config_from_dict(data: Mapping[str, Any]) -> RunConfig:
     """Build a RunConfig from a nested mapping; missing keys take the dataclass defaults."""
     cfg = _from_dict(RunConfig, data)
-    validate_model_config(cfg.model)
+    validate_run_config(cfg)
     return cfg
 
 

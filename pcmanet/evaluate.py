@@ -1,0 +1,169 @@
+"""Evaluate a checkpoint on an AVSBench-layout split with AVSBench's metric conventions.
+
+    python -m pcmanet.evaluate --checkpoint CKPT --data-root DIR --task s4|ms3|avss \
+        --split test [--batch-size 1] [--json] [--save-masks DIR]
+    python -m pcmanet.evaluate --official resnet50 --checkpoint REF.pth --vggish VGGISH.pth ...
+
+S4/MS3: mIoU (`mask_iou`) and F-score (`f_score`, beta^2 = 0.3) per batch of `--batch-size`
+clips in CSV order, averaged over batches like the official test loop; the F-score depends on
+the batch size, which is printed with it. AVSS: per-class mIoU and F over the whole split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from pcmanet.checkpoint import CheckpointError, load_checkpoint
+from pcmanet.metrics import AVSMeter, SemanticMeter, f_score, mask_iou
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m pcmanet.evaluate",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", required=True, help="our checkpoint, or a reference "
+                   "checkpoint with --official")
+    p.add_argument("--data-root", required=True)
+    p.add_argument("--task", required=True, choices=["s4", "ms3", "avss"])
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--batch-size", type=int, default=1, help="clips per metric batch (the "
+                   "F-score depends on it; PCMANet's test script uses 1)")
+    p.add_argument("--official", choices=["resnet50", "pvt_v2_b5"], default=None,
+                   help="the checkpoint is a reference PCMANet checkpoint of this backbone")
+    p.add_argument("--vggish", default=None, help="VGGish weights (needed with --official)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="model input size (default: the size the checkpoint was trained at)")
+    p.add_argument("--audio-source", choices=["wav", "pkl"], default="wav",
+                   help="pkl reads the precomputed pickles: trusted data only")
+    p.add_argument("--save-masks", default=None, help="write predicted masks as PNG here")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--device", default=None)
+    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--max-items", type=int, default=None, help="evaluate only the first N clips")
+    return p.parse_args(argv)
+
+
+def _save_masks(out_dir: Path, names: list[str], logits: Tensor, T: int) -> None:
+    """Predictions as <out>/<name>/<name>_<k>.png, k 0-based as the official save_mask."""
+    if logits.shape[1] == 1:
+        masks = (torch.sigmoid(logits[:, 0]) > 0.5).to(torch.uint8) * 255        # (N, H, W)
+        palette = None
+    else:
+        from pcmanet.data import voc_palette
+
+        masks = logits.argmax(1).to(torch.uint8)
+        palette = voc_palette(logits.shape[1])
+    for i, name in enumerate(names):
+        folder = out_dir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for k in range(T):
+            img = Image.fromarray(masks[i * T + k].cpu().numpy(), mode="L" if palette is None
+                                  else "P")
+            if palette is not None:
+                img.putpalette(np.asarray(palette, dtype=np.uint8).reshape(-1).tolist())
+            img.save(folder / f"{name}_{k}.png")
+
+
+@torch.no_grad()
+def evaluate_model(model: nn.Module, dataset: Dataset[Any], batch_size: int,
+                   device: torch.device, num_workers: int = 0, show_progress: bool = True,
+                   save_masks: Path | None = None) -> dict[str, Any]:
+    """Run the model over a split; returns the metrics dict (see the module docstring).
+
+    The model runs at the dataset's frame size; its finest logits are compared with the masks
+    at the masks' size (bilinear upsampling when they differ). For S4/MS3 only labelled frames
+    (`mask_valid`) count, which is every frame of val/test.
+    """
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    binary_meter, semantic_meter = AVSMeter(), None
+    n_videos = n_frames = 0
+    for batch in tqdm(loader, desc="evaluate", disable=not show_progress, leave=False):
+        frames = batch["frames"].flatten(0, 1).to(device)                   # (B*T, 3, H, W)
+        audio = batch["audio"].flatten(0, 1).to(device)
+        frame_mask = batch["frame_mask"].flatten().to(device)
+        flag = None if bool((frame_mask == 1).all()) else frame_mask
+        logits = model(frames, audio, flag).logits[0].float()               # (B*T, K, H, W)
+        masks = batch["masks"].flatten(0, 1).to(device)
+        if tuple(logits.shape[-2:]) != tuple(masks.shape[-2:]):
+            logits = F.interpolate(logits, size=masks.shape[-2:], mode="bilinear",
+                                   align_corners=False)
+        B, T = batch["frames"].shape[:2]
+        n_videos += B
+        if save_masks is not None:
+            _save_masks(save_masks, list(batch["name"]), logits.cpu(), T)
+        if logits.shape[1] == 1:
+            rows = batch["mask_valid"].flatten().nonzero().squeeze(1).to(device)
+            pred, gt = logits[rows, 0], masks[rows, 0]                      # (N, H, W)
+            binary_meter.add(mask_iou(pred, gt), f_score(pred, gt), n_videos=B,
+                             n_frames=len(rows))
+            n_frames += len(rows)
+        else:
+            if semantic_meter is None:
+                semantic_meter = SemanticMeter(logits.shape[1])
+            semantic_meter.update(logits, masks)                            # every frame, as
+            n_frames += B * T                                               # avss/test.py
+    result: dict[str, Any] = {"n_videos": n_videos, "n_frames": n_frames,
+                              "batch_size": batch_size}
+    if semantic_meter is not None:
+        result.update(miou=semantic_meter.miou, fscore=semantic_meter.fscore,
+                      miou_no_last=semantic_meter.miou_no_bg,
+                      fscore_no_last=semantic_meter.fscore_no_bg)
+    else:
+        result.update(miou=binary_meter.miou, fscore=binary_meter.fscore)
+    return result
+
+
+def load_for_eval(args: argparse.Namespace) -> tuple[nn.Module, int | None]:
+    """The model to evaluate and the input size it was trained at (None: file size)."""
+    if args.official:
+        from pcmanet.official import load_official
+
+        if args.vggish is None:
+            raise CheckpointError("reference checkpoints take VGGish embeddings: pass --vggish "
+                                  "PATH (the torchvggish vggish-10086976.pth file)")
+        return load_official(args.checkpoint, args.official, args.task, vggish=args.vggish), 224
+    model, _cfg, extra = load_checkpoint(args.checkpoint)
+    return model, extra.get("data", {}).get("image_size")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from pcmanet.data import DataError, build_dataset
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        model, trained_size = load_for_eval(args)
+        size = args.image_size if args.image_size is not None else trained_size
+        dataset = build_dataset(args.task, args.data_root, args.split,
+                                audio_source=args.audio_source, image_size=size,
+                                max_items=args.max_items)
+        result = evaluate_model(model.to(device), dataset, args.batch_size, device,
+                                args.num_workers, show_progress=not args.json,
+                                save_masks=Path(args.save_masks) if args.save_masks else None)
+    except (CheckpointError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    result.update(task=args.task, split=args.split, checkpoint=str(args.checkpoint))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{args.task} {args.split}: mIoU {result['miou']:.4f}  F-score {result['fscore']:.4f}"
+              f"  ({result['n_videos']} videos, {result['n_frames']} frames, "
+              f"batch size {result['batch_size']})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
