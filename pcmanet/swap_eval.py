@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +52,13 @@ def swap_pairs(meta: dict[str, Any], split: str) -> list[tuple[str, str]]:
 
 
 @torch.no_grad()
-def swap_scores(model: torch.nn.Module, items: dict[str, dict[str, Any]],
-                pairs: list[tuple[str, str]]) -> dict[str, float]:
+def swap_scores(model: torch.nn.Module, items: Mapping[str, Mapping[str, Any]],
+                pairs: list[tuple[str, str]]) -> dict[str, Any]:
     """Mean per-frame IoU of the swapped prediction with B's masks and with A's masks."""
     model.eval()
-    with_new, with_old, frames_equal = [], [], 0
+    with_new: list[float] = []
+    with_old: list[float] = []
+    frames_equal = 0
     for a, b in pairs:
         A, B = items[a], items[b]
         frames_equal += int(torch.equal(A["frames"], B["frames"]))
@@ -90,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             item = dataset[i]
             if item["name"] in needed:
                 items[item["name"]] = item
-        result = swap_scores(model, items, pairs)
+        result: dict[str, Any] = dict(swap_scores(model, items, pairs))
     except (CheckpointError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
