@@ -19,8 +19,9 @@ def test_each_variant_yaml_is_complete_and_mirrors_the_registry(name):
     # complete: every field of the model section is written out in the file
     import yaml
 
-    written = yaml.safe_load(path.read_text())["model"]
-    assert set(written) == set(RunConfig().model.__dataclass_fields__)
+    written = yaml.safe_load(path.read_text())
+    for section in ("model", "data", "train"):
+        assert set(written[section]) == set(getattr(RunConfig(), section).__dataclass_fields__)
 
 
 def test_round_trip_and_frozen():

@@ -54,6 +54,15 @@ def test_training_reduces_loss_and_writes_checkpoints(tmp_path, s4_root, capsys)
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["n_videos"] == 4 and result["n_frames"] == 20 and result["batch_size"] == 1
     assert 0.0 <= result["miou"] <= 1.0 and 0.0 <= result["fscore"] <= 1.0
+    # The audio-swap check runs on the synthetic groups (frames shared, audio swapped).
+    from pcmanet.swap_eval import main as swap_main
+
+    assert swap_main(["--checkpoint", str(out / "best.pt"), "--data-root", str(s4_root),
+                      "--json"]) == 0
+    swap = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert swap["pairs"] == 4 and swap["frames"] == 20
+    assert swap["pairs_with_identical_frames"] == 4
+    assert 0.0 <= swap["iou_with_new_sounding_object"] <= 1.0
     # Resume continues from last.pt to the new epoch count.
     assert train_main(["--config", TINY, "--data-root", str(s4_root), "--task", "s4", "--out",
                        str(out), "--resume", "train.epochs=5", *FAST]) == 0
