@@ -71,6 +71,7 @@ class TrainConfig:
     epochs: int = 15                          # paper: 15 (S4), 30 (MS3), 60 (AVSS)
     batch_size: int = 4                       # clips per step (per process under torchrun)
     lr: float = 1e-4                          # Adam, as the reference
+    min_lr_ratio: float = 1.0                 # cosine decay to lr*ratio; 1.0 = constant lr
     weight_decay: float = 0.0
     stage_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)  # finest stage first
     grad_clip: float | None = None            # max gradient norm, or None
@@ -99,6 +100,7 @@ def validate_run_config(cfg: RunConfig) -> None:
         (t.epochs >= 1, "train.epochs", "must be >= 1"),
         (t.batch_size >= 1 and t.val_batch_size >= 1, "train.batch_size", "must be >= 1"),
         (t.lr > 0, "train.lr", "must be > 0"),
+        (0.0 <= t.min_lr_ratio <= 1.0, "train.min_lr_ratio", "must lie in [0, 1]"),
         (t.weight_decay >= 0, "train.weight_decay", "must be >= 0"),
         (len(t.stage_weights) == 4, "train.stage_weights", "needs one weight per stage (4)"),
         (t.val_every >= 1, "train.val_every", "must be >= 1"),

@@ -214,6 +214,7 @@ class Trainer:
             with self._autocast():
                 logits = forward_batch(self.net, batch)
             loss = clip_loss([x.float() for x in logits], batch, self.cfg.train.stage_weights)
+            self._set_lr()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.cfg.train.grad_clip is not None:
@@ -228,6 +229,15 @@ class Trainer:
                 return False
         self._epoch_loss = total / max(n, 1)
         return True
+
+    def _set_lr(self) -> None:
+        """Cosine from train.lr to lr*min_lr_ratio over the run's steps (constant at ratio 1)."""
+        t = self.cfg.train
+        total = max(1, t.epochs * len(self.loader))
+        progress = min(1.0, self.step / total)
+        scale = t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        for group in self.optimizer.param_groups:
+            group["lr"] = t.lr * scale
 
     def _out_of_time(self, deadline: float) -> bool:
         late = 1.0 if time.monotonic() >= deadline else 0.0
