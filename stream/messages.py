@@ -1,0 +1,282 @@
+"""Mask messages, schema v1 (DESIGN.md section 6): header dataclass, payload codecs, validation.
+
+Every message is three ZMQ frames, `[topic, header, payload]`:
+
+- topic: `mask/<stream>` for a mask, `stats/<stream>` for the once-a-second counters.
+- header: compact UTF-8 JSON object. Masks carry the `MaskHeader` fields; stats carry
+  `STATS_KEYS` plus whatever the pipeline reports. Unknown keys are allowed (extend freely).
+- payload, by `encoding` (masks; stats send an empty payload):
+  `mono8`  H*W bytes, 0 or 255, row-major;
+  `png`    8-bit grey PNG (0 or 255);
+  `rle`    COCO RLE as JSON, `{"size": [H, W], "counts": [...]}`, uncompressed counts over the
+           column-major (Fortran order) mask, starting with the count of zeros;
+  `prob16` H*W float16 probabilities, little-endian, row-major.
+
+Binary encodings mean `prob > threshold` (strictly, as `pcmanet.metrics`); the header's
+`threshold` says which one was used. Decoded binary masks are (H, W) uint8 0/1, `prob16`
+decodes to (H, W) float32 probabilities.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import cv2
+import numpy as np
+
+SCHEMA_VERSION = 1
+ENCODINGS = ("mono8", "png", "rle", "prob16")
+TOPIC_KINDS = ("mask", "stats")
+STREAM_NAME = re.compile(r"[A-Za-z0-9_.:-]+")     # what a publisher may name a stream
+
+# Stats headers: these keys at least (counters are ints; see `stream.publish`).
+STATS_KEYS: dict[str, type] = {
+    "v": int, "stream": str, "t_publish_ns": int, "published": int, "sent": int,
+    "dropped_at_socket": int,
+}
+
+
+class MessageError(ValueError):
+    """A message that does not follow schema v1; the text says what is wrong."""
+
+
+@dataclass(frozen=True)
+class MaskHeader:
+    """Header of one `mask/<stream>` message (schema v1).
+
+    Times are `time.monotonic_ns()` of the publishing machine: latency computed by a receiver
+    (t_receive - t_capture) is meaningful only on the same machine.
+    """
+
+    stream: str                # the `<stream>` of the topic
+    seq: int                   # per stream, +1 per mask handed to the publisher; gaps are drops
+    frame_index: int           # the source's own 0-based frame counter (media file: frame number)
+    t_capture_ns: int          # when the frame was captured
+    t_audio_start_ns: int      # the audio window the mask used: start ...
+    t_audio_end_ns: int        # ... and end
+    t_publish_ns: int          # when the publisher sent it
+    height: int                # mask H
+    width: int                 # mask W
+    encoding: str              # one of ENCODINGS
+    threshold: float           # binary encodings: mask = prob > threshold
+    keep_ratio: float          # fraction of query tokens computed (CIM)
+    model: str                 # model / weights name
+    audio_late: bool = False   # the paired audio had not arrived: the latest window was used
+    v: int = SCHEMA_VERSION
+    extra: Mapping[str, Any] = field(default_factory=dict)   # more keys, flattened into the JSON
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object: the fields plus `extra` flattened (extra never shadows a field)."""
+        out = {"v": self.v} | {k: v for k, v in asdict(self).items() if k not in ("v", "extra")}
+        clash = sorted(set(self.extra) & set(out))
+        if clash:
+            raise ValueError(f"extra keys {clash} would shadow schema fields")
+        out.update(self.extra)
+        return out
+
+    def to_json(self) -> bytes:
+        """Compact UTF-8 JSON."""
+        return dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, obj: Mapping[str, Any]) -> MaskHeader:
+        """Validate a decoded header object (raises `MessageError`); unknown keys go to `extra`."""
+        validate_mask_header(obj)
+        names = {f.name for f in fields(cls)} - {"extra"}
+        known = {k: obj[k] for k in names if k in obj}
+        return cls(**known, extra={k: v for k, v in obj.items() if k not in names})
+
+
+# Required mask header keys and their JSON types (bool is never accepted for an int or float).
+MASK_KEYS: dict[str, tuple[type, ...]] = {
+    "v": (int,), "stream": (str,), "seq": (int,), "frame_index": (int,),
+    "t_capture_ns": (int,), "t_audio_start_ns": (int,), "t_audio_end_ns": (int,),
+    "t_publish_ns": (int,), "height": (int,), "width": (int,), "encoding": (str,),
+    "threshold": (int, float), "keep_ratio": (int, float), "model": (str,),
+}
+
+
+def dumps(obj: Mapping[str, Any]) -> bytes:
+    """Compact UTF-8 JSON (no spaces, no NaN)."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+# ---------------------------------------------------------------------------------- encoding
+
+
+def encode_mask(prob: np.ndarray, encoding: str, threshold: float = 0.5) -> bytes:
+    """(H, W) float probabilities in [0, 1] -> payload bytes for `encoding`."""
+    if prob.ndim != 2 or prob.size == 0:
+        raise ValueError(f"prob must be a non-empty (H, W) array, got shape {prob.shape}")
+    if encoding == "prob16":
+        return np.ascontiguousarray(prob, dtype="<f2").tobytes()
+    binary = (prob > threshold).view(np.uint8)                           # (H, W) uint8 0/1
+    if encoding == "mono8":
+        return (binary * np.uint8(255)).tobytes()
+    if encoding == "png":
+        ok, buf = cv2.imencode(".png", binary * np.uint8(255))
+        if not ok:
+            raise ValueError("cv2.imencode failed to write the PNG")
+        return buf.tobytes()
+    if encoding == "rle":
+        return dumps(rle_encode(binary))
+    raise ValueError(f"unknown encoding {encoding!r}; expected one of {ENCODINGS}")
+
+
+def rle_encode(mask: np.ndarray) -> dict[str, Any]:
+    """(H, W) 0/1 mask -> COCO uncompressed RLE `{"size": [H, W], "counts": [...]}`.
+
+    Counts run over the column-major (Fortran order) pixels and start with a run of zeros,
+    which is 0 when the first pixel is set.
+    """
+    H, W = mask.shape
+    flat = (mask.ravel(order="F") != 0)                                   # (H*W,) column-major
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1                    # starts of runs 2..n
+    bounds = np.concatenate(([0], change, [flat.size]))
+    counts = np.diff(bounds)
+    if flat[0]:
+        counts = np.concatenate(([0], counts))
+    return {"size": [int(H), int(W)], "counts": counts.tolist()}
+
+
+def rle_decode(rle: Mapping[str, Any]) -> np.ndarray:
+    """COCO uncompressed RLE -> (H, W) uint8 0/1 (raises `MessageError` on a bad object)."""
+    size, counts = rle.get("size"), rle.get("counts")
+    if (not isinstance(size, list) or len(size) != 2
+            or not all(type(s) is int and s > 0 for s in size)):
+        raise MessageError(f"rle: 'size' must be [H, W] of positive ints, got {size!r}")
+    if isinstance(counts, str):
+        raise MessageError("rle: compressed (string) counts are not supported; send a list")
+    if not isinstance(counts, list) or not all(type(c) is int for c in counts):
+        raise MessageError("rle: 'counts' must be a list of ints")
+    H, W = size
+    runs = np.asarray(counts, dtype=np.int64)
+    if runs.size and runs.min() < 0:
+        raise MessageError("rle: counts must not be negative")
+    if int(runs.sum()) != H * W:
+        raise MessageError(f"rle: counts sum to {int(runs.sum())}, size needs {H * W} = {H}*{W}")
+    values = (np.arange(runs.size) % 2).astype(np.uint8)                  # 0, 1, 0, ...
+    flat = np.repeat(values, runs)                                        # (H*W,) column-major
+    return np.ascontiguousarray(flat.reshape((H, W), order="F"))
+
+
+def decode_payload(header: Mapping[str, Any], payload: bytes) -> np.ndarray:
+    """Payload of a validated mask header -> (H, W) uint8 0/1, or float32 for `prob16`.
+
+    Raises `MessageError` when the payload does not fit the header.
+    """
+    H, W, encoding = header["height"], header["width"], header["encoding"]
+    n = len(payload)
+    if encoding == "mono8":
+        if n != H * W:
+            raise MessageError(f"payload has {n} bytes, mono8 needs {H * W} = {H}*{W}")
+        raw = np.frombuffer(payload, dtype=np.uint8).reshape(H, W)
+        return _binary_from_0_255(raw, "mono8")
+    if encoding == "prob16":
+        if n != 2 * H * W:
+            raise MessageError(f"payload has {n} bytes, prob16 needs {2 * H * W} = 2*{H}*{W}")
+        return np.frombuffer(payload, dtype="<f2").reshape(H, W).astype(np.float32)
+    if encoding == "png":
+        img = cv2.imdecode(np.frombuffer(payload, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        if img is None:
+            raise MessageError(f"payload ({n} bytes) is not a PNG image")
+        if img.dtype != np.uint8 or img.shape != (H, W):
+            raise MessageError(f"png is {img.shape} {img.dtype}, header says ({H}, {W}) uint8 grey")
+        return _binary_from_0_255(img, "png")
+    if encoding == "rle":
+        try:
+            rle = json.loads(payload)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise MessageError(f"rle payload is not JSON: {e}") from None
+        if not isinstance(rle, dict):
+            raise MessageError("rle payload must be a JSON object")
+        if rle.get("size") != [H, W]:
+            raise MessageError(f"rle size {rle.get('size')!r} != header [height, width] {[H, W]}")
+        return rle_decode(rle)
+    raise MessageError(f"unknown encoding {encoding!r}; expected one of {ENCODINGS}")
+
+
+def _binary_from_0_255(raw: np.ndarray, encoding: str) -> np.ndarray:
+    """(H, W) uint8 of 0/255 -> (H, W) uint8 0/1; other values are an error."""
+    if ((raw != 0) & (raw != 255)).any():
+        raise MessageError(f"{encoding} pixels must be 0 or 255")
+    return raw >> 7                                                       # 255 -> 1, 0 -> 0
+
+
+# -------------------------------------------------------------------------------- validation
+
+
+def _check_types(obj: Mapping[str, Any], keys: Mapping[str, tuple[type, ...]], what: str) -> None:
+    missing = [k for k in keys if k not in obj]
+    if missing:
+        raise MessageError(f"{what} header is missing keys {missing}")
+    for key, types in keys.items():
+        value = obj[key]
+        if isinstance(value, bool) or not isinstance(value, types):
+            names = " or ".join(t.__name__ for t in types)
+            raise MessageError(f"{what} header key {key!r} must be {names}, got {value!r}")
+    if obj["v"] != SCHEMA_VERSION:
+        raise MessageError(f"schema version v={obj['v']!r}, this reader knows v={SCHEMA_VERSION}")
+
+
+def validate_mask_header(obj: Mapping[str, Any]) -> None:
+    """Raise `MessageError` unless `obj` is a valid v1 mask header."""
+    _check_types(obj, MASK_KEYS, "mask")
+    if obj["encoding"] not in ENCODINGS:
+        raise MessageError(f"unknown encoding {obj['encoding']!r}; expected one of {ENCODINGS}")
+    if obj["height"] <= 0 or obj["width"] <= 0:
+        raise MessageError(f"height and width must be positive, got {obj['height']}x{obj['width']}")
+    if obj["seq"] < 0 or obj["frame_index"] < 0:
+        raise MessageError(
+            f"seq and frame_index must be >= 0, got {obj['seq']}, {obj['frame_index']}")
+    if "audio_late" in obj and not isinstance(obj["audio_late"], bool):
+        raise MessageError(f"audio_late must be a bool, got {obj['audio_late']!r}")
+
+
+def validate_stats_header(obj: Mapping[str, Any]) -> None:
+    """Raise `MessageError` unless `obj` is a valid v1 stats header."""
+    _check_types(obj, {k: (t,) for k, t in STATS_KEYS.items()}, "stats")
+
+
+def parse_topic(topic: bytes) -> tuple[str, str]:
+    """b"mask/cam0" -> ("mask", "cam0"); raises `MessageError` on anything else."""
+    try:
+        text = topic.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MessageError(f"topic {topic[:40]!r} is not UTF-8") from None
+    kind, sep, stream = text.partition("/")
+    if not sep or kind not in TOPIC_KINDS or not stream:
+        raise MessageError(f"topic {text[:60]!r} is not mask/<stream> or stats/<stream>")
+    return kind, stream
+
+
+def parse_message(frames: Sequence[bytes]) -> tuple[str, dict[str, Any], np.ndarray | None]:
+    """`[topic, header, payload]` -> (topic, header dict, mask); mask is None for stats.
+
+    Checks everything schema v1 fixes and raises `MessageError` with the reason otherwise.
+    """
+    if len(frames) != 3:
+        raise MessageError(f"expected 3 parts [topic, header, payload], got {len(frames)}")
+    topic, raw_header, payload = (bytes(f) for f in frames)
+    kind, stream = parse_topic(topic)
+    try:
+        header = json.loads(raw_header.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MessageError(f"header is not UTF-8 JSON: {e}") from None
+    if not isinstance(header, dict):
+        raise MessageError(f"header must be a JSON object, got {type(header).__name__}")
+    if kind == "stats":
+        validate_stats_header(header)
+        mask = None
+        if payload:
+            raise MessageError(f"stats payload must be empty, got {len(payload)} bytes")
+    else:
+        validate_mask_header(header)
+        mask = decode_payload(header, payload)
+    if header["stream"] != stream:
+        raise MessageError(f"header stream {header['stream']!r} != topic stream {stream!r}")
+    return topic.decode(), header, mask

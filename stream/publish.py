@@ -1,0 +1,322 @@
+"""ZMQ publisher of masks and once-a-second stats (DESIGN.md section 6, schema in `messages`).
+
+`MaskPublisher.publish` never blocks: the socket is sent to with `zmq.NOBLOCK` and a message
+the socket cannot take is dropped and counted. `seq` goes up by one for every mask handed to
+`publish`, whether or not the socket took it, so a subscriber that sees a gap in `seq` knows
+how many masks it missed (dropped here, on the way, or in its own queue).
+
+The socket is an XPUB (a PUB on the wire, so plain SUB sockets connect as usual). It also
+reports subscriptions, which gives `wait_for_subscriber` (no slow-joiner guessing) and, with
+`DropPolicy.COUNTED`, `XPUB_NODROP`: a plain PUB socket drops for a slow subscriber silently,
+so the drops could never be counted.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import zmq
+
+from .messages import ENCODINGS, SCHEMA_VERSION, STREAM_NAME, MaskHeader, dumps, encode_mask
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_URL = "tcp://127.0.0.1:5555"
+_ALL_INTERFACES = ("*", "0.0.0.0", "::", "[::]", "[*]", "")
+
+
+class DropPolicy(enum.Enum):
+    """What happens to a mask when a subscriber's queue is full (both never block)."""
+
+    COUNTED = "counted"
+    """XPUB_NODROP: the mask goes to no subscriber and `dropped_at_socket` counts it. The
+    slowest subscriber sets the pace for all of them (within their high-water marks)."""
+    PER_SUBSCRIBER = "per_subscriber"
+    """Plain PUB behaviour: only the slow subscriber loses the mask; the publisher cannot see
+    it, so `dropped_at_socket` stays 0 and only the subscriber's seq gaps show the loss."""
+
+
+@dataclass(frozen=True)
+class CurveServerKeys:
+    """CurveZMQ server key pair (z85 bytes, `zmq.curve_keypair()`); clients need `public`.
+
+    Encrypts the stream. Any client holding `public` may subscribe unless a ZAP authenticator
+    (`zmq.auth.thread.ThreadAuthenticator`) restricts the client keys.
+    """
+
+    public: bytes
+    secret: bytes
+
+
+class BindError(OSError):
+    """The publisher could not bind its URL."""
+
+
+class AddressInUseError(BindError):
+    """Another socket already holds the URL."""
+
+
+def exposure_warning(url: str, curve: bool = False) -> str | None:
+    """A warning when `url` is reachable from other machines, None for loopback / ipc / inproc."""
+    if not url.startswith("tcp://"):
+        return None
+    host = url[len("tcp://"):].rpartition(":")[0]
+    bare = host.strip("[]")
+    if host == "localhost" or bare.startswith("127.") or bare == "::1":
+        return None
+    plain = "" if curve else "; masks go unencrypted (set CurveZMQ keys)"
+    if host in _ALL_INTERFACES:
+        return f"{url} binds ALL network interfaces: other machines can subscribe{plain}"
+    return f"{url} binds {host}, which other machines can reach{plain}"
+
+
+class MaskPublisher:
+    """Publishes `mask/<stream>` messages and a `stats/<stream>` message every `stats_interval_s`.
+
+    Args:
+        url: where to bind; loopback by default. `tcp://127.0.0.1:*` picks a free port
+            (read it back from `endpoint`).
+        stream: the stream name in topics and headers (letters, digits, `_.:-`).
+        encoding: payload encoding, one of `messages.ENCODINGS`.
+        sndhwm: send high-water mark (messages queued per subscriber before dropping).
+        context: ZMQ context; the process-wide `zmq.Context.instance()` by default (inproc://
+            needs publisher and subscriber on one context).
+        curve: CurveZMQ server keys, for subscribers on other machines.
+        stats_interval_s: period of the stats thread; None: no thread (call `publish_stats`).
+        stats_provider: returns the pipeline's counters (a JSON-able dict), sent in stats
+            headers under `counters`; its errors are logged, never raised into the pipeline.
+        drop_policy: see `DropPolicy`.
+        clock: the pipeline clock, for `t_publish_ns`.
+
+    Lifecycle: `start()` binds and starts the stats thread, `stop()` (alias `close()`) stops
+    it and closes the socket with LINGER 0 (masks still queued are discarded). `publish` may
+    run on one thread while the stats thread sends: a lock serialises the socket.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        stream: str = "cam0",
+        encoding: str = "mono8",
+        sndhwm: int = 2,
+        context: zmq.Context[Any] | None = None,
+        curve: CurveServerKeys | None = None,
+        *,
+        stats_interval_s: float | None = 1.0,
+        stats_provider: Callable[[], Mapping[str, Any]] | None = None,
+        drop_policy: DropPolicy = DropPolicy.COUNTED,
+        clock: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        if not STREAM_NAME.fullmatch(stream):
+            raise ValueError(f"stream name {stream!r}: use letters, digits and _.:- only")
+        if encoding not in ENCODINGS:
+            raise ValueError(f"unknown encoding {encoding!r}; expected one of {ENCODINGS}")
+        if sndhwm < 1:
+            raise ValueError(f"sndhwm must be >= 1 (0 would mean unbounded), got {sndhwm}")
+        self.url, self.stream, self.encoding, self.sndhwm = url, stream, encoding, sndhwm
+        self.mask_topic, self.stats_topic = f"mask/{stream}", f"stats/{stream}"
+        self.endpoint: str | None = None          # the bound address, port resolved
+        self._context, self._curve = context, curve
+        self._stats_interval_s, self._stats_provider = stats_interval_s, stats_provider
+        self._drop_policy, self._clock = drop_policy, clock
+        self._lock = threading.Lock()              # serialises the socket and the counters
+        self._socket: zmq.Socket[bytes] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._subscriptions: set[bytes] = set()
+        self._next_seq = 0
+        self._sent = self._dropped = self._stats_sent = self._stats_dropped = 0
+
+    # ------------------------------------------------------------------------------ lifecycle
+
+    def start(self) -> MaskPublisher:
+        """Bind the socket and start the stats thread; raises `BindError` if it cannot bind."""
+        if self._socket is not None:
+            raise RuntimeError("publisher already started")
+        context = self._context or zmq.Context.instance()
+        sock: zmq.Socket[bytes] = context.socket(zmq.XPUB)
+        sock.setsockopt(zmq.SNDHWM, self.sndhwm)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.XPUB_NODROP, int(self._drop_policy is DropPolicy.COUNTED))
+        if self._curve is not None:
+            sock.setsockopt(zmq.CURVE_SERVER, 1)
+            sock.setsockopt(zmq.CURVE_SECRETKEY, self._curve.secret)
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, self._curve.public)
+        if "[" in self.url or "::" in self.url:
+            sock.setsockopt(zmq.IPV6, 1)
+        try:
+            sock.bind(self.url)
+        except zmq.ZMQError as e:
+            sock.close(linger=0)
+            if e.errno == zmq.EADDRINUSE:
+                raise AddressInUseError(
+                    e.errno, f"{self.url} is already in use: pick another --zmq port") from None
+            raise BindError(e.errno, f"cannot bind {self.url}: {e.strerror}") from None
+        self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT) or self.url
+        warning = exposure_warning(self.url, curve=self._curve is not None)
+        if warning:
+            logger.warning(warning)
+        logger.info("publishing %s on %s (%s)", self.mask_topic, self.endpoint, self.encoding)
+        self._socket = sock
+        self._stop.clear()
+        if self._stats_interval_s is not None:
+            self._thread = threading.Thread(
+                target=self._stats_loop, args=(self._stats_interval_s,),
+                name=f"stats-{self.stream}", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        """Stop the stats thread and close the socket (LINGER 0); idempotent."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+        with self._lock:
+            if self._socket is not None:
+                self._socket.close(linger=0)
+                self._socket = None
+
+    close = stop
+
+    def __enter__(self) -> MaskPublisher:
+        return self if self._socket is not None else self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------------------- publishing
+
+    def publish(
+        self,
+        prob: np.ndarray,
+        frame_index: int,
+        t_capture_ns: int,
+        t_audio_start_ns: int,
+        t_audio_end_ns: int,
+        keep_ratio: float,
+        threshold: float,
+        model: str,
+        *,
+        audio_late: bool = False,
+        extra: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Send one mask, never blocking; returns its seq (also when the socket dropped it).
+
+        prob: (H, W) float probabilities in [0, 1]; encoded with `threshold` as `encoding`
+        says. `extra`: more JSON header keys (e.g. per-stage timestamps for the benchmark).
+        """
+        payload = encode_mask(prob, self.encoding, threshold)                 # outside the lock
+        H, W = prob.shape
+        topic = self.mask_topic.encode()
+        with self._lock:
+            sock = self._require_socket()
+            seq, self._next_seq = self._next_seq, self._next_seq + 1
+            if seq % 64 == 0:                  # bound the XPUB's queue of subscription events
+                self._drain_subscriptions(sock)
+            header = MaskHeader(
+                stream=self.stream, seq=seq, frame_index=int(frame_index),
+                t_capture_ns=int(t_capture_ns), t_audio_start_ns=int(t_audio_start_ns),
+                t_audio_end_ns=int(t_audio_end_ns), t_publish_ns=self._clock(),
+                height=int(H), width=int(W), encoding=self.encoding, threshold=float(threshold),
+                keep_ratio=float(keep_ratio), model=str(model), audio_late=bool(audio_late),
+                extra=dict(extra or {}))
+            try:
+                sock.send_multipart([topic, header.to_json(), payload],
+                                    flags=zmq.NOBLOCK, copy=False)
+                self._sent += 1
+            except zmq.Again:
+                self._dropped += 1
+        return seq
+
+    def publish_stats(self) -> bool:
+        """Send one `stats/<stream>` message now; False when the socket dropped it."""
+        counters = self._provider_counters()
+        with self._lock:
+            sock = self._require_socket()
+            self._drain_subscriptions(sock)
+            header = {"v": SCHEMA_VERSION, "stream": self.stream, "t_publish_ns": self._clock(),
+                      **self._counters_locked(), "subscriptions": len(self._subscriptions),
+                      "encoding": self.encoding, "drop_policy": self._drop_policy.value,
+                      "interval_s": self._stats_interval_s, "counters": counters}
+            try:
+                sock.send_multipart([self.stats_topic.encode(), dumps(header), b""],
+                                    flags=zmq.NOBLOCK)
+                self._stats_sent += 1
+                return True
+            except zmq.Again:
+                self._stats_dropped += 1
+                return False
+
+    def counters(self) -> dict[str, int]:
+        """published (masks handed to `publish` = next seq), sent, dropped_at_socket, stats."""
+        with self._lock:
+            return self._counters_locked()
+
+    def wait_for_subscriber(self, topic: str | None = None, timeout_s: float = 5.0) -> bool:
+        """Wait until some subscriber's filter matches `topic` (the mask topic by default).
+
+        ZMQ delivers nothing to a subscriber before its subscription arrives (the
+        "slow joiner"); this is how a test or a benchmark waits for it. False on timeout.
+        """
+        wanted = (topic or self.mask_topic).encode()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                self._drain_subscriptions(self._require_socket())
+                if any(wanted.startswith(prefix) for prefix in self._subscriptions):
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+
+    # -------------------------------------------------------------------------------- internals
+
+    def _require_socket(self) -> zmq.Socket[bytes]:
+        if self._socket is None:
+            raise RuntimeError("publisher is not started: call start() or use `with`")
+        return self._socket
+
+    def _counters_locked(self) -> dict[str, int]:
+        return {"published": self._next_seq, "sent": self._sent,
+                "dropped_at_socket": self._dropped, "stats_sent": self._stats_sent,
+                "stats_dropped": self._stats_dropped}
+
+    def _drain_subscriptions(self, sock: zmq.Socket[bytes]) -> None:
+        """Read XPUB subscription messages (b"\\x01prefix" / b"\\x00prefix"); lock held."""
+        while True:
+            try:
+                msg = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if msg[:1] == b"\x01":
+                self._subscriptions.add(msg[1:])
+            elif msg[:1] == b"\x00":
+                self._subscriptions.discard(msg[1:])
+
+    def _provider_counters(self) -> dict[str, Any]:
+        if self._stats_provider is None:
+            return {}
+        try:
+            counters = dict(self._stats_provider())
+            dumps(counters)                                   # JSON-able, or drop it here
+            return counters
+        except Exception as e:                                # never raise into the pipeline
+            logger.warning("stats_provider failed, stats sent without its counters: %r", e)
+            return {}
+
+    def _stats_loop(self, interval_s: float) -> None:
+        while not self._stop.wait(interval_s):
+            try:
+                self.publish_stats()
+            except RuntimeError:                              # socket closed under us: stopping
+                return

@@ -1,0 +1,156 @@
+"""Pairing video frames with audio, and choosing the temporal window (DESIGN.md section 4).
+
+* :class:`Pairer`: a frame captured at t gets the log-mel window (96, 64) ending at t + offset,
+  waiting a bounded time for audio that has not arrived yet, then going on with the latest
+  window, flagged ``audio_late``. It runs in the engine thread; capture never waits on it.
+* :func:`window_indices`: the model's T = 5 frame window from a history of capture times: the
+  newest frame and the cached frames nearest t - 1 s, t - 2 s, ...
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Sequence
+
+from pcmanet.audio.frontend import EXAMPLE_FRAMES
+from stream.buffers import NS_PER_S, MelRing, MelWindow, nearest_index
+from stream.frames import Frame, PairedFrame
+
+
+class Pairer:
+    """Gives each frame the log-mel window of the audio ending at its capture time + offset.
+
+    Outcomes (counted in :meth:`stats`):
+
+    * ``on_time``: the window ending at ``t_capture_ns + offset_ns`` is there (possibly after
+      waiting); ``audio_late`` False.
+    * ``late``: it did not arrive within ``max_wait_s``; the frame gets the latest window held
+      (or None if there is none yet), ``audio_late`` True. A source that has delivered nothing
+      for ``stall_s`` is not waited for at all, so a dead microphone costs no latency per frame.
+    * ``no_audio``: no audio ever arrived; logmel None, ``audio_late`` False.
+    * ``unavailable``: the window can never exist (it starts before the stream did, or its audio
+      was already overwritten); logmel None, ``audio_late`` False.
+
+    Args:
+        mel_ring: log-mel frames of the audio; the Pairer calls its ``update``.
+        offset_ns: added to the capture time (from calib; positive: audio lags video).
+        max_wait_s: longest wait for audio per frame.
+        clock: the pipeline clock, ``time.monotonic_ns``; injected in tests.
+        sleep: waits the given seconds while polling; injected in tests (no real sleep).
+        poll_s: polling period while waiting.
+        stall_s: audio that has not advanced for this long is treated as stalled.
+        frames: log-mel frames per window (96 = 0.96 s).
+    """
+
+    def __init__(
+        self,
+        mel_ring: MelRing,
+        offset_ns: int = 0,
+        max_wait_s: float = 0.05,
+        clock: Callable[[], int] = time.monotonic_ns,
+        sleep: Callable[[float], object] = time.sleep,
+        poll_s: float = 0.002,
+        stall_s: float = 0.5,
+        frames: int = EXAMPLE_FRAMES,
+    ) -> None:
+        if max_wait_s < 0 or poll_s <= 0:
+            raise ValueError(f"need max_wait_s >= 0 and poll_s > 0, got {max_wait_s}, {poll_s}")
+        self.mel_ring, self.offset_ns, self.frames = mel_ring, offset_ns, frames
+        self._clock, self._sleep = clock, sleep
+        self._max_wait_ns = round(max_wait_s * NS_PER_S)
+        self._poll_s, self._stall_ns = poll_s, round(stall_s * NS_PER_S)
+        self._seen_end, self._seen_at = -1, 0  # audio progress: end sample, and when it moved
+        self._counts = dict.fromkeys(("paired", "on_time", "late", "no_audio", "unavailable"), 0)
+        self._wait_ns_total = self._wait_ns_max = 0
+
+    def pair(self, frame: Frame) -> PairedFrame:
+        """The frame with its (96, 64) log-mel window; waits at most ``max_wait_s``."""
+        self._counts["paired"] += 1
+        target = frame.t_capture_ns + self.offset_ns
+        waited_from: int | None = None
+        try:
+            while True:
+                self.mel_ring.update()
+                span = self.mel_ring.span(target, self.frames)
+                if span is None:
+                    return self._result(frame, None, "no_audio")
+                begin, end = self.mel_ring.frame_range
+                if span[0] < 0 or span[0] < begin:  # before the stream began, or overwritten
+                    return self._result(frame, None, "unavailable")
+                if span[1] <= end:
+                    window = self.mel_ring.window(target, self.frames)
+                    if window is not None:
+                        return self._result(frame, window, "on_time")
+                now = self._clock()
+                if self._stalled(now):
+                    break
+                if waited_from is None:
+                    waited_from = now
+                remaining = waited_from + self._max_wait_ns - now
+                if remaining <= 0:
+                    break
+                self._sleep(min(self._poll_s, remaining / NS_PER_S))
+            return self._result(frame, self.mel_ring.latest_window(self.frames), "late")
+        finally:
+            if waited_from is not None:
+                waited = self._clock() - waited_from
+                self._wait_ns_total += waited
+                self._wait_ns_max = max(self._wait_ns_max, waited)
+
+    def _stalled(self, now: int) -> bool:
+        """Whether the audio has not advanced for ``stall_s`` (seen across calls)."""
+        end = self.mel_ring.audio.end_sample
+        if end != self._seen_end:
+            self._seen_end, self._seen_at = end, now
+            return False
+        return now - self._seen_at >= self._stall_ns
+
+    def _result(self, frame: Frame, window: MelWindow | None, outcome: str) -> PairedFrame:
+        self._counts[outcome] += 1
+        if window is None:
+            return PairedFrame(frame, None, None, None, audio_late=outcome == "late")
+        logmel, t_start, t_end = window
+        return PairedFrame(frame, logmel, t_start, t_end, audio_late=outcome == "late")
+
+    def stats(self) -> dict[str, int]:
+        """Counters: paired == on_time + late + no_audio + unavailable; waits in ns."""
+        return {
+            **self._counts,
+            "wait_ns_total": self._wait_ns_total,
+            "wait_ns_max": self._wait_ns_max,
+        }
+
+
+def window_indices(
+    history: Sequence[int],
+    t_now: int | None = None,
+    T: int = 5,
+    spacing_s: float = 1.0,
+) -> list[int]:
+    """Indices into ``history`` of the T frames of the model's window, oldest first.
+
+    The last index is the newest frame (``len(history) - 1``); before it, the frames nearest
+    ``t_now - j * spacing_s`` for j = T - 1, ..., 1. While the history is shorter than the
+    window, the targets before its start fall on index 0: the oldest frame is repeated.
+
+    Args:
+        history: capture times (ns) of the cached frames, ascending; the last is the newest.
+        t_now: the window's reference time; default the newest capture time.
+        T: frames per window.
+        spacing_s: time between window frames (training used 1 s).
+
+    Raises:
+        ValueError: empty history, T < 1, or times not ascending.
+    """
+    if not history:
+        raise ValueError("window_indices needs at least one frame in history")
+    if T < 1:
+        raise ValueError(f"T must be >= 1, got {T}")
+    if any(a > b for a, b in itertools.pairwise(history)):
+        raise ValueError("history capture times must be ascending")
+    newest = len(history) - 1
+    t_ref = history[newest] if t_now is None else t_now
+    spacing_ns = round(spacing_s * NS_PER_S)
+    older = [nearest_index(history, t_ref - j * spacing_ns) for j in range(T - 1, 0, -1)]
+    return [*older, newest]

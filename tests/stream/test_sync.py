@@ -1,0 +1,256 @@
+"""Pairer and window_indices, driven by an injected clock and sleep (nothing really sleeps)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pcmanet.audio.frontend import HOP_SAMPLES, WINDOW_SAMPLES, LogMel
+from stream.buffers import AudioRing, MelRing, nearest_index
+from stream.frames import Frame
+from stream.sync import Pairer, window_indices
+
+T0 = 7_000_000_000  # ns; when the first audio sample was captured
+NS_PER_SAMPLE = 62_500  # 1e9 / 16 kHz
+MS = 1_000_000
+IMAGE = np.zeros((2, 2, 3), dtype=np.uint8)
+
+
+class FakeTime:
+    """The pipeline clock and a sleep that only advances it, delivering audio as time passes."""
+
+    def __init__(self, now: int) -> None:
+        self.now, self.slept_ns, self.sleeps = now, 0, 0
+        self.mic: FakeMic | None = None
+
+    def clock(self) -> int:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert 0 < seconds <= 0.002 + 1e-12, seconds  # bounded by poll_s
+        step = round(seconds * 1e9)
+        self.now += step
+        self.slept_ns += step
+        self.sleeps += 1
+        if self.mic is not None:
+            self.mic.deliver_until(self.now)
+
+    def advance(self, ns: int) -> None:
+        self.now += ns
+        if self.mic is not None:
+            self.mic.deliver_until(self.now)
+
+
+class FakeMic:
+    """Writes ``wave`` in blocks, each once its last sample is captured plus ``latency_ns``."""
+
+    def __init__(
+        self, ring: AudioRing, wave: np.ndarray, block: int = 160, latency_ns: int = 0
+    ) -> None:
+        self.ring, self.wave, self.block, self.latency_ns = ring, wave, block, latency_ns
+        self.pos = 0  # samples delivered so far
+
+    def deliver_until(self, now: int) -> None:
+        while self.pos < self.wave.shape[0]:
+            end = min(self.pos + self.block, self.wave.shape[0])
+            if T0 + end * NS_PER_SAMPLE + self.latency_ns > now:
+                return
+            self.ring.write(self.wave[self.pos : end], t_start_ns=T0 + self.pos * NS_PER_SAMPLE)
+            self.pos = end
+
+
+def make_wave(seconds: float) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    t = np.arange(int(seconds * 16000)) / 16000
+    return (0.2 * np.sin(2 * np.pi * 523 * t) + 0.05 * rng.standard_normal(t.shape)).astype(
+        np.float32
+    )
+
+
+def expected_window(whole: np.ndarray, t_end_ns: int) -> np.ndarray:
+    """Frames [k0, k0 + 96) of the whole signal for the window ending at t_end_ns."""
+    s = -((T0 - t_end_ns) // NS_PER_SAMPLE)  # first sample at or after t_end_ns
+    k0 = (s - WINDOW_SAMPLES) // HOP_SAMPLES - 95
+    return whole[k0 : k0 + 96]
+
+
+def setup(seconds: float = 3.0, latency_ns: int = 0, **pairer_args):
+    wave = make_wave(seconds)
+    with torch.no_grad():
+        whole = LogMel()(torch.from_numpy(wave)).numpy()  # (F, 64)
+    ring = AudioRing(16000 * 5)
+    fake = FakeTime(T0)
+    fake.mic = FakeMic(ring, wave, latency_ns=latency_ns)
+    pairer = Pairer(MelRing(ring), clock=fake.clock, sleep=fake.sleep, **pairer_args)
+    return pairer, fake, whole
+
+
+def frame_at(t_ns: int, index: int = 0) -> Frame:
+    return Frame(IMAGE, t_ns, index)
+
+
+# -- Pairer ----------------------------------------------------------------------------------
+def test_on_time_without_waiting():
+    pairer, fake, whole = setup()
+    fake.advance(3000 * MS)  # all 3 s of audio delivered
+    t = T0 + 2000 * MS
+    paired = pairer.pair(frame_at(t))
+    assert not paired.audio_late and fake.sleeps == 0
+    assert paired.logmel is not None and paired.logmel.shape == (96, 64)
+    np.testing.assert_allclose(paired.logmel, expected_window(whole, t), atol=1e-5, rtol=0)
+    assert paired.t_audio_end_ns is not None and paired.t_audio_start_ns is not None
+    assert t - 10 * MS < paired.t_audio_end_ns <= t  # ends within one hop before the frame
+    assert paired.t_audio_end_ns - paired.t_audio_start_ns == 975 * MS  # 96 frames of 25 ms/10 ms
+    assert pairer.stats()["on_time"] == 1 and pairer.stats()["wait_ns_max"] == 0
+
+
+def test_waits_for_audio_in_flight_then_on_time():
+    pairer, fake, whole = setup(latency_ns=20 * MS)  # blocks arrive 20 ms after their end
+    t = T0 + 2000 * MS
+    fake.advance(2000 * MS)  # the frame is paired the moment it is captured
+    paired = pairer.pair(frame_at(t))
+    assert not paired.audio_late
+    np.testing.assert_allclose(paired.logmel, expected_window(whole, t), atol=1e-5, rtol=0)
+    # The last frame before t ends at t - 5 ms; its 10 ms block arrives 20 ms after t.
+    assert 15 * MS <= fake.slept_ns <= 22 * MS
+    assert pairer.stats()["wait_ns_max"] == fake.slept_ns
+
+
+def test_late_after_bounded_wait_uses_latest_window():
+    pairer, fake, whole = setup(seconds=2.0, max_wait_s=0.05)  # audio ends at T0 + 2 s
+    fake.advance(2100 * MS)
+    t = T0 + 2100 * MS  # needs audio up to 2.1 s, which never comes
+    paired = pairer.pair(frame_at(t))
+    assert paired.audio_late
+    assert fake.slept_ns == 50 * MS  # waited exactly max_wait, in polls of <= 2 ms
+    np.testing.assert_allclose(paired.logmel, whole[-96:], atol=1e-5, rtol=0)
+    assert paired.t_audio_end_ns is not None and paired.t_audio_end_ns <= T0 + 2000 * MS < t
+    stats = pairer.stats()
+    assert stats["late"] == 1 and stats["wait_ns_total"] == 50 * MS
+
+
+def test_stalled_audio_is_not_waited_for_again():
+    pairer, fake, _ = setup(seconds=2.0, max_wait_s=0.05, stall_s=0.5)
+    fake.advance(2100 * MS)
+    assert pairer.pair(frame_at(fake.now)).audio_late
+    fake.advance(100 * MS)  # 150 ms without audio: still waits
+    sleeps = fake.sleeps
+    assert pairer.pair(frame_at(fake.now, 1)).audio_late and fake.sleeps > sleeps
+    fake.advance(500 * MS)  # the source has been silent for > stall_s: no more waiting
+    sleeps = fake.sleeps
+    for i in range(2, 12):
+        fake.advance(33 * MS)
+        assert pairer.pair(frame_at(fake.now, i)).audio_late
+    assert fake.sleeps == sleeps
+    assert pairer.stats()["late"] == 12
+
+
+def test_no_audio_at_all():
+    pairer, fake, _ = setup(seconds=0.0)
+    fake.advance(1000 * MS)
+    paired = pairer.pair(frame_at(fake.now))
+    assert paired.logmel is None and paired.t_audio_start_ns is None and not paired.audio_late
+    assert fake.sleeps == 0 and pairer.stats()["no_audio"] == 1
+
+
+def test_window_before_stream_start_is_unavailable():
+    pairer, fake, _ = setup()
+    fake.advance(3000 * MS)
+    paired = pairer.pair(frame_at(T0 + 500 * MS))  # would need audio from before T0
+    assert paired.logmel is None and not paired.audio_late and fake.sleeps == 0
+    assert pairer.stats()["unavailable"] == 1
+
+
+def test_startup_with_less_than_one_window_is_late_without_logmel():
+    pairer, fake, _ = setup()
+    fake.advance(500 * MS)
+    paired = pairer.pair(frame_at(T0 + 1200 * MS))
+    assert paired.audio_late and paired.logmel is None
+
+
+@pytest.mark.parametrize("offset_ms", [100, -250])
+def test_offset_moves_the_window(offset_ms):
+    pairer, fake, whole = setup(offset_ns=offset_ms * MS)
+    fake.advance(3000 * MS)
+    t = T0 + 1500 * MS
+    paired = pairer.pair(frame_at(t))
+    target = t + offset_ms * MS
+    assert not paired.audio_late and paired.t_audio_end_ns is not None
+    assert target - 10 * MS < paired.t_audio_end_ns <= target
+    np.testing.assert_allclose(paired.logmel, expected_window(whole, target), atol=1e-5, rtol=0)
+
+
+def test_zero_max_wait_never_sleeps():
+    pairer, fake, _ = setup(seconds=2.0, max_wait_s=0.0)
+    fake.advance(2000 * MS)
+    assert pairer.pair(frame_at(T0 + 2050 * MS)).audio_late and fake.sleeps == 0
+
+
+def test_stream_of_frames_at_30fps_is_on_time_with_realistic_latency():
+    """64 ms audio blocks delivered 5 ms late; frames paired 40 ms after capture: on time."""
+    pairer, fake, whole = setup(seconds=4.0, latency_ns=5 * MS)
+    fake.mic.block = 1024  # type: ignore[union-attr]
+    late = 0
+    for i in range(60):
+        t = T0 + 1500 * MS + i * 33_333_333
+        fake.advance(t + 40 * MS - fake.now)
+        paired = pairer.pair(frame_at(t, i))
+        late += paired.audio_late
+        if not paired.audio_late:
+            np.testing.assert_allclose(paired.logmel, expected_window(whole, t), atol=1e-5, rtol=0)
+    assert late == 0
+    stats = pairer.stats()
+    assert stats["paired"] == 60 and stats["wait_ns_max"] <= 50 * MS
+
+
+# -- window_indices --------------------------------------------------------------------------
+def times_30fps(n: int) -> list[int]:
+    return [T0 + round(i * 1e9 / 30) for i in range(n)]
+
+
+@pytest.mark.parametrize(
+    ("n", "expected"),
+    [
+        (1, [0, 0, 0, 0, 0]),
+        (15, [0, 0, 0, 0, 14]),  # 0.5 s of history: repeat the oldest
+        (45, [0, 0, 0, 14, 44]),  # 1.5 s: one frame 1 s back
+        (100, [0, 9, 39, 69, 99]),  # 3.3 s: t - 4 s is before the start
+    ],
+)
+def test_window_indices_at_startup(n, expected):
+    assert window_indices(times_30fps(n)) == expected
+
+
+def test_window_indices_steady_state_30fps():
+    history = times_30fps(300)
+    assert window_indices(history) == [179, 209, 239, 269, 299]
+    assert window_indices(history, T=3, spacing_s=0.5) == [269, 284, 299]
+    assert window_indices(history, T=1) == [299]
+
+
+def test_window_indices_with_jitter_and_drops_match_nearest():
+    rng = np.random.default_rng(4)
+    history = [t + int(rng.integers(-3 * MS, 3 * MS)) for t in times_30fps(400)]
+    history = sorted(t for i, t in enumerate(history) if i % 7 != 3)  # some frames dropped
+    idx = window_indices(history)
+    assert idx[-1] == len(history) - 1 and idx == sorted(idx)
+    for j, i in zip(range(4, 0, -1), idx):
+        target = history[-1] - j * 1_000_000_000
+        assert abs(history[i] - target) == min(abs(t - target) for t in history)
+        assert i == nearest_index(history, target)
+
+
+def test_window_indices_reference_time():
+    history = times_30fps(300)
+    idx = window_indices(history, t_now=history[-1] + 500 * MS)
+    assert idx == [194, 224, 254, 284, 299]  # targets shift; the newest stays last
+
+
+def test_window_indices_rejects_bad_input():
+    with pytest.raises(ValueError):
+        window_indices([])
+    with pytest.raises(ValueError):
+        window_indices([2, 1])
+    with pytest.raises(ValueError):
+        window_indices([1], T=0)
