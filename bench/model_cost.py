@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without `pip install -e .`
 
 from pcmanet.build import build_pcmanet, count_parameters  # noqa: E402
+from pcmanet.config import ModelConfig, load_config  # noqa: E402
 from pcmanet.fusion.qsca import QSCA  # noqa: E402
 from pcmanet.model import FrameFeatures, PCMANet  # noqa: E402
 from pcmanet.official import DROPPED, map_official_key  # noqa: E402
@@ -138,9 +139,9 @@ def reference_params(name: str) -> dict[str, int] | None:
 
 # -- section 1: whole variants -----------------------------------------------------------------
 @torch.no_grad()
-def bench_variant(name: str, size: int, repeats: int) -> dict:
+def bench_variant(name: str, size: int, repeats: int, cfg: ModelConfig | None = None) -> dict:
     """Size, FLOPs and time of one variant: clip mode, and streaming one new frame."""
-    cfg = PCMANET_VARIANTS[name]
+    cfg = cfg or PCMANET_VARIANTS[name]
     T = cfg.num_frames
     torch.manual_seed(0)
     model = build_pcmanet(cfg, with_audio_encoder=False).eval()
@@ -189,7 +190,8 @@ def bench_variant(name: str, size: int, repeats: int) -> dict:
 
 
 # -- section 2: QSCA stage 1 against keep ratio ---------------------------------------------------
-PATHS = {"dense": -1.0, "gather": 1.0, "auto": 0.5}  # gather_max_ratio (dense if ratio > it)
+# gather_max_ratio per path: dense if the keep ratio is above it; auto is the config default.
+PATHS = {"dense": -1.0, "gather": 1.0, "auto": ModelConfig().gather_max_ratio}
 
 
 @torch.no_grad()
@@ -307,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="timed runs per QSCA setting; 0 skips section 2")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--size", type=int, default=224)
+    p.add_argument("--configs", nargs="*", default=[], type=Path,
+                   help="also these config files (e.g. configs/demo.yaml), each at its own "
+                   "data.image_size")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -314,6 +319,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.variants:
         variants.append(bench_variant(name, args.size, args.repeats))
         print(f"{name}: done", file=sys.stderr, flush=True)
+    for path in args.configs:
+        run = load_config(path)
+        size = run.data.image_size or args.size
+        variants.append(bench_variant(f"{run.model.name}@{size}", size, args.repeats, run.model))
+        print(f"{path}: done", file=sys.stderr, flush=True)
     qsca = bench_qsca(args.qsca_repeats) if args.qsca_repeats else []
     print(f"torch {torch.__version__}, {args.threads} threads, {args.size}x{args.size}, "
           f"repeats {args.repeats} (QSCA {args.qsca_repeats})\n")

@@ -55,7 +55,7 @@ class ModelConfig:
     # Switches of PCMANET.md section 12; the defaults are the official behaviour.
     scrambled_tokens: bool = True             # official no-transpose token-to-map reshape
     query_grad: bool = False                  # official: no gradient through selected queries
-    gather_max_ratio: float = 0.5             # above this keep ratio QSCA runs dense
+    gather_max_ratio: float = 0.4             # above this keep ratio QSCA runs dense
 
 
 @dataclass(frozen=True)

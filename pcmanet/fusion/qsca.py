@@ -61,7 +61,7 @@ class QSCA(nn.Module):
         head_dim: int = 32,
         scrambled_tokens: bool = True,
         query_grad: bool = False,
-        gather_max_ratio: float = 0.5,
+        gather_max_ratio: float = 0.4,
         emits_audio: bool = True,
     ) -> None:
         super().__init__()
