@@ -13,12 +13,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from pcmanet.config import ConfigError, ModelConfig, RunConfig, _from_dict, config_to_dict
+
+if TYPE_CHECKING:
+    from pcmanet.model import PCMANet
 
 FORMAT, VERSION = "pcmanet-live", 1
 
@@ -126,7 +129,7 @@ def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict[str, Tensor], d
 
 def load_checkpoint(
     path: str | Path, expect: ModelConfig | None = None
-) -> tuple[nn.Module, ModelConfig, dict[str, Any]]:
+) -> tuple[PCMANet, ModelConfig, dict[str, Any]]:
     """Build the model the checkpoint describes and load its weights; returns it in eval mode.
 
     expect: a config the caller intends to run; if the checkpoint's architecture differs

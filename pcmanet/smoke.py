@@ -63,8 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             model: PCMANet = build_pcmanet(cfg).eval()
             name = f"{cfg.name} (random weights)"
         else:
-            loaded, cfg, extra = load_checkpoint(args.checkpoint)
-            model = loaded  # type: ignore[assignment]
+            model, cfg, extra = load_checkpoint(args.checkpoint)
             size = args.size or extra.get("data", {}).get("image_size") or 224
             name = f"{cfg.name} ({args.checkpoint})"
     except (ConfigError, CheckpointError) as e:
