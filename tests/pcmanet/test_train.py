@@ -49,10 +49,19 @@ def test_training_reduces_loss_and_writes_checkpoints(tmp_path, s4_root, capsys)
     assert cfg.name == "test_tiny" and extra["task"] == "s4" and not model.training
     assert "image_size: 64" in (out / "config.yaml").read_text()
     # The checkpoint evaluates through the command, with JSON output.
+    masks_dir = tmp_path / "pred"
     assert evaluate_main(["--checkpoint", str(out / "best.pt"), "--data-root", str(s4_root),
-                          "--task", "s4", "--split", "test", "--json", "--num-workers", "0"]) == 0
+                          "--task", "s4", "--split", "test", "--json", "--num-workers", "0",
+                          "--save-masks", str(masks_dir)]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["n_videos"] == 4 and result["n_frames"] == 20 and result["batch_size"] == 1
+    pngs = sorted(masks_dir.glob("*/*.png"))
+    assert len(pngs) == 20 and all(p.stem.rsplit("_", 1)[1] in "01234" for p in pngs)
+    import numpy as np
+    from PIL import Image
+
+    values = set(np.unique(np.asarray(Image.open(pngs[0])))) | {0, 255}
+    assert values == {0, 255}
     assert 0.0 <= result["miou"] <= 1.0 and 0.0 <= result["fscore"] <= 1.0
     # The audio-swap check runs on the synthetic groups (frames shared, audio swapped).
     from pcmanet.swap_eval import main as swap_main
