@@ -1,0 +1,401 @@
+"""Sources: threads that capture frames and audio into the rings (DESIGN.md sections 2-3).
+
+* :class:`CameraSource`: OpenCV ``VideoCapture`` on a device index, a video file or a URL.
+* :class:`MediaFileSource`: one media file, video and audio, decoded with PyAV and paced in
+  real time (or as fast as possible) with the container's timestamps.
+* :class:`DemoSource`: the synthetic sounding-objects scene (:class:`DemoScene`), video and audio.
+
+Every source stamps what it captures on one clock (``time.monotonic_ns()`` unless injected) and
+only writes into its rings: it never waits on consumers. Lifecycle: ``start()`` opens the input
+and raises :class:`SourceError` with one clear line when it cannot; the thread then runs until the
+input ends (``finished`` is set), ``stop()`` is called, or an error ends it (``error``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from stream.buffers import AudioRing, FrameRing
+from stream.frames import Frame
+
+NS_PER_S = 1_000_000_000
+SAMPLE_RATE = 16_000  # Hz; every AudioRing in the pipeline is 16 kHz mono float32
+_SLEEP_CHUNK_S = 0.05  # longest single sleep, so stop() is seen within 50 ms
+_MAX_READ_FAILURES = 50  # consecutive failed reads after which a camera/stream counts as gone
+
+Clock = Callable[[], int]
+Sleep = Callable[[float], None]
+
+
+class SourceError(RuntimeError):
+    """A source could not be opened or stopped delivering; the message is one line for the user."""
+
+
+class _SourceThread(threading.Thread):
+    """Common lifecycle: ``start`` opens (raising :class:`SourceError`), the thread runs
+    ``_run`` and always ``_close``; ``stop`` asks it to end; ``join(timeout)`` waits.
+
+    Counters (written by the thread only): ``frames`` put into the frame ring, ``audio_samples``
+    written to the audio ring, ``errors`` seen. ``error`` holds the exception that ended the
+    thread, if any; ``finished`` is set when the thread has ended, for whatever reason.
+    """
+
+    def __init__(self, name: str, clock: Clock, sleep: Sleep) -> None:
+        super().__init__(name=name, daemon=True)
+        self._clock, self._sleep = clock, sleep
+        self._stop_event = threading.Event()  # not `_stop`: threading.Thread uses that name
+        self.finished = threading.Event()
+        self.frames = self.audio_samples = self.errors = 0
+        self.error: BaseException | None = None
+        self.t0_ns: int | None = None  # clock() when the source started
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Open the input (raises :class:`SourceError`), then start the capture thread."""
+        self._open()
+        self.t0_ns = self._clock()
+        try:
+            super().start()
+        except BaseException:
+            self._close()
+            raise
+
+    def stop(self) -> None:
+        """Ask the thread to end; returns at once (``join`` waits)."""
+        self._stop_event.set()
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called."""
+        return self._stop_event.is_set()
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except Exception as e:  # ends the thread; kept for whoever joins it
+            self.errors += 1
+            self.error = e
+        finally:
+            try:
+                self._close()
+            finally:
+                self.finished.set()
+
+    def stats(self) -> dict[str, int]:
+        """Counters: frames, audio samples and errors so far."""
+        return {"frames": self.frames, "audio_samples": self.audio_samples, "errors": self.errors}
+
+    # -- for subclasses --------------------------------------------------------------------
+    def _open(self) -> None:
+        """Open the input in the caller's thread; raise :class:`SourceError` on failure."""
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        """Release the input; called once by the thread when it ends."""
+
+    def _sleep_until(self, t_ns: int) -> bool:
+        """Sleep (in short chunks) until ``clock() >= t_ns``; False if stopped meanwhile."""
+        while not self._stop_event.is_set():
+            dt_ns = t_ns - self._clock()
+            if dt_ns <= 0:
+                return True
+            self._sleep(min(dt_ns / NS_PER_S, _SLEEP_CHUNK_S))
+        return False
+
+
+# -- camera / file / URL via OpenCV -----------------------------------------------------------
+
+
+def _describe(device: int | str) -> tuple[str, int | str]:
+    """(kind, what to pass to VideoCapture): 'camera' for an index, 'stream' for a URL,
+    'file' otherwise. A string of digits is a camera index."""
+    if isinstance(device, int):
+        return "camera", device
+    if device.strip().isdigit():
+        return "camera", int(device)
+    if "://" in device:
+        return "stream", device
+    return "file", device
+
+
+class CameraSource(_SourceThread):
+    """Grabs frames from a camera, a video file or a stream URL into a :class:`FrameRing`.
+
+    Each frame is ``Frame(image (H, W, 3) uint8 BGR, t_capture_ns=clock() when grab returned,
+    index)``, ``index`` counting frames read from 0. The thread only reads and puts; the ring's
+    policy decides what is dropped. End of a file ends the thread cleanly (``finished``); a
+    camera or stream that keeps failing to deliver ends it with ``error`` set.
+
+    Args:
+        device: camera index (int or digit string), video file path, or URL (rtsp://, udp://...).
+        frames: the ring frames go into.
+        clock: the pipeline's clock, ns.
+        fps_hint: requested frame rate: set on a camera (CAP_PROP_FPS); for a file, reads are
+            paced at this rate (None: as fast as possible).
+        sleep: used to pace a file with ``fps_hint`` and to back off after a failed read.
+    """
+
+    def __init__(
+        self,
+        device: int | str,
+        frames: FrameRing,
+        clock: Clock = time.monotonic_ns,
+        fps_hint: float | None = None,
+        sleep: Sleep = time.sleep,
+    ) -> None:
+        super().__init__("camera", clock, sleep)
+        self.kind, self._target = _describe(device)
+        self.device, self.frame_ring, self.fps_hint = device, frames, fps_hint
+        self._cap: cv2.VideoCapture | None = None
+
+    def _open(self) -> None:
+        if self.kind == "file" and not Path(str(self._target)).is_file():
+            raise SourceError(f"video file {self.device} not found")
+        cap = cv2.VideoCapture(self._target)
+        if not cap.isOpened():
+            cap.release()
+            if self.kind == "camera":
+                raise SourceError(
+                    f"camera {self._target} could not be opened: no such device "
+                    "(run with --list-devices)"
+                )
+            if self.kind == "stream":
+                raise SourceError(f"stream {self.device} could not be opened")
+            raise SourceError(
+                f"video file {self.device} could not be opened (not a video, or corrupt)"
+            )
+        if self.kind == "camera" and self.fps_hint:
+            cap.set(cv2.CAP_PROP_FPS, float(self.fps_hint))
+        self._cap = cap
+
+    def _run(self) -> None:
+        cap = self._cap
+        assert cap is not None, "start() opens the capture"
+        pace_ns = round(NS_PER_S / self.fps_hint) if self.kind == "file" and self.fps_hint else 0
+        failures = 0
+        for index in itertools.count():
+            if (
+                pace_ns
+                and self.t0_ns is not None
+                and not self._sleep_until(self.t0_ns + index * pace_ns)
+            ):
+                return
+            if self.stopping:
+                return
+            while not cap.grab():
+                if self.kind == "file":  # end of file
+                    return
+                self.errors += 1
+                failures += 1
+                if failures >= _MAX_READ_FAILURES:
+                    raise SourceError(f"{self.kind} {self.device} stopped delivering frames")
+                if not self._sleep_until(self._clock() + 10_000_000) or self.stopping:
+                    return
+            t_capture_ns = self._clock()  # stamped as grab returns: the frame's capture time
+            failures = 0
+            ok, image = cap.retrieve()
+            if not ok or image is None:
+                self.errors += 1
+                continue
+            self.frame_ring.put(Frame(image, t_capture_ns, index))  # never waits
+            self.frames += 1
+
+    def _close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+# -- media file (video + audio) via PyAV ------------------------------------------------------
+
+
+class MediaFileSource(_SourceThread):
+    """Decodes video and audio from one media file into a :class:`FrameRing` and an
+    :class:`AudioRing`, on one clock.
+
+    Times: ``t0 = clock()`` at start; an item with container time ``pts`` seconds is stamped
+    ``t0 + pts``, so audio and video keep the file's alignment. Frames: (H, W, 3) uint8 BGR,
+    ``index`` = the frame's number in the file (0-based). Audio: resampled to 16 kHz mono
+    float32 and written with the time of its first sample. ``realtime``: a frame is delivered
+    at its time and an audio block when its last sample has "happened" (as a microphone would);
+    otherwise everything is delivered as fast as possible. A file without audio works
+    (``has_audio`` False). The thread ends at the end of the file (``finished``).
+
+    Args:
+        path: the media file.
+        frames: ring for video frames.
+        audio: ring for audio (None: audio is not decoded).
+        realtime: pace to the container's timestamps.
+        clock: the pipeline's clock, ns.
+        sleep: how pacing waits (seconds); injected in tests.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        frames: FrameRing,
+        audio: AudioRing | None = None,
+        realtime: bool = True,
+        clock: Clock = time.monotonic_ns,
+        sleep: Sleep = time.sleep,
+    ) -> None:
+        super().__init__("media-file", clock, sleep)
+        self.path, self.frame_ring, self.audio_ring = Path(path), frames, audio
+        self.realtime = realtime
+        self.has_audio = False
+        self._container: av.container.InputContainer | None = None
+
+    def _open(self) -> None:
+        if not self.path.is_file():
+            raise SourceError(f"media file {self.path} not found")
+        try:
+            container = av.open(str(self.path))
+        except (av.FFmpegError, OSError, ValueError) as e:
+            raise SourceError(f"media file {self.path} could not be opened: {e}") from e
+        if not container.streams.video:
+            container.close()
+            raise SourceError(f"media file {self.path} has no video stream")
+        self.has_audio = bool(container.streams.audio)
+        self._container = container
+
+    def _run(self) -> None:
+        container, t0 = self._container, self.t0_ns
+        assert container is not None and t0 is not None, "start() opens the file"
+        vstream = container.streams.video[0]
+        streams: list[av.stream.Stream] = [vstream]
+        resampler = None
+        if self.has_audio and self.audio_ring is not None:
+            streams.append(container.streams.audio[0])
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        audio_next_s: float | None = None  # time of the next audio sample when pts is missing
+        for packet in container.demux(*streams):
+            for frame in packet.decode():
+                if self.stopping:
+                    return
+                if isinstance(frame, av.VideoFrame):
+                    t_ns = t0 + round((frame.time or 0.0) * NS_PER_S)
+                    if self.realtime and not self._sleep_until(t_ns):
+                        return
+                    image = frame.to_ndarray(format="bgr24")  # (H, W, 3) uint8 BGR
+                    self.frame_ring.put(Frame(image, t_ns, self.frames))  # never waits
+                    self.frames += 1
+                elif isinstance(frame, av.AudioFrame) and resampler is not None:
+                    for block in resampler.resample(frame):
+                        audio_next_s = self._write_audio(block, t0, audio_next_s)
+                        if audio_next_s is None:
+                            return
+        if resampler is not None:
+            for block in resampler.resample(None):  # flush what the resampler holds
+                audio_next_s = self._write_audio(block, t0, audio_next_s)
+                if audio_next_s is None:
+                    return
+
+    def _write_audio(self, block: av.AudioFrame, t0: int, next_s: float | None) -> float | None:
+        """Write one resampled block; returns the time just past it (s), None if stopped."""
+        samples = block.to_ndarray().reshape(-1)  # (1, n) packed flt mono -> (n,) float32 @16 kHz
+        n = int(samples.shape[0])
+        if block.pts is not None and block.time_base is not None:
+            start_s = float(block.pts * block.time_base)
+        else:
+            start_s = next_s or 0.0
+        end_s = start_s + n / SAMPLE_RATE
+        if self.realtime and not self._sleep_until(t0 + round(end_s * NS_PER_S)):
+            return None
+        assert self.audio_ring is not None
+        self.audio_ring.write(
+            samples.astype(np.float32, copy=False), t0 + round(start_s * NS_PER_S)
+        )
+        self.audio_samples += n
+        return end_s
+
+    def _close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+
+# -- the synthetic demo scene -----------------------------------------------------------------
+
+
+class DemoSource(_SourceThread):
+    """Plays :class:`DemoScene` ``(seed, size, fps)``: frames and 16 kHz audio on one clock.
+
+    Frame ``i`` is stamped ``t0 + i / fps`` and has ``index`` i, so ``scene.frame(i)`` gives its
+    ground-truth mask. Audio goes out in blocks of ``block_ms``; the block starting at sample s is
+    stamped ``t0 + s / 16000``. ``realtime``: a frame is delivered at its time, an audio block
+    when its last sample has happened; otherwise as fast as possible (in the same order).
+
+    Args:
+        frames, audio: the rings.
+        fps, size, seed: the scene.
+        realtime: pace in real time.
+        clock, sleep: injected in tests.
+        block_ms: audio block length.
+        max_frames: end (``finished``) after this many frames and the audio up to their end
+            time, ``max_frames / fps`` s; None: run until stopped.
+    """
+
+    def __init__(
+        self,
+        frames: FrameRing,
+        audio: AudioRing | None,
+        fps: float = 30.0,
+        size: int = 224,
+        seed: int = 0,
+        realtime: bool = True,
+        clock: Clock = time.monotonic_ns,
+        sleep: Sleep = time.sleep,
+        block_ms: int = 20,
+        max_frames: int | None = None,
+    ) -> None:
+        super().__init__("demo", clock, sleep)
+        from pcmanet.data.synthetic_demo import DemoScene  # heavy import, only when used
+
+        self.scene = DemoScene(seed=seed, size=size, fps=fps)
+        self.frame_ring, self.audio_ring, self.fps = frames, audio, fps
+        self.realtime, self.max_frames = realtime, max_frames
+        self.block_samples = max(1, SAMPLE_RATE * block_ms // 1000)
+
+    def _run(self) -> None:
+        t0 = self.t0_ns
+        assert t0 is not None, "start() sets t0"
+        end_sample = (
+            None if self.max_frames is None else round(self.max_frames * SAMPLE_RATE / self.fps)
+        )
+        i = s = 0  # next frame index, next audio sample
+        while not self.stopping:
+            video_left = self.max_frames is None or i < self.max_frames
+            audio_left = self.audio_ring is not None and (end_sample is None or s < end_sample)
+            if not video_left and not audio_left:
+                return
+            n = (
+                self.block_samples
+                if end_sample is None
+                else min(self.block_samples, end_sample - s)
+            )
+            t_frame_ns = t0 + i * NS_PER_S / self.fps
+            t_block_end_ns = t0 + (s + n) * NS_PER_S / SAMPLE_RATE  # block ready at its end
+            if video_left and (not audio_left or t_frame_ns <= t_block_end_ns):
+                if self.realtime and not self._sleep_until(round(t_frame_ns)):
+                    return
+                image, _, _ = self.scene.frame(i)  # (H, W, 3) uint8 BGR
+                self.frame_ring.put(Frame(image, round(t_frame_ns), i))
+                self.frames += 1
+                i += 1
+            else:
+                if self.realtime and not self._sleep_until(round(t_block_end_ns)):
+                    return
+                assert self.audio_ring is not None
+                self.audio_ring.write(self.scene.audio(s, n), t0 + s * NS_PER_S // SAMPLE_RATE)
+                self.audio_samples += n
+                s += n
