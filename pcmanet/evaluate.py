@@ -75,6 +75,21 @@ def _save_masks(out_dir: Path, names: list[str], logits: Tensor, T: int) -> None
             img.save(folder / f"{name}_{k}.png")
 
 
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Move a loader batch's tensors to `device`; strings stay as they are."""
+    return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v
+            for k, v in batch.items()}
+
+
+def forward_batch(model: nn.Module, batch: dict[str, Any]) -> list[Tensor]:
+    """A (B, T, ...) loader batch on the model's device -> four stage logits (B*T, K, H, W)."""
+    frames = batch["frames"].flatten(0, 1)                                  # (B*T, 3, H, W)
+    audio = batch["audio"].flatten(0, 1)                                    # (B*T, 1, 96, 64)
+    frame_mask = batch["frame_mask"].flatten()                              # (B*T,)
+    flag = None if bool((frame_mask == 1).all()) else frame_mask            # AVSS padding
+    return model(frames, audio, flag).logits  # type: ignore[no-any-return]
+
+
 @torch.no_grad()
 def evaluate_model(model: nn.Module, dataset: Dataset[Any], batch_size: int,
                    device: torch.device, num_workers: int = 0, show_progress: bool = True,
@@ -90,12 +105,9 @@ def evaluate_model(model: nn.Module, dataset: Dataset[Any], batch_size: int,
     binary_meter, semantic_meter = AVSMeter(), None
     n_videos = n_frames = 0
     for batch in tqdm(loader, desc="evaluate", disable=not show_progress, leave=False):
-        frames = batch["frames"].flatten(0, 1).to(device)                   # (B*T, 3, H, W)
-        audio = batch["audio"].flatten(0, 1).to(device)
-        frame_mask = batch["frame_mask"].flatten().to(device)
-        flag = None if bool((frame_mask == 1).all()) else frame_mask
-        logits = model(frames, audio, flag).logits[0].float()               # (B*T, K, H, W)
-        masks = batch["masks"].flatten(0, 1).to(device)
+        batch = to_device(batch, device)
+        logits = forward_batch(model, batch)[0].float()                     # (B*T, K, H, W)
+        masks = batch["masks"].flatten(0, 1)
         if tuple(logits.shape[-2:]) != tuple(masks.shape[-2:]):
             logits = F.interpolate(logits, size=masks.shape[-2:], mode="bilinear",
                                    align_corners=False)
@@ -104,7 +116,7 @@ def evaluate_model(model: nn.Module, dataset: Dataset[Any], batch_size: int,
         if save_masks is not None:
             _save_masks(save_masks, list(batch["name"]), logits.cpu(), T)
         if logits.shape[1] == 1:
-            rows = batch["mask_valid"].flatten().nonzero().squeeze(1).to(device)
+            rows = batch["mask_valid"].flatten().nonzero().squeeze(1)
             pred, gt = logits[rows, 0], masks[rows, 0]                      # (N, H, W)
             binary_meter.add(mask_iou(pred, gt), f_score(pred, gt), n_videos=B,
                              n_frames=len(rows))

@@ -45,13 +45,6 @@ class FrameFeatures:
     def __len__(self) -> int:
         return int(self.audio.shape[0])
 
-    def index(self, idx: Tensor | slice) -> FrameFeatures:
-        """The features of a subset of frames."""
-        return FrameFeatures(
-            [m[idx] for m in self.maps], [t[idx] for t in self.tokens],
-            [None if k is None else k[idx] for k in self.kv], self.audio[idx],
-        )
-
     @staticmethod
     def cat(parts: list[FrameFeatures]) -> FrameFeatures:
         """Concatenate along frames (e.g. cached frames into a window)."""

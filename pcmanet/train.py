@@ -34,12 +34,11 @@ from pcmanet.checkpoint import CheckpointError, read_weights_file, save_checkpoi
 from pcmanet.config import (
     ConfigError,
     RunConfig,
-    config_from_dict,
     config_to_dict,
     dump_config,
     load_config,
 )
-from pcmanet.evaluate import evaluate_model
+from pcmanet.evaluate import evaluate_model, forward_batch, to_device
 from pcmanet.losses import bce_iou_loss, semantic_stage_loss
 from pcmanet.model import PCMANet
 
@@ -95,20 +94,6 @@ def clip_loss(model_out: list[Tensor], batch: dict[str, Any], weights: tuple[flo
     rows = valid.nonzero().squeeze(1)                                       # labelled frames
     return sum((w * bce_iou_loss(x.index_select(0, rows), target.index_select(0, rows))
                 for w, x in zip(weights, model_out, strict=True)), torch.zeros(()))
-
-
-def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v
-            for k, v in batch.items()}
-
-
-def forward_batch(model: nn.Module, batch: dict[str, Any]) -> list[Tensor]:
-    """(B, T, ...) batch -> the four stage logits (B*T, K, H, W)."""
-    frames = batch["frames"].flatten(0, 1)                                  # (B*T, 3, H, W)
-    audio = batch["audio"].flatten(0, 1)                                    # (B*T, 1, 96, 64)
-    frame_mask = batch["frame_mask"].flatten()
-    flag = None if bool((frame_mask == 1).all()) else frame_mask
-    return model(frames, audio, flag).logits  # type: ignore[no-any-return]
 
 
 # ------------------------------------------------------------------------------------------
@@ -289,10 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     if args.resume and (out / "config.yaml").is_file():
         # The run's own config wins over the file given now, except for the overrides.
-        from pcmanet.config import load_yaml
-
-        cfg = config_from_dict(load_yaml(out / "config.yaml"))
-        cfg = load_config(out / "config.yaml", overrides) if overrides else cfg
+        cfg = load_config(out / "config.yaml", overrides)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     rank, world = init_distributed(device)
     if device.type == "cuda" and world > 1:
