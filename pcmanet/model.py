@@ -63,11 +63,15 @@ class PCMANetOutput:
     keep_ratios: fraction of visual tokens selected as queries at stages 3, 2, 1
     (the reference's `per` = [mean(m4), mean(m3), mean(m2)]).
     masks: the CIM masks [m4 (F, 1, h4, w4), m3, m2] that selected them.
+    uncertain: the frames' own progressive CIM masks, same shapes, before any `restrict`
+        (equal to `masks` when decode had no `restrict`); the streaming engine carries them
+        to the next frame.
     """
 
     logits: list[Tensor]
     keep_ratios: list[Tensor]
     masks: list[Tensor]
+    uncertain: list[Tensor]
 
 
 def token_grids(sizes: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -168,12 +172,16 @@ class PCMANet(nn.Module):
         feats: FrameFeatures,
         targets: Tensor | None = None,
         out_size: tuple[int, int] | None = None,
+        restrict: list[Tensor] | None = None,
     ) -> PCMANetOutput:
         """Decode chosen frames of B whole windows of T frames (clip-major).
 
         feats: FrameFeatures of B*T frames.
         targets: (F,) int64 row indices of the frames to decode; None = every frame.
         out_size: (H, W) of the returned logits; None = the stage's own resolution.
+        restrict: optional masks [(F, 1, h4, w4), m3-shaped, m2-shaped], 1 = may be a query:
+            each CIM mask is multiplied by it before it selects queries (the streaming
+            engine's carry-over of the previous frame's masks). None: the reference selection.
         """
         T = self.num_frames
         BT = len(feats)
@@ -186,8 +194,10 @@ class PCMANet(nn.Module):
         audio = feats.audio                                                 # (BT, C)
         state: Tensor | None = None                                         # GF output, coarser
         mask: Tensor | None = None                                          # CIM mask, this stage
+        own: Tensor | None = None                                           # ... unrestricted
         logits: list[Tensor] = []
         masks: list[Tensor] = []
+        uncertain: list[Tensor] = []
         ratios: list[Tensor] = []
         for k in reversed(range(len(self.qsca))):                           # stage 4 -> stage 1
             qsca: QSCA = self.qsca[k]                                       # type: ignore[assignment]
@@ -203,14 +213,21 @@ class PCMANet(nn.Module):
             logits.append(out)
             if k > 0:
                 # Uncertain tokens at this resolution, restricted to the coarser stage's.
-                mask = cim.progress(cim.uncertain_mask(out, self.threshold), mask)
+                fresh = cim.uncertain_mask(out, self.threshold)
+                mask = cim.progress(fresh, mask)
+                if restrict is None:
+                    own = mask
+                else:
+                    own = cim.progress(fresh, own)
+                    mask = mask * restrict[len(masks)]
                 masks.append(mask)
+                uncertain.append(own)
             audio = a.token
         logits.reverse()                                                    # finest first
         if out_size is not None:
             logits = [F.interpolate(x, size=out_size, mode="bilinear", align_corners=False)
                       for x in logits]
-        return PCMANetOutput(logits, ratios, masks)
+        return PCMANetOutput(logits, ratios, masks, uncertain)
 
     def forward(
         self, frames: Tensor, audio: Tensor, frame_mask: Tensor | None = None

@@ -1,0 +1,190 @@
+"""The streaming engine: cached per-frame features + newest-frame decode == clip mode (1e-4),
+the bounded feature cache, and CIM carry-over across frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pcmanet.assets import DEMO_CHECKPOINT
+from pcmanet.audio import log_mel
+from pcmanet.build import build_pcmanet
+from pcmanet.checkpoint import load_checkpoint
+from pcmanet.data.synthetic_demo import DemoScene
+from pcmanet.variants import reference_config
+from stream.engine import CarryConfig, FeatureCache, StreamingEngine, keep_fraction
+from stream.frames import Frame, PairedFrame
+from stream.preprocess import Preprocessor, aa_weights
+
+NS = 1_000_000_000
+AUDIO_WINDOW = 15600  # samples behind one 96-frame log-mel window
+
+
+def scene_frames(scene: DemoScene, indices):
+    """PairedFrames of the scene: frame i stamped i / fps, with the 0.96 s of audio before it."""
+    for i in indices:
+        image = scene.frame(i)[0]
+        end = scene.frame_sample(i)
+        if end >= AUDIO_WINDOW:
+            mel = log_mel(scene.audio(end - AUDIO_WINDOW, AUDIO_WINDOW), 16000)[0, 0].numpy()
+        else:
+            mel = None
+        t = round(i * NS / scene.fps)
+        yield PairedFrame(Frame(image, t, i), mel, t - 960_000_000, t, audio_late=False)
+
+
+def demo_model():
+    model, _cfg, extra = load_checkpoint(DEMO_CHECKPOINT)
+    return model, extra["data"]["image_size"]
+
+
+def test_newest_frame_equals_clip_mode_on_the_demo_model():
+    torch.manual_seed(0)
+    model, size = demo_model()
+    engine = StreamingEngine(model, size, keep_inputs=True)
+    scene = DemoScene(seed=3, size=160, fps=5)
+    worst, windows = 0.0, []
+    for paired in scene_frames(scene, range(0, 30)):
+        result = engine.step(paired)
+        windows.append(result.window)
+        if paired.frame.index % 3 == 0 or paired.frame.index < 5:
+            clip = engine.clip_logits()
+            worst = max(worst, float((clip - result.logits).abs().max()))
+    assert worst < 1e-4
+    assert windows[0] == [0, 0, 0, 0, 0]           # before history exists: oldest repeated
+    assert windows[-1] == [9, 14, 19, 24, 29]      # 1 s apart at 5 FPS
+    assert result.prob.shape == (160, 160) and result.prob.dtype == np.float32
+
+
+def _sharpen_heads(model, frames, audio, spread: float = 6.0) -> None:
+    """Scale each head's last conv so its logits have std ``spread``: random weights give
+    p ~ 0.5 everywhere (all tokens uncertain); this makes CIM masks mixed."""
+    with torch.inference_mode():
+        logits = model(frames, audio).logits
+    for head, out in zip(model.heads, logits, strict=True):
+        conv = [m for m in head.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+        factor = spread / float(out.std())
+        conv.weight.data.mul_(factor)
+        conv.bias.data.mul_(factor)
+
+
+@pytest.mark.slow
+def test_newest_frame_equals_clip_mode_on_the_reference_resnet50():
+    """Reference mode (ResNet-50, VGGish, scrambled tokens, threshold 0.99), random weights."""
+    torch.manual_seed(1)
+    cfg = reference_config("resnet50", "s4")
+    model = build_pcmanet(cfg, with_audio_encoder=True).eval()
+    scene = DemoScene(seed=1, size=224, fps=5)
+    probe = list(scene_frames(scene, range(20, 25)))
+    pre = Preprocessor(224)
+    _sharpen_heads(model, torch.cat([pre(p.frame.image) for p in probe]),
+                   torch.cat([torch.from_numpy(p.logmel)[None, None] for p in probe]))
+    engine = StreamingEngine(model, 224, spacing_s=0.4, keep_inputs=True)
+    ratios, worst = [], 0.0
+    for paired in scene_frames(scene, range(0, 12)):
+        result = engine.step(paired)
+        ratios.append(result.keep_ratio)
+        if paired.frame.index in (0, 5, 11):
+            worst = max(worst, float((engine.clip_logits() - result.logits).abs().max()))
+    assert worst < 1e-4
+    assert min(ratios) > 0.0 and max(ratios) < 1.0     # masks were mixed: gather paths ran
+
+
+def test_feature_cache_is_bounded_and_keeps_window_frames():
+    model, size = demo_model()
+    with torch.inference_mode():
+        feats = model.encode_frames(torch.zeros(1, 3, size, size), torch.zeros(1, 1, 96, 64))
+    from stream.engine import CacheEntry
+
+    cache = FeatureCache(horizon_s=4.5, retain_s=0.1)
+    for i in range(300):                                # 10 s at 30 FPS
+        cache.put(CacheEntry(round(i * NS / 30), i, feats))
+    assert len(cache) <= 4.5 / 0.1 + 3                  # ~one per 0.1 s over the horizon
+    window = [e.frame_index for e in cache.window(5, 1.0)]
+    assert window[-1] == 299
+    for j, idx in enumerate(window[:-1]):               # within half a retain step of t - k s
+        assert abs(idx - (299 - 30 * (4 - j))) <= 3
+    assert cache.inserted == 300 and cache.evicted == 300 - len(cache)
+    with pytest.raises(ValueError, match="capture order"):
+        cache.put(CacheEntry(0, 0, feats))
+
+
+def test_carry_over_with_refresh_every_frame_is_the_plain_selection():
+    model, size = demo_model()
+    plain = StreamingEngine(model, size)
+    always = StreamingEngine(model, size, carry=CarryConfig(enabled=True, refresh_every=1))
+    scene = DemoScene(seed=5, size=128, fps=10)
+    for paired in scene_frames(scene, range(10, 25)):
+        a, b = plain.step(paired), always.step(paired)
+        assert torch.equal(a.logits, b.logits)
+
+
+def test_carry_over_on_a_still_scene_computes_the_same_mask():
+    """Unchanged pixels and audio: the carried masks contain the frame's own, so nothing moves."""
+    model, size = demo_model()
+    carry = StreamingEngine(model, size, carry=CarryConfig(enabled=True, refresh_every=100))
+    plain = StreamingEngine(model, size)
+    scene = DemoScene(seed=5, size=128, fps=10)
+    still = next(scene_frames(scene, [40]))
+    for k in range(6):
+        paired = PairedFrame(Frame(still.frame.image, k * NS // 10, k), still.logmel, 0, 1, False)
+        a, b = plain.step(paired), carry.step(paired)
+        assert torch.allclose(a.logits, b.logits, atol=1e-5)
+
+
+def test_carry_over_computes_fewer_queries_on_video():
+    model, size = demo_model()
+    plain = StreamingEngine(model, size)
+    carry = StreamingEngine(model, size, carry=CarryConfig(enabled=True, refresh_every=8,
+                                                           change_threshold=0.3))
+    scene = DemoScene(seed=2, size=128, fps=15)
+    kept_plain, kept_carry = [], []
+    for paired in scene_frames(scene, range(30, 75)):
+        kept_plain.append(plain.step(paired).keep_ratio)
+        kept_carry.append(carry.step(paired).keep_ratio)
+    assert np.mean(kept_carry) < np.mean(kept_plain)
+    assert carry.carry.scheduled_refreshes == pytest.approx(45 / 8, abs=1)
+
+
+def test_keep_fraction_weights_stages_by_tokens():
+    from pcmanet.model import PCMANetOutput
+
+    masks = [torch.ones(1, 1, 2, 2), torch.zeros(1, 1, 4, 4), torch.ones(1, 1, 8, 8)]
+    out = PCMANetOutput([], [], masks, masks)
+    assert float(keep_fraction(out)) == pytest.approx((4 + 64) / (4 + 16 + 64))
+
+
+@pytest.mark.parametrize(("src", "dst"), [(480, 128), (100, 224), (224, 224), (37, 16)])
+def test_antialiased_resize_weights_match_torch(src, dst):
+    """aa_weights (the formula the CuPy kernel computes) equals torch's antialiased bilinear."""
+    x = torch.rand(1, 1, src, src, dtype=torch.float64)
+    w = torch.from_numpy(aa_weights(src, dst))
+    ours = w @ x[0, 0] @ w.T
+    ref = torch.nn.functional.interpolate(x, size=(dst, dst), mode="bilinear",
+                                          align_corners=False, antialias=True)[0, 0]
+    assert float((ours - ref).abs().max()) < 1e-6
+
+
+def test_preprocessor_normalises_bgr_frames():
+    pre = Preprocessor(64)
+    image = np.zeros((48, 80, 3), np.uint8)
+    image[..., 2] = 255                                 # pure red in BGR
+    x = pre(image)
+    assert x.shape == (1, 3, 64, 64)
+    assert torch.allclose(x[0, :, 10, 10], torch.tensor([(1 - 0.485) / 0.229, -0.456 / 0.224,
+                                                         -0.406 / 0.225]), atol=1e-5)
+    with pytest.raises(ValueError, match="uint8 BGR"):
+        pre(np.zeros((48, 80), np.uint8))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cupy_preprocessing_matches_torch_on_gpu():
+    from stream.preprocess import cupy_available
+
+    if not cupy_available():
+        pytest.skip("CuPy is not installed (pip install '.[gpu]')")
+    image = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    a = Preprocessor(128, "cuda", use_cupy=True)(image)
+    b = Preprocessor(128, "cuda", use_cupy=False)(image)
+    assert float((a - b).abs().max()) < 1e-4
