@@ -280,3 +280,8 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
         return config_from_dict(data)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
+
+
+# Public names for other packages' configs (stream.config): same rules, same messages.
+from_mapping = _from_dict
+merge = _merge

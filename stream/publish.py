@@ -257,6 +257,10 @@ class MaskPublisher:
                 self._stats_dropped += 1
                 return False
 
+    def set_stats_provider(self, provider: Callable[[], Mapping[str, Any]] | None) -> None:
+        """Set (or clear) the function whose counters go into stats headers."""
+        self._stats_provider = provider
+
     def counters(self) -> dict[str, int]:
         """published (masks handed to `publish` = next seq), sent, dropped_at_socket, stats."""
         with self._lock:

@@ -1,0 +1,139 @@
+"""Live settings: YAML (a top-level ``live:`` mapping) -> frozen dataclasses.
+
+``run_live.py --config FILE`` (repeatable, later files win) and the ``calib`` tools' fragments
+use this format; any key may be left out. Example::
+
+    live:
+      sync: {av_offset_ms: 40}
+      engine: {threads: 2, carry: {enabled: true, refresh_every: 8}}
+      publish: {encoding: png}
+
+The model itself comes from ``--weights`` (our checkpoint carries its config); only the CIM
+threshold can be changed at run time (``engine.cim_threshold``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pcmanet.config import ConfigError, from_mapping, load_yaml, merge, parse_override
+from stream.engine import CarryConfig
+from stream.messages import ENCODINGS, STREAM_NAME
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    fps: float = 30.0                 # demo source frame rate; camera: requested rate
+    demo_seed: int = 7                # demo scene seed
+    demo_size: int = 224              # demo frame side, pixels
+    frame_ring: int = 4               # frames buffered between capture and engine (drop-oldest)
+    audio_ring_s: float = 10.0        # seconds of audio kept
+    realtime: bool = True             # media files: pace to their timestamps
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    av_offset_ms: float = 0.0         # audio window ends at t_capture + offset (calib.av_offset)
+    max_wait_ms: float = 50.0         # longest wait for late audio per frame
+    spacing_s: float = 1.0            # time between the T frames of the model's window
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    device: str = "cpu"               # cpu | cuda | cuda:N
+    threads: int = 2                  # torch CPU threads
+    cim_threshold: float | None = None  # CIM threshold (None: the checkpoint's)
+    cache_fp16: bool = False          # store cached features in float16
+    carry: CarryConfig = field(default_factory=CarryConfig)
+    max_consecutive_errors: int = 10  # frame failures in a row that stop the run
+
+
+@dataclass(frozen=True)
+class PublishSettings:
+    zmq: str = "tcp://127.0.0.1:5555"  # bind address (loopback unless told otherwise)
+    stream: str = "cam0"              # topic mask/<stream>
+    encoding: str = "mono8"           # mono8 | png | rle | prob16
+    threshold: float = 0.5            # mask = prob > threshold
+    sndhwm: int = 2                   # send high-water mark per subscriber
+    stats_interval_s: float = 1.0     # stats/<stream> period
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    source: SourceSettings = field(default_factory=SourceSettings)
+    sync: SyncSettings = field(default_factory=SyncSettings)
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    publish: PublishSettings = field(default_factory=PublishSettings)
+
+
+def validate_live_config(cfg: LiveConfig) -> None:
+    """Impossible values -> ConfigError naming the key."""
+    checks = [
+        (cfg.source.fps > 0, "live.source.fps", "must be > 0"),
+        (cfg.source.demo_size >= 32, "live.source.demo_size", "must be >= 32"),
+        (cfg.source.frame_ring >= 1, "live.source.frame_ring", "must be >= 1"),
+        (cfg.source.audio_ring_s >= 2, "live.source.audio_ring_s", "must be >= 2 (seconds)"),
+        (cfg.sync.max_wait_ms >= 0, "live.sync.max_wait_ms", "must be >= 0"),
+        (cfg.sync.spacing_s > 0, "live.sync.spacing_s", "must be > 0"),
+        (cfg.engine.threads >= 1, "live.engine.threads", "must be >= 1"),
+        (cfg.engine.device == "cpu" or cfg.engine.device.startswith("cuda"),
+         "live.engine.device", "must be cpu, cuda or cuda:N"),
+        (cfg.engine.cim_threshold is None or 0.5 < cfg.engine.cim_threshold < 1,
+         "live.engine.cim_threshold", "must be in (0.5, 1)"),
+        (cfg.engine.max_consecutive_errors >= 1, "live.engine.max_consecutive_errors",
+         "must be >= 1"),
+        (cfg.publish.encoding in ENCODINGS, "live.publish.encoding",
+         f"must be one of {', '.join(ENCODINGS)}"),
+        (bool(STREAM_NAME.fullmatch(cfg.publish.stream)), "live.publish.stream",
+         "use letters, digits and _.:- only"),
+        (0 <= cfg.publish.threshold < 1, "live.publish.threshold", "must be in [0, 1)"),
+        (cfg.publish.sndhwm >= 1, "live.publish.sndhwm", "must be >= 1"),
+        (cfg.publish.stats_interval_s > 0, "live.publish.stats_interval_s", "must be > 0"),
+    ]
+    for ok, key, why in checks:
+        if not ok:
+            raise ConfigError(f"{key} {why}")
+
+
+def live_config_from_dict(data: Mapping[str, Any]) -> LiveConfig:
+    """``{"live": {...}}`` -> LiveConfig (other top-level keys are refused)."""
+    extra = [k for k in data if k != "live"]
+    if extra:
+        raise ConfigError(f"{extra[0]}: unknown top-level key (a live config holds one "
+                          "'live:' mapping; the model comes with --weights)")
+    live = data.get("live") or {}
+    if not isinstance(live, Mapping):
+        raise ConfigError(f"live: expected a mapping, got {type(live).__name__}")
+    try:
+        cfg = from_mapping(LiveConfig, live, "live")
+    except ConfigError:
+        raise
+    except ValueError as e:  # CarryConfig's own checks
+        raise ConfigError(f"live.engine.carry: {e}") from None
+    validate_live_config(cfg)
+    return cfg
+
+
+def load_live_config(paths: Iterable[str | Path] = (), overrides: Iterable[str] = ()
+                     ) -> LiveConfig:
+    """Files in order (later keys win), then ``live.a.b=c`` overrides; errors name the file."""
+    data: dict[str, Any] = {}
+    where = "defaults"
+    for path in paths:
+        where = str(path)
+        part = load_yaml(path)
+        try:
+            live_config_from_dict(part)  # each file must be valid on its own
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+        data = merge(data, part)
+    for text in overrides:
+        data = merge(data, parse_override(text))
+        where = "overrides"
+    try:
+        return live_config_from_dict(data)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None

@@ -1,0 +1,255 @@
+"""The live pipeline: sources -> rings -> pairing -> streaming engine -> publisher and sinks.
+
+Threads (DESIGN.md 1-6, CPU path):
+
+* each source captures into its ring (its own thread; never waits on consumers);
+* the engine thread takes the newest frame (older unprocessed frames are dropped and counted
+  at the ring), pairs it with its log-mel window, runs :class:`StreamingEngine` and hands the
+  result over through a 2-deep queue (drop-oldest, counted);
+* the caller's thread (:meth:`LivePipeline.run`) publishes each mask over ZeroMQ and feeds the
+  sinks (overlay window, recorder); it also watches the stop conditions.
+
+Stops on ``max_frames`` published, ``duration_s``, the end of a file source, :meth:`stop`,
+Ctrl-C / SIGTERM (``KeyboardInterrupt`` in the caller's thread), a source that fails, or
+``max_consecutive_errors`` frames in a row that raise in the engine (each distinct cause is
+logged once). Every thread is joined and every sink closed within ~2 s.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from stream.buffers import AudioRing, FrameRing, MelRing
+from stream.engine import EngineResult, StreamingEngine
+from stream.frames import Frame, PairedFrame
+from stream.publish import MaskPublisher
+from stream.sources import _SourceThread
+from stream.sync import Pairer
+
+logger = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    """Receives every published mask in the publishing thread; ``close`` ends it."""
+
+    def __call__(self, frame: Frame, prob: np.ndarray, header: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class PipelineError(RuntimeError):
+    """The run had to stop: a source failed or frames kept failing; one line for the user."""
+
+
+@dataclass
+class RunSummary:
+    """What a run did: counts, why it stopped, the last error (if it was fatal)."""
+
+    published: int = 0
+    processed: int = 0
+    frame_errors: int = 0
+    handoff_dropped: int = 0
+    reason: str = ""
+    error: str | None = None
+    counters: dict[str, Any] = field(default_factory=dict)
+
+
+class LivePipeline:
+    """Runs the engine thread and publishes its masks until a stop condition.
+
+    Args:
+        frames: the ring the video source fills.
+        audio: the ring the audio source fills (None: no audio; the model hears silence).
+        sources: the running (started) source threads; stopped and joined at the end.
+        engine: the streaming engine.
+        publisher: a started publisher.
+        threshold: mask threshold written into headers (binary encodings).
+        model_name: the header's ``model``.
+        av_offset_ms, max_wait_ms: pairing (DESIGN.md 4).
+        max_frames: stop after this many masks published.
+        duration_s: stop after this long.
+        sinks: overlay, recorder...
+        max_consecutive_errors: frames failing in a row that stop the run.
+        clock: the pipeline clock.
+        stop_event: set from anywhere to end the run (default: a new one; see :meth:`stop`).
+    """
+
+    def __init__(self, *, frames: FrameRing, audio: AudioRing | None,
+                 sources: Sequence[_SourceThread], engine: StreamingEngine,
+                 publisher: MaskPublisher, threshold: float, model_name: str,
+                 av_offset_ms: float = 0.0, max_wait_ms: float = 50.0,
+                 max_frames: int | None = None, duration_s: float | None = None,
+                 sinks: Sequence[Sink] = (), max_consecutive_errors: int = 10,
+                 clock: Callable[[], int] = time.monotonic_ns,
+                 stop_event: threading.Event | None = None) -> None:
+        self.frames, self.audio, self.sources = frames, audio, list(sources)
+        self.engine, self.publisher, self.sinks = engine, publisher, list(sinks)
+        self.threshold, self.model_name = threshold, model_name
+        self.max_frames, self.duration_s = max_frames, duration_s
+        self.max_consecutive_errors, self.clock = max_consecutive_errors, clock
+        self.mel = MelRing(audio) if audio is not None else None
+        self.pairer = (Pairer(self.mel, offset_ns=round(av_offset_ms * 1e6),
+                              max_wait_s=max_wait_ms / 1e3, clock=clock)
+                       if self.mel is not None else None)
+        self._handoff: queue.Queue[tuple[PairedFrame, EngineResult, dict[str, int]]] = \
+            queue.Queue(maxsize=2)
+        self._stop = stop_event or threading.Event()
+        self._engine_done = threading.Event()
+        self._summary = RunSummary()
+        self._fatal: str | None = None
+        self._seen_causes: set[str] = set()
+        self._thread: threading.Thread | None = None
+
+    # -- control -------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the run to end (any thread)."""
+        self._stop.set()
+
+    def counters(self) -> dict[str, Any]:
+        """Every buffer's and stage's counters, for ``stats/<stream>`` and the summary."""
+        s = self._summary
+        out: dict[str, Any] = {
+            "frame_ring": self.frames.stats(),
+            "engine": {**self.engine.stats(), "processed": s.processed,
+                       "frame_errors": s.frame_errors, "handoff_dropped": s.handoff_dropped},
+            "sources": {src.name: src.stats() for src in self.sources},
+        }
+        if self.audio is not None and self.mel is not None and self.pairer is not None:
+            out["audio_ring"] = self.audio.stats()
+            out["mel_ring"] = self.mel.stats()
+            out["pairing"] = self.pairer.stats()
+        return out
+
+    # -- engine thread -------------------------------------------------------------------------
+    def _inputs_finished(self) -> bool:
+        return all(src.finished.is_set() for src in self.sources) and len(self.frames) == 0
+
+    def _engine_loop(self) -> None:
+        consecutive = 0
+        try:
+            while not self._stop.is_set():
+                frame = self.frames.get_latest(timeout_s=0.05)
+                if frame is None:
+                    if self._inputs_finished():
+                        return
+                    continue
+                t_dequeue = self.clock()
+                paired = (self.pairer.pair(frame) if self.pairer is not None
+                          else PairedFrame(frame, None, None, None, audio_late=False))
+                t_paired = self.clock()
+                try:
+                    result = self.engine.step(paired)
+                except Exception as e:  # one bad frame must not end a live run
+                    consecutive += 1
+                    self._summary.frame_errors += 1
+                    cause = f"{type(e).__name__}: {e}"
+                    if cause not in self._seen_causes:
+                        self._seen_causes.add(cause)
+                        logger.error("frame %d dropped: %s", frame.index, cause)
+                    if consecutive >= self.max_consecutive_errors:
+                        self._fatal = (f"{consecutive} frames in a row failed in the engine; "
+                                       f"last cause: {cause}")
+                        return
+                    continue
+                consecutive = 0
+                self._summary.processed += 1
+                item = (paired, result, {"t_dequeue_ns": t_dequeue, "t_paired_ns": t_paired})
+                while True:
+                    try:
+                        self._handoff.put_nowait(item)
+                        break
+                    except queue.Full:
+                        try:
+                            self._handoff.get_nowait()
+                            self._summary.handoff_dropped += 1
+                        except queue.Empty:
+                            pass
+        finally:
+            self._engine_done.set()
+
+    # -- publishing (caller's thread) ----------------------------------------------------------
+    def _publish(self, paired: PairedFrame, result: EngineResult, times: dict[str, int]) -> None:
+        frame = paired.frame
+        t_cap = frame.t_capture_ns
+        audio_start = paired.t_audio_start_ns if paired.t_audio_start_ns is not None else t_cap
+        audio_end = paired.t_audio_end_ns if paired.t_audio_end_ns is not None else t_cap
+        stages = {**times, **{f"t_{k}_ns": v for k, v in result.times_ns.items()}}
+        extra: dict[str, Any] = {**stages, "window": result.window,
+                                 "audio": "none" if paired.logmel is None else "paired"}
+        seq = self.publisher.publish(result.prob, frame.index, t_cap, audio_start, audio_end,
+                                     result.keep_ratio, self.threshold, self.model_name,
+                                     audio_late=paired.audio_late, extra=extra)
+        self._summary.published += 1
+        if self.sinks:
+            header = {"seq": seq, "frame_index": frame.index, "t_capture_ns": t_cap,
+                      "t_audio_start_ns": audio_start, "t_audio_end_ns": audio_end,
+                      "keep_ratio": result.keep_ratio, "t_publish_ns": self.clock(), **extra}
+            for sink in self.sinks:
+                sink(frame, result.prob, header)
+
+    def run(self) -> RunSummary:
+        """Run until a stop condition; returns the summary. Raises :class:`PipelineError` when
+        a source failed or frames kept failing (after cleaning up)."""
+        self._thread = threading.Thread(target=self._engine_loop, name="engine", daemon=True)
+        self._thread.start()
+        t_end = None if self.duration_s is None else self.clock() + round(self.duration_s * 1e9)
+        reason = "stopped"
+        try:
+            while True:
+                if self._stop.is_set():
+                    reason = "stopped"
+                    break
+                if t_end is not None and self.clock() >= t_end:
+                    reason = "duration reached"
+                    break
+                failed = [s for s in self.sources if s.error is not None]
+                if failed:
+                    self._fatal = f"source {failed[0].name} failed: {failed[0].error}"
+                    break
+                try:
+                    item = self._handoff.get(timeout=0.05)
+                except queue.Empty:
+                    if self._engine_done.is_set():
+                        reason = "end of input" if self._fatal is None else "engine errors"
+                        break
+                    continue
+                self._publish(*item)
+                if self.max_frames is not None and self._summary.published >= self.max_frames:
+                    reason = "max frames reached"
+                    break
+        except KeyboardInterrupt:
+            reason = "interrupted"
+        finally:
+            self.shutdown()
+        self._summary.reason = reason
+        self._summary.counters = self.counters()
+        if self._fatal is not None:
+            self._summary.error = self._fatal
+            raise PipelineError(self._fatal)
+        return self._summary
+
+    def shutdown(self, timeout_s: float = 1.5) -> None:
+        """Stop sources and the engine thread, close sinks; bounded by ~timeout_s."""
+        self._stop.set()
+        for src in self.sources:
+            src.stop()
+        self.frames.close()
+        deadline = time.monotonic() + timeout_s
+        for src in self.sources:
+            if src.is_alive():
+                src.join(max(0.0, deadline - time.monotonic()))
+        if self._thread is not None:
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as e:  # closing one sink must not keep the others open
+                logger.error("closing %s failed: %s", type(sink).__name__, e)

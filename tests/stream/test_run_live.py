@@ -1,0 +1,186 @@
+"""run_live.py end to end, in separate processes, over real ZeroMQ on loopback.
+
+A demo video with a known sounding-object timeline is written; ``run_live.py --video FILE``
+runs the shipped demo model on it and publishes masks; an independent subscriber process
+(pyzmq + json only) receives them. The masks must arrive in order and match the object that
+is really sounding. Also: the user errors of DESIGN.md 7 give one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pcmanet.data.synthetic_demo import DemoScene, write_demo_video
+from tests.conftest import REPO
+
+RUN_LIVE = [sys.executable, str(REPO / "run_live.py")]
+SEED, SIZE, FPS, SECONDS = 11, 160, 10, 9.0
+SETTLE_S = 1.1  # the 0.96 s audio window lies wholly inside the sounding segment
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def demo_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("e2e") / "scene.mp4"
+    write_demo_video(path, SECONDS, size=SIZE, fps=FPS, seed=SEED)
+    return path
+
+
+def settled_frames(sidecar: dict) -> set[int]:
+    """Frames whose sounding object has been sounding for SETTLE_S (and is not silence)."""
+    out = set()
+    for seg in sidecar["segments"]:
+        if seg["sounding"] is None:
+            continue
+        for f in sidecar["frames"]:
+            if seg["start_s"] + SETTLE_S <= f["t"] < seg["end_s"]:
+                out.add(f["index"])
+    return out
+
+
+def test_masks_reach_another_process_in_order_and_follow_the_sounding_object(
+        demo_video: Path, tmp_path: Path) -> None:
+    port, count = free_port(), 60
+    url = f"tcp://127.0.0.1:{port}"
+    out = tmp_path / "received.npz"
+    sub = subprocess.Popen([sys.executable, str(REPO / "tests/stream/raw_subscriber.py"), url,
+                            "mask/e2e", str(count), str(out), "30"], stdout=subprocess.PIPE)
+    try:
+        live = subprocess.run([*RUN_LIVE, "--video", str(demo_video), "--max-frames", str(count),
+                               "--zmq", url, "--stream", "e2e", "--wait-subscriber", "10"],
+                              capture_output=True, text=True, timeout=120)
+        assert live.returncode == 0, live.stderr
+        sub.wait(timeout=40)
+    finally:
+        sub.kill()
+    data = np.load(out)
+    headers = [json.loads(h) for h in data["headers"]]
+    masks = data["masks"]
+    assert len(headers) == count
+    seqs = [h["seq"] for h in headers]
+    assert seqs == list(range(count))                       # in order, none lost
+    indices = [h["frame_index"] for h in headers]
+    assert indices == sorted(set(indices))                  # source frame numbers, ascending
+    paired = [h for h in headers if h["audio"] == "paired"]
+    assert len(paired) >= count - 12                        # all but the first ~1 s
+    for h in paired:
+        assert h["t_audio_end_ns"] - h["t_audio_start_ns"] == pytest.approx(0.975e9, abs=2e6)
+        # the window ends at the last whole 10 ms log-mel hop at or before the capture time
+        assert 0 <= h["t_capture_ns"] - h["t_audio_end_ns"] <= 10e6 or h["audio_late"]
+    for h in headers:
+        assert 0.0 <= h["keep_ratio"] <= 1.0 and h["stream"] == "e2e"
+    scene = DemoScene(seed=SEED, size=SIZE, fps=FPS)
+    sidecar = json.loads(demo_video.with_suffix(".json").read_text())
+    scored = settled_frames(sidecar)
+    ious = []
+    for h, pred in zip(headers, masks, strict=True):
+        if h["frame_index"] in scored:
+            gt = scene.frame(h["frame_index"])[1] > 127
+            ious.append((pred & gt).sum() / max((pred | gt).sum(), 1))
+    assert len(ious) >= 20
+    assert float(np.mean(ious)) >= 0.8, f"mean IoU {np.mean(ious):.3f} over {len(ious)} frames"
+
+
+def run_live_error(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*RUN_LIVE, *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--camera", "7", "--max-frames", "1"], "camera 7 could not be opened"),
+    (["--video", "/nonexistent/clip.mp4"], "not found"),
+    (["--weights", "/nonexistent/w.pt"], "weights file /nonexistent/w.pt not found"),
+    (["--variant", "resnet50_s4", "--max-frames", "1"], "another variant"),
+    (["--set", "live.engine.threads=0"], "live.engine.threads must be >= 1"),
+    (["--set", "live.engine.thredas=2"], "live.engine.thredas: unknown key"),
+])
+def test_user_errors_are_one_line_and_exit_2(args: list[str], expected: str) -> None:
+    res = run_live_error(*args, "--zmq", f"tcp://127.0.0.1:{free_port()}")
+    assert res.returncode == 2, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and expected in lines[0], res.stderr
+    assert "Traceback" not in res.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without CUDA")
+def test_cuda_without_a_gpu_is_one_line() -> None:
+    res = run_live_error("--device", "cuda", "--max-frames", "1")
+    assert res.returncode == 2 and "CUDA is not available" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_port_in_use_is_one_line(tmp_path: Path) -> None:
+    import zmq
+
+    port = free_port()
+    sock = zmq.Context.instance().socket(zmq.PUB)
+    sock.bind(f"tcp://127.0.0.1:{port}")
+    try:
+        res = run_live_error("--demo", "--max-frames", "1", "--zmq", f"tcp://127.0.0.1:{port}")
+    finally:
+        sock.close(linger=0)
+    assert res.returncode == 2
+    assert "already in use" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_dry_run_prints_the_resolved_config(tmp_path: Path) -> None:
+    frag = tmp_path / "offset.yaml"
+    frag.write_text("live:\n  sync: {av_offset_ms: 40}\n")
+    res = run_live_error("--dry-run", "--config", str(frag), "--encoding", "png")
+    assert res.returncode == 0, res.stderr
+    import yaml
+
+    text = res.stdout.split("# source")[0]
+    cfg = yaml.safe_load(text)["live"]
+    assert cfg["sync"]["av_offset_ms"] == 40.0 and cfg["publish"]["encoding"] == "png"
+
+
+def test_record_keeps_frames_masks_audio_and_timeline(tmp_path: Path) -> None:
+    rec = tmp_path / "rec"
+    res = run_live_error("--demo", "--max-frames", "20", "--record", str(rec),
+                         "--zmq", f"tcp://127.0.0.1:{free_port()}")
+    assert res.returncode == 0, res.stderr
+    lines = (rec / "timeline.jsonl").read_text().splitlines()
+    assert len(lines) == 20
+    first = json.loads(lines[0])
+    assert (rec / "frames" / f"{first['frame_index']:06d}.jpg").is_file()
+    assert (rec / "masks" / f"{first['frame_index']:06d}.png").is_file()
+    meta = json.loads((rec / "meta.json").read_text())
+    assert meta["frames_written"] == 20 and meta["audio_samples"] > 8000
+    import wave
+
+    with wave.open(str(rec / "audio.wav")) as w:
+        assert w.getframerate() == 16000 and w.getnframes() == meta["audio_samples"]
+
+
+def test_sigterm_stops_within_two_seconds(tmp_path: Path) -> None:
+    rec = tmp_path / "rec"
+    proc = subprocess.Popen([*RUN_LIVE, "--demo", "--record", str(rec), "--zmq",
+                             f"tcp://127.0.0.1:{free_port()}"], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (rec / "timeline.jsonl").exists() or \
+                not (rec / "timeline.jsonl").read_text().count("\n") >= 5:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.1)
+        t0 = time.monotonic()
+        proc.terminate()
+        proc.wait(timeout=10)
+        assert time.monotonic() - t0 < 2.0
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+    assert json.loads((rec / "meta.json").read_text())["frames_written"] >= 5
