@@ -208,6 +208,18 @@ class EngineResult:
     times_ns: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass
+class DeviceResult:
+    """:class:`EngineResult` before it leaves the device: prob (H, W) float32 and keep_ratio
+    (0-dim) are device tensors."""
+
+    prob: Tensor
+    logits: Tensor
+    keep_ratio: Tensor
+    window: list[int]
+    times_ns: dict[str, int] = field(default_factory=dict)
+
+
 def foreground_prob(logits: Tensor) -> Tensor:
     """(F, K, H, W) logits -> (F, H, W) probability that a pixel is a sounding object:
     sigmoid for K = 1; 1 - P(background, class 0) for K > 1 (AVSS heads)."""
@@ -265,29 +277,44 @@ class StreamingEngine:
         return torch.as_tensor(logmel, dtype=torch.float32).to(self.device)[None, None]
 
     @torch.inference_mode()
-    def step(self, paired: PairedFrame) -> EngineResult:
-        """Encode the new frame, cache it, decode it over its window."""
+    def step_device(self, paired: PairedFrame, image: Tensor | None = None,
+                    audio: Tensor | None = None) -> DeviceResult:
+        """Encode the new frame, cache it, decode it over its window; results stay on the
+        device and nothing waits for the device (no host synchronisation on CUDA).
+
+        image: the frame as a (H, W, 3) uint8 tensor already on the device (e.g. copied from
+            a pinned buffer); None: ``paired.frame.image`` is copied here.
+        audio: (1, 1, 96, 64) log-mel on the device; None: from ``paired.logmel``.
+        """
         times = {"preprocess_start": self.clock()}
         frame = paired.frame
-        image = self.preprocess(frame.image)                                # (1, 3, S, S)
-        audio = self.audio_input(paired.logmel)                             # (1, 1, 96, 64)
+        x = self.preprocess(frame.image if image is None else image)       # (1, 3, S, S)
+        mel = self.audio_input(paired.logmel) if audio is None else audio   # (1, 1, 96, 64)
         times["encode_start"] = self.clock()
-        feats = self.model.encode_frames(image, audio)
-        self.cache.put(CacheEntry(frame.t_capture_ns, frame.index, feats, image, audio))
+        feats = self.model.encode_frames(x, mel)
+        self.cache.put(CacheEntry(frame.t_capture_ns, frame.index, feats, x, mel))
         entries = self.cache.window(self.T, self.spacing_s)
         times["decode_start"] = self.clock()
-        restrict = self.carry.restrict(image, feats.audio)
+        restrict = self.carry.restrict(x, feats.audio)
         out = self.model.decode(self.cache.features(entries), self._target,
                                 out_size=(self.size, self.size), restrict=restrict)
-        self.carry.update(out.uncertain, image, feats.audio)
+        self.carry.update(out.uncertain, x, feats.audio)
         logits = out.logits[0]                                              # (1, K, S, S)
         H, W = frame.image.shape[:2]
         full = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False)
-        prob = foreground_prob(full)[0].float().cpu().numpy()               # (H, W)
-        keep = float(keep_fraction(out))
-        times["decode_end"] = self.clock()
+        prob = foreground_prob(full)[0].float()                             # (H, W)
+        times["decode_end"] = self.clock()  # host time: kernels may still run on a GPU
         self.frames += 1
-        return EngineResult(prob, logits, keep, [e.frame_index for e in entries], times)
+        return DeviceResult(prob, logits, keep_fraction(out), [e.frame_index for e in entries],
+                            times)
+
+    def step(self, paired: PairedFrame) -> EngineResult:
+        """:meth:`step_device`, then the mask to the host (waits for the device)."""
+        r = self.step_device(paired)
+        prob = r.prob.cpu().numpy()
+        keep = float(r.keep_ratio)
+        r.times_ns["decode_end"] = self.clock()
+        return EngineResult(prob, r.logits, keep, r.window, r.times_ns)
 
     @torch.inference_mode()
     def clip_logits(self) -> Tensor:

@@ -30,6 +30,7 @@ import numpy as np
 from stream.buffers import AudioRing, FrameRing, MelRing
 from stream.engine import EngineResult, StreamingEngine
 from stream.frames import Frame, PairedFrame
+from stream.gpu_pipeline import StreamRunner
 from stream.publish import MaskPublisher
 from stream.sources import _SourceThread
 from stream.sync import Pairer
@@ -134,20 +135,27 @@ class LivePipeline:
 
     def _engine_loop(self) -> None:
         consecutive = 0
+        runner = StreamRunner(self.engine, max_in_flight=2 if self.engine.device.type == "cuda"
+                              else 1)
+        stage_times: dict[int, dict[str, int]] = {}  # frame index -> dequeue/paired times
         try:
             while not self._stop.is_set():
-                frame = self.frames.get_latest(timeout_s=0.05)
+                frame = self.frames.get_latest(timeout_s=0.05 if not len(runner) else 0.002)
                 if frame is None:
-                    if self._inputs_finished():
+                    self._hand_over(runner.poll(), stage_times)
+                    if not len(runner) and self._inputs_finished():
                         return
                     continue
                 t_dequeue = self.clock()
                 paired = (self.pairer.pair(frame) if self.pairer is not None
                           else PairedFrame(frame, None, None, None, audio_late=False))
-                t_paired = self.clock()
+                stage_times[frame.index] = {"t_dequeue_ns": t_dequeue,
+                                            "t_paired_ns": self.clock()}
                 try:
-                    result = self.engine.step(paired)
+                    done = runner.submit(paired)
+                    done += runner.poll()
                 except Exception as e:  # one bad frame must not end a live run
+                    stage_times.pop(frame.index, None)
                     consecutive += 1
                     self._summary.frame_errors += 1
                     cause = f"{type(e).__name__}: {e}"
@@ -160,20 +168,27 @@ class LivePipeline:
                         return
                     continue
                 consecutive = 0
-                self._summary.processed += 1
-                item = (paired, result, {"t_dequeue_ns": t_dequeue, "t_paired_ns": t_paired})
-                while True:
-                    try:
-                        self._handoff.put_nowait(item)
-                        break
-                    except queue.Full:
-                        try:
-                            self._handoff.get_nowait()
-                            self._summary.handoff_dropped += 1
-                        except queue.Empty:
-                            pass
+                self._hand_over(done, stage_times)
+            self._hand_over(runner.poll(wait=True), stage_times)
         finally:
             self._engine_done.set()
+
+    def _hand_over(self, done: list[tuple[PairedFrame, EngineResult]],
+                   stage_times: dict[int, dict[str, int]]) -> None:
+        """Queue finished frames for publishing (2 deep; the oldest is dropped, counted)."""
+        for paired, result in done:
+            self._summary.processed += 1
+            item = (paired, result, stage_times.pop(paired.frame.index, {}))
+            while True:
+                try:
+                    self._handoff.put_nowait(item)
+                    break
+                except queue.Full:
+                    try:
+                        self._handoff.get_nowait()
+                        self._summary.handoff_dropped += 1
+                    except queue.Empty:
+                        pass
 
     # -- publishing (caller's thread) ----------------------------------------------------------
     def _publish(self, paired: PairedFrame, result: EngineResult, times: dict[str, int]) -> None:

@@ -141,7 +141,9 @@ class QSCA(nn.Module):
             keep = mask.reshape(Fq, N)                                      # (F, N) in token order
             ratio = keep.mean()
             grad = contextlib.nullcontext() if self.query_grad else torch.no_grad()
-            if ratio.item() > self.gather_max_ratio:
+            # On CUDA always dense (masked): gathering needs the count of selected tokens on
+            # the host, a synchronisation that would stall the streaming pipeline.
+            if tokens.is_cuda or ratio.item() > self.gather_max_ratio:
                 with grad:
                     out = self._dense_attention(tokens, clip, audio) * keep[..., None]
                 y = y + F.linear(out, self.to_out.weight)
