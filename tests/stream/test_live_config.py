@@ -1,0 +1,40 @@
+"""Live config files: YAML -> LiveConfig, fragments in order, errors that name key and file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pcmanet.config import ConfigError
+from stream.config import LiveConfig, load_live_config
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_fragments_in_order(tmp_path):
+    assert load_live_config() == LiveConfig()
+    a = write(tmp_path, "a.yaml", "live:\n  sync: {av_offset_ms: 40}\n  publish: {encoding: png}\n")
+    b = write(tmp_path, "b.yaml", "live:\n  sync: {av_offset_ms: -12.5}\n")
+    cfg = load_live_config([a, b], ["live.engine.carry.enabled=true"])
+    assert cfg.sync.av_offset_ms == -12.5 and cfg.publish.encoding == "png"
+    assert cfg.engine.carry.enabled and cfg.engine.carry.refresh_every == 8
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("live:\n  engine: {thread: 2}\n", "live.engine.thread: unknown key"),
+    ("live:\n  engine: {threads: two}\n", "live.engine.threads: expected int"),
+    ("live:\n  publish: {encoding: jpeg}\n", "live.publish.encoding must be one of"),
+    ("live:\n  engine: {carry: {refresh_every: 0}}\n", "refresh_every >= 1"),
+    ("model: {dim: 3}\n", "model: unknown top-level key"),
+    ("live: [1, 2]\n", "live: expected a mapping"),
+])
+def test_bad_files_name_the_key_and_the_file(tmp_path, text, expected):
+    path = write(tmp_path, "bad.yaml", text)
+    with pytest.raises(ConfigError) as err:
+        load_live_config([path])
+    assert expected in str(err.value) and str(path) in str(err.value)
