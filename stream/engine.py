@@ -76,6 +76,9 @@ class CacheEntry:
     audio: Tensor | None = None   # (1, 1, 96, 64) log-mel example
 
 
+_EMPTY = FrameFeatures([], [], [], torch.empty(1, 0))  # clip mode caches inputs only
+
+
 def _cast(feats: FrameFeatures, dtype: torch.dtype) -> FrameFeatures:
     return FrameFeatures([m.to(dtype) for m in feats.maps], [t.to(dtype) for t in feats.tokens],
                          [None if k is None else k.to(dtype) for k in feats.kv],
@@ -249,12 +252,19 @@ class StreamingEngine:
         cache_dtype: feature cache storage dtype (None: as computed).
         keep_inputs: keep inputs in the cache (needed by :meth:`clip_logits`).
         clock: stamps stage times.
+        mode: "stream" (cached features, newest frame decoded) or "clip" (the reference way,
+            for comparison: every step re-runs the whole model on the T frames of the window
+            from their cached inputs; implies ``keep_inputs``).
     """
 
     def __init__(self, model: PCMANet, image_size: int, device: torch.device | str = "cpu",
                  spacing_s: float = 1.0, carry: CarryConfig | None = None,
                  cache_dtype: torch.dtype | None = None, keep_inputs: bool = False,
-                 clock: Callable[[], int] = time.monotonic_ns) -> None:
+                 clock: Callable[[], int] = time.monotonic_ns, mode: str = "stream") -> None:
+        if mode not in ("stream", "clip"):
+            raise ValueError(f"mode must be 'stream' or 'clip', got {mode!r}")
+        self.mode = mode
+        keep_inputs = keep_inputs or mode == "clip"
         if model.audio_encoder is None:
             raise ValueError("the streaming engine needs a model with an audio encoder "
                              "(log-mel input); load it with vggish=PATH or a light encoder")
@@ -291,14 +301,24 @@ class StreamingEngine:
         x = self.preprocess(frame.image if image is None else image)       # (1, 3, S, S)
         mel = self.audio_input(paired.logmel) if audio is None else audio   # (1, 1, 96, 64)
         times["encode_start"] = self.clock()
-        feats = self.model.encode_frames(x, mel)
-        self.cache.put(CacheEntry(frame.t_capture_ns, frame.index, feats, x, mel))
-        entries = self.cache.window(self.T, self.spacing_s)
-        times["decode_start"] = self.clock()
-        restrict = self.carry.restrict(x, feats.audio)
-        out = self.model.decode(self.cache.features(entries), self._target,
-                                out_size=(self.size, self.size), restrict=restrict)
-        self.carry.update(out.uncertain, x, feats.audio)
+        if self.mode == "clip":  # the reference way: the whole window through the model
+            self.cache.put(CacheEntry(frame.t_capture_ns, frame.index, _EMPTY, x, mel))
+            entries = self.cache.window(self.T, self.spacing_s)
+            times["decode_start"] = times["encode_start"]
+            frames = torch.cat([e.image for e in entries])  # type: ignore[misc]
+            mels = torch.cat([e.audio for e in entries])    # type: ignore[misc]
+            out = self.model(frames, mels)
+            out = PCMANetOutput([lg[-1:] for lg in out.logits], out.keep_ratios,
+                                [m[-1:] for m in out.masks], [m[-1:] for m in out.uncertain])
+        else:
+            feats = self.model.encode_frames(x, mel)
+            self.cache.put(CacheEntry(frame.t_capture_ns, frame.index, feats, x, mel))
+            entries = self.cache.window(self.T, self.spacing_s)
+            times["decode_start"] = self.clock()
+            restrict = self.carry.restrict(x, feats.audio)
+            out = self.model.decode(self.cache.features(entries), self._target,
+                                    out_size=(self.size, self.size), restrict=restrict)
+            self.carry.update(out.uncertain, x, feats.audio)
         logits = out.logits[0]                                              # (1, K, S, S)
         H, W = frame.image.shape[:2]
         full = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False)

@@ -188,3 +188,16 @@ def test_cupy_preprocessing_matches_torch_on_gpu():
     a = Preprocessor(128, "cuda", use_cupy=True)(image)
     b = Preprocessor(128, "cuda", use_cupy=False)(image)
     assert float((a - b).abs().max()) < 1e-4
+
+
+def test_clip_mode_engine_equals_the_streaming_engine():
+    """mode='clip' (the whole window re-run every frame, for the benchmark) == streaming."""
+    model, size = demo_model()
+    stream, clip = StreamingEngine(model, size), StreamingEngine(model, size, mode="clip")
+    scene = DemoScene(seed=6, size=128, fps=5)
+    for paired in scene_frames(scene, range(0, 24, 3)):
+        a, b = stream.step(paired), clip.step(paired)
+        assert a.window == b.window
+        assert float((a.logits - b.logits).abs().max()) < 1e-4
+    with pytest.raises(ValueError, match="mode"):
+        StreamingEngine(model, size, mode="batch")
