@@ -143,6 +143,8 @@ class CameraSource(_SourceThread):
         fps_hint: requested frame rate: set on a camera (CAP_PROP_FPS); for a file, reads are
             paced at this rate (None: as fast as possible).
         sleep: used to pace a file with ``fps_hint`` and to back off after a failed read.
+        stream_timeout_s: for a URL, the longest wait to open it and for each read (OpenCV's
+            FFmpeg backend waits 30 s by default); a URL that sends nothing fails in that time.
     """
 
     def __init__(
@@ -152,16 +154,23 @@ class CameraSource(_SourceThread):
         clock: Clock = time.monotonic_ns,
         fps_hint: float | None = None,
         sleep: Sleep = time.sleep,
+        stream_timeout_s: float = 10.0,
     ) -> None:
         super().__init__("camera", clock, sleep)
         self.kind, self._target = _describe(device)
         self.device, self.frame_ring, self.fps_hint = device, frames, fps_hint
+        self.stream_timeout_s = stream_timeout_s
         self._cap: cv2.VideoCapture | None = None
 
     def _open(self) -> None:
         if self.kind == "file" and not Path(str(self._target)).is_file():
             raise SourceError(f"video file {self.device} not found")
-        cap = cv2.VideoCapture(self._target)
+        if self.kind == "stream":
+            ms = round(self.stream_timeout_s * 1000)
+            timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+            cap = cv2.VideoCapture(str(self._target), cv2.CAP_FFMPEG, timeouts)
+        else:
+            cap = cv2.VideoCapture(self._target)
         if not cap.isOpened():
             cap.release()
             if self.kind == "camera":
@@ -170,7 +179,10 @@ class CameraSource(_SourceThread):
                     "(run with --list-devices)"
                 )
             if self.kind == "stream":
-                raise SourceError(f"stream {self.device} could not be opened")
+                raise SourceError(
+                    f"stream {self.device} could not be opened (unreachable, not a video "
+                    f"stream, or nothing received within {self.stream_timeout_s:g} s)"
+                )
             raise SourceError(
                 f"video file {self.device} could not be opened (not a video, or corrupt)"
             )

@@ -1,0 +1,36 @@
+"""Fixtures for stream tests: a real microphone (a private PulseAudio daemon, see audio_env)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.stream.audio_env import PulseAudioEnv, PulseUnavailable
+
+
+@pytest.fixture(scope="session")
+def pulse_env() -> Iterator[PulseAudioEnv]:
+    """A PulseAudio null sink whose monitor PortAudio records as "pulse"/"default".
+
+    Skips (with the reason) where PulseAudio, PortAudio or ALSA's pulse plugin is missing."""
+    env = PulseAudioEnv()
+    try:
+        env.start()
+        try:
+            import sounddevice as sd
+        except OSError as e:
+            raise PulseUnavailable(f"{e} (apt-get install libportaudio2)") from e
+        names = [d["name"] for d in sd.query_devices() if d["max_input_channels"] > 0]
+        if "pulse" not in names:
+            raise PulseUnavailable(
+                f"PortAudio sees no 'pulse' input (inputs: {names}); "
+                "apt-get install libasound2-plugins"
+            )
+    except PulseUnavailable as e:
+        env.close()
+        pytest.skip(f"no PulseAudio microphone: {e}")
+    try:
+        yield env
+    finally:
+        env.close()
