@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.stream.audio_env import PulseAudioEnv, PulseUnavailable
+from tests.stream.test_network_camera import udp_stream  # noqa: F401  (shared fixture)
 
 
 @pytest.fixture(scope="session")

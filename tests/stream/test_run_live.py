@@ -184,3 +184,34 @@ def test_sigterm_stops_within_two_seconds(tmp_path: Path) -> None:
         proc.kill()
     assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
     assert json.loads((rec / "meta.json").read_text())["frames_written"] >= 5
+
+
+def test_network_camera_and_pulseaudio_microphone_end_to_end(pulse_env, udp_stream, tmp_path):
+    """--camera udp://... --mic pulse: frames from ffmpeg over loopback UDP, audio recorded from
+    a PulseAudio sink through PortAudio; masks published with audio windows after ~1 s."""
+    from tests.stream.audio_env import write_wav
+
+    t = np.arange(48_000 * 8) / 48_000
+    pulse_env.play(write_wav(tmp_path / "tone.wav", 0.3 * np.sin(2 * np.pi * 440 * t)))
+    port, count = free_port(), 25
+    url = f"tcp://127.0.0.1:{port}"
+    out = tmp_path / "received.npz"
+    sub = subprocess.Popen([sys.executable, str(REPO / "tests/stream/raw_subscriber.py"), url,
+                            "mask/live", str(count), str(out), "30"], stdout=subprocess.PIPE)
+    try:
+        live = subprocess.run([*RUN_LIVE, "--camera", udp_stream, "--mic", "pulse",
+                               "--max-frames", str(count), "--zmq", url, "--stream", "live",
+                               "--wait-subscriber", "10"],
+                              capture_output=True, text=True, timeout=90)
+        assert live.returncode == 0, live.stderr
+        sub.wait(timeout=40)
+    finally:
+        sub.kill()
+    headers = [json.loads(h) for h in np.load(out)["headers"]]
+    assert [h["seq"] for h in headers] == list(range(count))
+    assert headers[0]["height"] == 120 and headers[0]["width"] == 160
+    paired = [h for h in headers if h["audio"] == "paired"]
+    assert paired, "no mask was paired with microphone audio"
+    for h in paired:
+        assert h["t_audio_end_ns"] - h["t_audio_start_ns"] == pytest.approx(0.975e9, abs=2e6)
+        assert h["t_audio_end_ns"] <= h["t_capture_ns"] + 10e6 or h["audio_late"]
