@@ -44,7 +44,7 @@ class SyncSettings:
 @dataclass(frozen=True)
 class EngineSettings:
     device: str = "cpu"               # cpu | cuda | cuda:N
-    threads: int = 2                  # torch CPU threads
+    threads: int = 1                  # torch CPU threads (1 leaves a core for capture, publishing)
     cim_threshold: float | None = None  # CIM threshold (None: the checkpoint's)
     cache_fp16: bool = False          # store cached features in float16
     carry: CarryConfig = field(default_factory=CarryConfig)

@@ -304,10 +304,10 @@ class StreamingEngine:
         if self.mode == "clip":  # the reference way: the whole window through the model
             self.cache.put(CacheEntry(frame.t_capture_ns, frame.index, _EMPTY, x, mel))
             entries = self.cache.window(self.T, self.spacing_s)
-            times["decode_start"] = times["encode_start"]
             frames = torch.cat([e.image for e in entries])  # type: ignore[misc]
             mels = torch.cat([e.audio for e in entries])    # type: ignore[misc]
-            out = self.model(frames, mels)
+            out = self.model(frames, mels)  # counted as "encode"; "decode" is then ~0
+            times["decode_start"] = self.clock()
             out = PCMANetOutput([lg[-1:] for lg in out.logits], out.keep_ratios,
                                 [m[-1:] for m in out.masks], [m[-1:] for m in out.uncertain])
         else:
