@@ -9,6 +9,7 @@ is really sounding. Also: the user errors of DESIGN.md 7 give one line and exit 
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -166,7 +167,8 @@ def test_record_keeps_frames_masks_audio_and_timeline(tmp_path: Path) -> None:
         assert w.getframerate() == 16000 and w.getnframes() == meta["audio_samples"]
 
 
-def test_sigterm_stops_within_two_seconds(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signals_stop_within_two_seconds(tmp_path: Path, sig: int) -> None:
     rec = tmp_path / "rec"
     proc = subprocess.Popen([*RUN_LIVE, "--demo", "--record", str(rec), "--zmq",
                              f"tcp://127.0.0.1:{free_port()}"], stderr=subprocess.PIPE, text=True)
@@ -177,7 +179,7 @@ def test_sigterm_stops_within_two_seconds(tmp_path: Path) -> None:
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.1)
         t0 = time.monotonic()
-        proc.terminate()
+        proc.send_signal(sig)
         proc.wait(timeout=10)
         assert time.monotonic() - t0 < 2.0
     finally:
@@ -215,3 +217,28 @@ def test_network_camera_and_pulseaudio_microphone_end_to_end(pulse_env, udp_stre
     for h in paired:
         assert h["t_audio_end_ns"] - h["t_audio_start_ns"] == pytest.approx(0.975e9, abs=2e6)
         assert h["t_audio_end_ns"] <= h["t_capture_ns"] + 10e6 or h["audio_late"]
+
+
+def test_overlay_draws_the_mask_and_the_text() -> None:
+    from stream.overlay import draw_overlay
+
+    image = np.full((60, 80, 3), 100, np.uint8)
+    prob = np.zeros((60, 80), np.float32)
+    prob[10:30, 20:50] = 0.9
+    out = draw_overlay(image, prob, 0.5, ["30 FPS  latency 40 ms"])
+    assert out.shape == image.shape and np.array_equal(image, np.full_like(image, 100))
+    assert out[20, 35, 1] > out[20, 35, 0]          # inside the mask: tinted green
+    assert np.array_equal(out[50, 70], image[50, 70])  # far outside mask and text: unchanged
+    assert (out[5:20, 5:60] != 100).any()           # the text
+
+
+def test_a_microphone_that_matches_nothing_is_one_line() -> None:
+    res = run_live_error("--camera", "0", "--mic", "nosuchmic", "--max-frames", "1",
+                         "--zmq", f"tcp://127.0.0.1:{free_port()}")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1
+    # PortAudio lists what exists; where it sees no input at all, or is missing, it says so
+    line = lines[0]
+    listed = "no audio input device matches 'nosuchmic'" in line and "--list-devices" in line
+    assert listed or "no audio input devices found" in line or "no microphone support" in line
