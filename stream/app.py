@@ -37,7 +37,7 @@ from pcmanet.config import ConfigError, config_to_dict
 from pcmanet.model import PCMANet
 from pcmanet.variants import PCMANET_VARIANTS
 from stream.buffers import AudioRing, FrameRing
-from stream.config import LiveConfig, load_live_config
+from stream.config import LiveConfig, load_live_config, validate_live_config
 from stream.engine import StreamingEngine
 from stream.messages import ENCODINGS
 from stream.pipeline import LivePipeline, PipelineError, Sink
@@ -106,8 +106,6 @@ def resolve_config(args: argparse.Namespace) -> LiveConfig:
         engine = replace(engine, device=args.device)
     if args.no_pacing:
         source = replace(source, realtime=False)
-    from stream.config import validate_live_config
-
     cfg = replace(cfg, publish=publish, engine=engine, source=source)
     validate_live_config(cfg)
     return cfg

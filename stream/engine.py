@@ -304,9 +304,7 @@ class StreamingEngine:
         if self.mode == "clip":  # the reference way: the whole window through the model
             self.cache.put(CacheEntry(frame.t_capture_ns, frame.index, _EMPTY, x, mel))
             entries = self.cache.window(self.T, self.spacing_s)
-            frames = torch.cat([e.image for e in entries])  # type: ignore[misc]
-            mels = torch.cat([e.audio for e in entries])    # type: ignore[misc]
-            out = self.model(frames, mels)  # counted as "encode"; "decode" is then ~0
+            out = self._clip_forward(entries)  # counted as "encode"; "decode" is then ~0
             times["decode_start"] = self.clock()
             out = PCMANetOutput([lg[-1:] for lg in out.logits], out.keep_ratios,
                                 [m[-1:] for m in out.masks], [m[-1:] for m in out.uncertain])
@@ -342,11 +340,16 @@ class StreamingEngine:
         inputs and decode them all -> the newest frame's logits (1, K, S, S). Needs
         ``keep_inputs``."""
         entries = self.cache.window(self.T, self.spacing_s)
+        return self._clip_forward(entries).logits[0][-1:]
+
+    def _clip_forward(self, entries: list[CacheEntry]) -> PCMANetOutput:
+        """The whole model on the entries' cached inputs (T, 3, S, S) and (T, 1, 96, 64), as
+        one clip of T frames."""
         if any(e.image is None or e.audio is None for e in entries):
             raise RuntimeError("clip mode needs the engine built with keep_inputs=True")
         frames = torch.cat([e.image for e in entries])  # type: ignore[misc]
-        audio = torch.cat([e.audio for e in entries])   # type: ignore[misc]
-        return self.model(frames, audio).logits[0][-1:]
+        mels = torch.cat([e.audio for e in entries])    # type: ignore[misc]
+        return self.model(frames, mels)  # type: ignore[no-any-return]
 
     def stats(self) -> dict[str, int]:
         return {"frames": self.frames, **{f"cache_{k}": v for k, v in self.cache.stats().items()},

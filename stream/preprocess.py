@@ -100,10 +100,10 @@ class Preprocessor:
     def __init__(self, size: int, device: torch.device | str = "cpu",
                  use_cupy: bool | None = None) -> None:
         self.size, self.device = size, torch.device(device)
-        on_cuda = self.device.type == "cuda"
-        if use_cupy and not (on_cuda and cupy_available()):
+        can = self.device.type == "cuda" and cupy_available()
+        if use_cupy and not can:
             raise ValueError("use_cupy needs a CUDA device and CuPy (pip install '.[gpu]')")
-        self.use_cupy = bool(on_cuda and cupy_available()) if use_cupy is None else use_cupy
+        self.use_cupy = can if use_cupy is None else use_cupy
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
         self._kernel: Any = None

@@ -26,6 +26,16 @@ def assert_balanced(stats: dict[str, int]) -> None:
     assert stats["written"] == stats["read"] + stats["dropped"] + stats["buffered"], stats
 
 
+def run_concurrently(*targets: Callable[[], None]) -> None:
+    """Run the functions in threads at once; each must finish within 20 s."""
+    threads = [threading.Thread(target=f) for f in targets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+        assert not t.is_alive()
+
+
 def make_signal(seconds: float = 2.0, seed: int = 0) -> np.ndarray:
     """(S,) float32 @16 kHz: two tones, a chirp-like burst and noise; never silent."""
     rng = np.random.default_rng(seed)
@@ -139,12 +149,7 @@ def test_frame_ring_threads_smoke():
             if len(seen) >= n:
                 break
 
-    threads = [threading.Thread(target=write), threading.Thread(target=read)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=20)
-        assert not t.is_alive()
+    run_concurrently(write, read)
     stats = ring.stats()
     assert stats["written"] == n and stats["read"] == len(seen)
     assert_balanced(stats)
@@ -295,12 +300,7 @@ def test_audio_ring_threads_smoke():
                 if not np.array_equal(got, ramp(k, got.shape[0])):
                     bad.append(k)
 
-    threads = [threading.Thread(target=write), threading.Thread(target=read)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=20)
-        assert not t.is_alive()
+    run_concurrently(write, read)
     assert not bad and reads[0] > 0
 
 

@@ -68,6 +68,16 @@ def drain(ring: FrameRing) -> list[Frame]:
     return frames
 
 
+def start_then_stop(source, run_s: float) -> None:
+    """Start the source, let it run ``run_s``, stop it: its thread must end within 2 s."""
+    source.start()
+    time.sleep(run_s)
+    t = time.monotonic()
+    source.stop()
+    source.join(2.0)
+    assert not source.is_alive() and time.monotonic() - t < 2.0
+
+
 def run_to_end(source: CameraSource | MediaFileSource | DemoSource) -> None:
     source.start()
     source.join(JOIN_S)
@@ -143,12 +153,7 @@ def test_camera_source_stop(demo_mp4: Path) -> None:
         slow.wait(0.01)
 
     source = CameraSource(str(demo_mp4), ring, clock=clock, fps_hint=FPS, sleep=sleep)
-    source.start()
-    time.sleep(0.05)
-    t = time.monotonic()
-    source.stop()
-    source.join(2.0)
-    assert not source.is_alive() and time.monotonic() - t < 2.0
+    start_then_stop(source, run_s=0.05)
     assert source.finished.is_set() and source.error is None
 
 
@@ -211,12 +216,7 @@ def test_media_file_source_missing_and_corrupt(tmp_path: Path) -> None:
 def test_media_file_source_stop(demo_mp4: Path) -> None:
     ring, audio = FrameRing(capacity=4), AudioRing(4 * SR)
     source = MediaFileSource(demo_mp4, ring, audio, realtime=True)  # real clock: ~2 s file
-    source.start()
-    time.sleep(0.2)
-    t = time.monotonic()
-    source.stop()
-    source.join(2.0)
-    assert not source.is_alive() and time.monotonic() - t < 2.0
+    start_then_stop(source, run_s=0.2)
     assert 0 < source.frames < NUM_FRAMES and source.error is None
 
 
@@ -276,10 +276,5 @@ def test_demo_source_realtime_interleaves_on_the_injected_clock() -> None:
 def test_demo_source_stop() -> None:
     ring, audio = FrameRing(capacity=4), AudioRing(SR)
     source = DemoSource(ring, audio, fps=FPS, size=32, realtime=True)  # endless, real clock
-    source.start()
-    time.sleep(0.2)
-    t = time.monotonic()
-    source.stop()
-    source.join(2.0)
-    assert not source.is_alive() and time.monotonic() - t < 2.0
+    start_then_stop(source, run_s=0.2)
     assert source.frames > 0 and source.audio_samples > 0 and source.error is None
