@@ -119,9 +119,12 @@ def source_description(args: argparse.Namespace) -> dict[str, Any]:
     return {"kind": "demo"}
 
 
-def load_model(args: argparse.Namespace) -> tuple[PCMANet, int, str]:
-    """-> (model in eval mode, input size, name for headers)."""
-    weights = Path(args.weights) if args.weights else DEMO_CHECKPOINT
+def load_model(args: argparse.Namespace, default: str | None = None
+               ) -> tuple[PCMANet, int, str]:
+    """-> (model in eval mode, input size, name for headers). Weights: ``--weights``, else
+    ``default`` (the config's ``engine.weights``), else the demo model."""
+    chosen = args.weights or default
+    weights = Path(chosen) if chosen else DEMO_CHECKPOINT
     if not weights.is_file():
         raise UserError(f"weights file {weights} not found")
     if args.vggish:
@@ -242,14 +245,15 @@ def live_session(args: argparse.Namespace, cfg: LiveConfig, engine_mode: str = "
     stop the sources and close the publisher. ``engine_mode``: "stream" or "clip"."""
     device = pick_device(cfg.engine.device)
     torch.set_num_threads(cfg.engine.threads)
-    model, size, name = load_model(args)
+    model, size, name = load_model(args, cfg.engine.weights)
+    size = cfg.engine.input_size or size
     if cfg.engine.cim_threshold is not None:
         model.threshold = cfg.engine.cim_threshold
     model.to(device)
     engine = StreamingEngine(model, size, device, spacing_s=cfg.sync.spacing_s,
                              carry=cfg.engine.carry,
                              cache_dtype=torch.float16 if cfg.engine.cache_fp16 else None,
-                             mode=engine_mode)
+                             mode=engine_mode, audio_rate_hz=cfg.engine.audio_rate_hz)
     publisher = MaskPublisher(cfg.publish.zmq, cfg.publish.stream, cfg.publish.encoding,
                               sndhwm=cfg.publish.sndhwm,
                               stats_interval_s=cfg.publish.stats_interval_s)
@@ -297,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(yaml.safe_dump({"live": config_to_dict(cfg)}, sort_keys=False).rstrip())
         print(f"# source: {source_description(args)}")
-        print(f"# weights: {args.weights or DEMO_CHECKPOINT}")
+        print(f"# weights: {args.weights or cfg.engine.weights or DEMO_CHECKPOINT}")
         return 0
     with live_session(args, cfg) as s:
         print(f"publishing mask/{cfg.publish.stream} on {s.publisher.endpoint} "

@@ -8,8 +8,9 @@ use this format; any key may be left out. Example::
       engine: {threads: 2, carry: {enabled: true, refresh_every: 8}}
       publish: {encoding: png}
 
-The model itself comes from ``--weights`` (our checkpoint carries its config); only the CIM
-threshold can be changed at run time (``engine.cim_threshold``).
+The model comes from ``--weights`` or ``engine.weights`` (our checkpoint carries its config);
+at run time the CIM threshold (``engine.cim_threshold``), the input size (``engine.input_size``)
+and how often the audio embedding is recomputed (``engine.audio_rate_hz``) can be changed.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ class SyncSettings:
 @dataclass(frozen=True)
 class EngineSettings:
     device: str = "cpu"               # cpu | cuda | cuda:N
+    weights: str | None = None        # checkpoint (None: the demo model; --weights wins)
+    input_size: int | None = None     # model input side, multiple of 32 (None: the checkpoint's)
+    audio_rate_hz: float | None = None  # audio embeddings per second (None: every frame)
     threads: int = 1                  # torch CPU threads (1 leaves a core for capture, publishing)
     cim_threshold: float | None = None  # CIM threshold (None: the checkpoint's)
     cache_fp16: bool = False          # store cached features in float16
@@ -81,6 +85,11 @@ def validate_live_config(cfg: LiveConfig) -> None:
         (cfg.engine.threads >= 1, "live.engine.threads", "must be >= 1"),
         (cfg.engine.device == "cpu" or cfg.engine.device.startswith("cuda"),
          "live.engine.device", "must be cpu, cuda or cuda:N"),
+        (cfg.engine.input_size is None or (cfg.engine.input_size >= 64
+                                            and cfg.engine.input_size % 32 == 0),
+         "live.engine.input_size", "must be a multiple of 32, >= 64 (or null)"),
+        (cfg.engine.audio_rate_hz is None or cfg.engine.audio_rate_hz > 0,
+         "live.engine.audio_rate_hz", "must be > 0 (or null: every frame)"),
         (cfg.engine.cim_threshold is None or 0.5 < cfg.engine.cim_threshold < 1,
          "live.engine.cim_threshold", "must be in (0.5, 1)"),
         (cfg.engine.max_consecutive_errors >= 1, "live.engine.max_consecutive_errors",

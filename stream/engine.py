@@ -255,14 +255,22 @@ class StreamingEngine:
         mode: "stream" (cached features, newest frame decoded) or "clip" (the reference way,
             for comparison: every step re-runs the whole model on the T frames of the window
             from their cached inputs; implies ``keep_inputs``).
+        audio_rate_hz: recompute the audio embedding at most this often (by capture time) and
+            reuse the last one in between; None: every frame (the reference). Streaming only.
     """
 
     def __init__(self, model: PCMANet, image_size: int, device: torch.device | str = "cpu",
                  spacing_s: float = 1.0, carry: CarryConfig | None = None,
                  cache_dtype: torch.dtype | None = None, keep_inputs: bool = False,
-                 clock: Callable[[], int] = time.monotonic_ns, mode: str = "stream") -> None:
+                 clock: Callable[[], int] = time.monotonic_ns, mode: str = "stream",
+                 audio_rate_hz: float | None = None) -> None:
         if mode not in ("stream", "clip"):
             raise ValueError(f"mode must be 'stream' or 'clip', got {mode!r}")
+        if audio_rate_hz is not None and audio_rate_hz <= 0:
+            raise ValueError(f"audio_rate_hz must be > 0 or None, got {audio_rate_hz}")
+        self._audio_period_ns = None if audio_rate_hz is None else round(1e9 / audio_rate_hz)
+        self._last_audio: tuple[int, Tensor] | None = None  # (capture ns, embedding (1, D))
+        self.audio_embeddings = 0  # audio encoder runs
         self.mode = mode
         keep_inputs = keep_inputs or mode == "clip"
         if model.audio_encoder is None:
@@ -309,7 +317,8 @@ class StreamingEngine:
             out = PCMANetOutput([lg[-1:] for lg in out.logits], out.keep_ratios,
                                 [m[-1:] for m in out.masks], [m[-1:] for m in out.uncertain])
         else:
-            feats = self.model.encode_frames(x, mel)
+            emb = self.audio_embedding(mel, frame.t_capture_ns)             # (1, D)
+            feats = self.model.encode_frames(x, emb)
             self.cache.put(CacheEntry(frame.t_capture_ns, frame.index, feats, x, mel))
             entries = self.cache.window(self.T, self.spacing_s)
             times["decode_start"] = self.clock()
@@ -325,6 +334,18 @@ class StreamingEngine:
         self.frames += 1
         return DeviceResult(prob, logits, keep_fraction(out), [e.frame_index for e in entries],
                             times)
+
+    def audio_embedding(self, mel: Tensor, t_capture_ns: int) -> Tensor:
+        """(1, 1, 96, 64) log-mel -> (1, D) embedding; with ``audio_rate_hz`` the last one is
+        reused until a period has passed since it was computed."""
+        last = self._last_audio
+        if (last is not None and self._audio_period_ns is not None
+                and 0 <= t_capture_ns - last[0] < self._audio_period_ns):
+            return last[1]
+        emb = self.model.embed_audio(mel)
+        self._last_audio = (t_capture_ns, emb)
+        self.audio_embeddings += 1
+        return emb
 
     def step(self, paired: PairedFrame) -> EngineResult:
         """:meth:`step_device`, then the mask to the host (waits for the device)."""
@@ -352,5 +373,6 @@ class StreamingEngine:
         return self.model(frames, mels)  # type: ignore[no-any-return]
 
     def stats(self) -> dict[str, int]:
-        return {"frames": self.frames, **{f"cache_{k}": v for k, v in self.cache.stats().items()},
+        return {"frames": self.frames, "audio_embeddings": self.audio_embeddings,
+                **{f"cache_{k}": v for k, v in self.cache.stats().items()},
                 "carry_refreshes": self.carry.scheduled_refreshes}

@@ -201,3 +201,34 @@ def test_clip_mode_engine_equals_the_streaming_engine():
         assert float((a.logits - b.logits).abs().max()) < 1e-4
     with pytest.raises(ValueError, match="mode"):
         StreamingEngine(model, size, mode="batch")
+
+
+def test_audio_rate_reuses_the_embedding_between_periods():
+    """audio_rate_hz=2 at 10 FPS: one audio encoder run per 0.5 s; the frames in between are
+    decoded with the last embedding (the very first frame equals the plain engine's)."""
+    model, size = demo_model()
+    scene = DemoScene(seed=4, size=128, fps=10)
+    frames = list(scene_frames(scene, range(0, 20)))
+    plain, slow = StreamingEngine(model, size), StreamingEngine(model, size, audio_rate_hz=2.0)
+    diffs = []
+    for paired in frames:
+        a, b = plain.step(paired), slow.step(paired)
+        diffs.append(float(np.abs(a.prob - b.prob).max()))
+    assert plain.audio_embeddings == 20
+    assert slow.audio_embeddings == 4              # frames 0, 5, 10, 15
+    assert diffs[0] == 0.0
+    assert max(diffs) > 0                          # reused embeddings do change the mask
+    with pytest.raises(ValueError, match="audio_rate_hz"):
+        StreamingEngine(model, size, audio_rate_hz=0)
+
+
+@pytest.mark.parametrize("size", [96, 160])
+def test_engine_runs_at_other_input_sizes(size):
+    """live.engine.input_size: the model at another side; the mask keeps the frame's size."""
+    model, _ = demo_model()
+    engine = StreamingEngine(model, size)
+    scene = DemoScene(seed=2, size=200, fps=5)
+    for paired in scene_frames(scene, range(0, 6)):
+        r = engine.step(paired)
+    assert r.logits.shape[-2:] == (size, size)
+    assert r.prob.shape == (200, 200) and np.isfinite(r.prob).all()

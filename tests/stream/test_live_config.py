@@ -30,6 +30,8 @@ def test_defaults_and_fragments_in_order(tmp_path):
     ("live:\n  engine: {threads: two}\n", "live.engine.threads: expected int"),
     ("live:\n  publish: {encoding: jpeg}\n", "live.publish.encoding must be one of"),
     ("live:\n  engine: {carry: {refresh_every: 0}}\n", "refresh_every >= 1"),
+    ("live:\n  engine: {input_size: 100}\n", "live.engine.input_size must be a multiple of 32"),
+    ("live:\n  engine: {audio_rate_hz: 0}\n", "live.engine.audio_rate_hz must be > 0"),
     ("model: {dim: 3}\n", "model: unknown top-level key"),
     ("live: [1, 2]\n", "live: expected a mapping"),
 ])

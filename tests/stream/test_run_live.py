@@ -118,6 +118,7 @@ def run_live_error(*args: str, timeout: float = 60) -> subprocess.CompletedProce
     (["--variant", "resnet50_s4", "--max-frames", "1"], "another variant"),
     (["--set", "live.engine.threads=0"], "live.engine.threads must be >= 1"),
     (["--set", "live.engine.thredas=2"], "live.engine.thredas: unknown key"),
+    (["--set", "live.engine.weights=/nonexistent/cfg.pt"], "weights file /nonexistent/cfg.pt"),
 ])
 def test_user_errors_are_one_line_and_exit_2(args: list[str], expected: str) -> None:
     res = run_live_error(*args, "--zmq", f"tcp://127.0.0.1:{free_port()}")
