@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from tqdm import tqdm
 
 from pcmanet.checkpoint import CheckpointError, load_checkpoint
 from pcmanet.metrics import AVSMeter, SemanticMeter, f_score, mask_iou
+from pcmanet.model import PCMANetOutput, keep_fraction
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -81,13 +83,14 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
             for k, v in batch.items()}
 
 
-def forward_batch(model: nn.Module, batch: dict[str, Any]) -> list[Tensor]:
-    """A (B, T, ...) loader batch on the model's device -> four stage logits (B*T, K, H, W)."""
+def forward_batch(model: nn.Module, batch: dict[str, Any]) -> PCMANetOutput:
+    """A (B, T, ...) loader batch on the model's device -> the model's output (four stage
+    logits (B*T, K, H, W), CIM masks)."""
     frames = batch["frames"].flatten(0, 1)                                  # (B*T, 3, H, W)
     audio = batch["audio"].flatten(0, 1)                                    # (B*T, 1, 96, 64)
     frame_mask = batch["frame_mask"].flatten()                              # (B*T,)
     flag = None if bool((frame_mask == 1).all()) else frame_mask            # AVSS padding
-    return model(frames, audio, flag).logits  # type: ignore[no-any-return]
+    return model(frames, audio, flag)  # type: ignore[no-any-return]
 
 
 @torch.no_grad()
@@ -99,14 +102,26 @@ def evaluate_model(model: nn.Module, dataset: Dataset[Any], batch_size: int,
     The model runs at the dataset's frame size; its finest logits are compared with the masks
     at the masks' size (bilinear upsampling when they differ). For S4/MS3 only labelled frames
     (`mask_valid`) count, which is every frame of val/test.
+
+    Also reported: ``keep_ratio`` (token-weighted fraction of visual tokens selected as queries
+    by CIM, mean over batches) and ``ms_per_clip`` (model forward time per clip, median over
+    batches; the device is synchronised for it on CUDA).
     """
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     binary_meter, semantic_meter = AVSMeter(), None
     n_videos = n_frames = 0
+    keeps: list[float] = []
+    times_ms: list[float] = []
     for batch in tqdm(loader, desc="evaluate", disable=not show_progress, leave=False):
         batch = to_device(batch, device)
-        logits = forward_batch(model, batch)[0].float()                     # (B*T, K, H, W)
+        t0 = time.perf_counter()
+        out = forward_batch(model, batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times_ms.append((time.perf_counter() - t0) * 1e3 / batch["frames"].shape[0])
+        keeps.append(float(keep_fraction(out)))
+        logits = out.logits[0].float()                                      # (B*T, K, H, W)
         masks = batch["masks"].flatten(0, 1)
         if tuple(logits.shape[-2:]) != tuple(masks.shape[-2:]):
             logits = F.interpolate(logits, size=masks.shape[-2:], mode="bilinear",
@@ -127,7 +142,10 @@ def evaluate_model(model: nn.Module, dataset: Dataset[Any], batch_size: int,
             semantic_meter.update(logits, masks)                            # every frame, as
             n_frames += B * T                                               # avss/test.py
     result: dict[str, Any] = {"n_videos": n_videos, "n_frames": n_frames,
-                              "batch_size": batch_size}
+                              "batch_size": batch_size,
+                              "keep_ratio": float(np.mean(keeps)) if keeps else float("nan"),
+                              "ms_per_clip": float(np.median(times_ms)) if times_ms
+                              else float("nan")}
     if semantic_meter is not None:
         result.update(miou=semantic_meter.miou, fscore=semantic_meter.fscore,
                       miou_no_last=semantic_meter.miou_no_bg,

@@ -74,6 +74,15 @@ class PCMANetOutput:
     uncertain: list[Tensor]
 
 
+def keep_fraction(out: PCMANetOutput) -> Tensor:
+    """Token-weighted keep ratio over the CIM-selected stages (0-dim tensor; 1.0 if none)."""
+    if not out.masks:
+        return torch.ones(())
+    kept = torch.stack([m.sum() for m in out.masks]).sum()
+    total = sum(m.numel() for m in out.masks)
+    return kept / total
+
+
 def token_grids(sizes: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Token grid of each stage: the next coarser stage's map size; the coarsest keeps its own.
 

@@ -197,7 +197,7 @@ class Trainer:
             start = time.monotonic()
             batch = to_device(batch, self.device)
             with self._autocast():
-                logits = forward_batch(self.net, batch)
+                logits = forward_batch(self.net, batch).logits
             loss = clip_loss([x.float() for x in logits], batch, self.cfg.train.stage_weights)
             self._set_lr()
             self.optimizer.zero_grad(set_to_none=True)

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pcmanet.audio.frontend import EXAMPLE_FRAMES, MEL_BANDS
-from pcmanet.model import FrameFeatures, PCMANet, PCMANetOutput
+from pcmanet.model import FrameFeatures, PCMANet, PCMANetOutput, keep_fraction
 from stream.buffers import NS_PER_S
 from stream.frames import PairedFrame
 from stream.preprocess import Preprocessor
@@ -229,15 +229,6 @@ def foreground_prob(logits: Tensor) -> Tensor:
     if logits.shape[1] == 1:
         return torch.sigmoid(logits[:, 0])
     return 1 - torch.softmax(logits, dim=1)[:, 0]
-
-
-def keep_fraction(out: PCMANetOutput) -> Tensor:
-    """Token-weighted keep ratio over the CIM-selected stages (0-dim tensor; 1.0 if none)."""
-    if not out.masks:
-        return torch.ones(())
-    kept = torch.stack([m.sum() for m in out.masks]).sum()
-    total = sum(m.numel() for m in out.masks)
-    return kept / total
 
 
 class StreamingEngine:

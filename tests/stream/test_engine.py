@@ -12,8 +12,9 @@ from pcmanet.audio import log_mel
 from pcmanet.build import build_pcmanet
 from pcmanet.checkpoint import load_checkpoint
 from pcmanet.data.synthetic_demo import DemoScene
+from pcmanet.model import keep_fraction
 from pcmanet.variants import reference_config
-from stream.engine import CarryConfig, FeatureCache, StreamingEngine, keep_fraction
+from stream.engine import CarryConfig, FeatureCache, StreamingEngine
 from stream.frames import Frame, PairedFrame
 from stream.preprocess import Preprocessor, aa_weights
 
