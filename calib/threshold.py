@@ -28,6 +28,7 @@ import torch
 
 from calib.fragment import write_fragment
 from pcmanet.checkpoint import CheckpointError
+from pcmanet.model import PCMANet
 
 DEFAULT_THRESHOLDS = (0.6, 0.8, 0.9, 0.95, 0.99, 0.995)
 
@@ -70,12 +71,12 @@ def recommend(settings: list[Setting], max_miou_drop: float = 0.005,
                              f"{best.threshold:g} at {best.ms_per_clip:.1f} ms); raise "
                              "--target-ms or try lower thresholds")
         return max(fast, key=lambda s: (s.miou, -s.ms_per_clip))
-    best = max(s.miou for s in settings)
-    good = [s for s in settings if s.miou >= best - max_miou_drop]
+    top = max(s.miou for s in settings)
+    good = [s for s in settings if s.miou >= top - max_miou_drop]
     return min(good, key=lambda s: (s.keep_ratio, s.ms_per_clip, -s.miou))
 
 
-def sweep(model: torch.nn.Module, dataset: Any, thresholds: list[float],
+def sweep(model: PCMANet, dataset: Any, thresholds: list[float],
           device: torch.device, show_progress: bool = True) -> list[Setting]:
     """Evaluate ``model`` on ``dataset`` once per CIM threshold (the model's own is restored)."""
     from pcmanet.evaluate import evaluate_model
@@ -138,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         size = extra.get("data", {}).get("image_size")
         dataset = build_dataset(args.task, args.data_root, args.split, image_size=size,
                                 max_items=args.max_items)
-        if len(dataset) == 0:
+        clips = len(dataset)  # type: ignore[arg-type]
+        if clips == 0:
             raise DataError(f"{args.data_root}: the {args.split} split has no clips")
         rows = sweep(model.to(device).eval(), dataset, args.thresholds, device,
                      show_progress=sys.stderr.isatty())
@@ -151,13 +153,13 @@ def main(argv: list[str] | None = None) -> int:
         chosen = None
         problem = str(e)
     print(f"{weights.name} on {args.data_root} {args.task} {args.split} "
-          f"({len(dataset)} clips, {args.device}, own threshold {model.threshold:g}):")
+          f"({clips} clips, {args.device}, own threshold {model.threshold:g}):")
     print(format_table(rows, chosen))
     if args.json:
         args.json.write_text(json.dumps({
             "settings": [asdict(s) for s in rows], "recommended": asdict(chosen) if chosen
             else None, "weights": str(weights), "data_root": str(args.data_root),
-            "task": args.task, "split": args.split, "clips": len(dataset)}, indent=1) + "\n")
+            "task": args.task, "split": args.split, "clips": clips}, indent=1) + "\n")
     if chosen is None:
         print(f"error: {problem}", file=sys.stderr)
         return 1
@@ -167,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         how = (f"most accurate within {args.target_ms:g} ms per clip" if args.target_ms
                else f"fewest queries within {args.max_miou_drop:g} mIoU of the best")
         note = [f"{weights.name} on {args.data_root} {args.task} {args.split}, "
-                f"{len(dataset)} clips: {how}",
+                f"{clips} clips: {how}",
                 f"mIoU {chosen.miou:.4f}, F {chosen.fscore:.4f}, keep ratio "
                 f"{chosen.keep_ratio:.3f}, {chosen.ms_per_clip:.1f} ms per clip"]
         path = write_fragment(args.out, {"engine": {"cim_threshold": chosen.threshold}},
