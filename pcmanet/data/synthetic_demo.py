@@ -21,14 +21,11 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
-from av.audio.stream import AudioStream
-from av.video.stream import VideoStream
 
+from .media_writer import write_media
 from .synthetic_scene import (
     OBJECT_CLASSES,
     PEAK,
@@ -226,38 +223,16 @@ def write_demo_video(path: str | Path, seconds: float, size: int = 224, fps: flo
     ``DemoScene(seed, size, fps)`` and call ``frame(i)``). Returns the sidecar path.
     """
     path = Path(path)
-    if size % 2:
-        raise ValueError(f"size must be even for yuv420p, got {size}")
     scene = DemoScene(seed=seed, size=size, fps=fps)
     num_frames = round(seconds * fps)
     num_samples = round(seconds * SAMPLE_RATE)
-    audio_codec = "aac" if "aac" in av.codecs_available else "pcm_s16le"
-    video_codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-    container_format = "mp4" if audio_codec == "aac" else "mov"
+    video_codec, audio_codec = write_media(path, lambda i: scene.frame(i)[0], scene.audio,
+                                           num_frames, fps, (size, size), SAMPLE_RATE)
     frames_meta = []
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w", format=container_format) as out:
-        vstream = out.add_stream(video_codec, rate=Fraction(fps).limit_denominator(1001))
-        astream = out.add_stream(audio_codec, rate=SAMPLE_RATE, layout="mono")
-        assert isinstance(vstream, VideoStream) and isinstance(astream, AudioStream)
-        vstream.width = vstream.height = size
-        vstream.pix_fmt = "yuv420p"
-        written = 0
-        for i in range(num_frames + 1):
-            upto = num_samples if i == num_frames else min(scene.frame_sample(i + 1), num_samples)
-            if upto > written:  # the audio up to the next frame, interleaved with the video
-                chunk = scene.audio(written, upto - written)[None, :]  # (1, n) float32
-                aframe = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
-                aframe.sample_rate, aframe.pts = SAMPLE_RATE, written
-                aframe.time_base = Fraction(1, SAMPLE_RATE)
-                out.mux(astream.encode(aframe))
-                written = upto
-            if i < num_frames:
-                image, _, name = scene.frame(i)
-                out.mux(vstream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")))
-                frames_meta.append({"index": i, "t": round(i / fps, 6), "sounding": name})
-        out.mux(astream.encode(None))
-        out.mux(vstream.encode(None))
+    for i in range(num_frames):
+        obj = scene.segment_at(scene.frame_sample(i)).obj
+        frames_meta.append({"index": i, "t": round(i / fps, 6),
+                            "sounding": None if obj is None else scene.objects[obj].cls.name})
     segments = [{"start_s": s.start / SAMPLE_RATE, "end_s": min(s.end, num_samples) / SAMPLE_RATE,
                  "sounding": None if s.obj is None else scene.objects[s.obj].cls.name}
                 for s in scene.segments(num_samples)]
