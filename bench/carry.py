@@ -3,7 +3,7 @@
     python bench/carry.py [--seconds 20] [--fps 15] [--seed 7] [--refresh 8] [--threads 2]
 
 Runs the shipped demo model in streaming mode over the scene twice (plain selection, carry-over)
-and reports per frame: query tokens computed (keep ratio of stages 3-1), decode time, and mean
+and reports per frame: query tokens computed (keep ratio of stages 3-1), step time, and mean
 IoU with the object really sounding (frames 1.1 s or more into a sounding segment).
 """
 
@@ -15,14 +15,11 @@ import time
 import numpy as np
 import torch
 
+from calib.scene_eval import iou, scene_frames
 from pcmanet.assets import DEMO_CHECKPOINT
-from pcmanet.audio import log_mel
 from pcmanet.checkpoint import load_checkpoint
 from pcmanet.data.synthetic_demo import DemoScene
 from stream.engine import CarryConfig, StreamingEngine
-from stream.frames import Frame, PairedFrame
-
-NS = 1_000_000_000
 
 
 def main() -> None:
@@ -42,23 +39,15 @@ def main() -> None:
                    enabled=True, refresh_every=args.refresh))}
     stats: dict[str, dict[str, list[float]]] = {k: {"keep": [], "ms": [], "iou": []}
                                                 for k in engines}
-    for i in range(round(args.seconds * args.fps)):
-        image, gt, _ = scene.frame(i)
-        end = scene.frame_sample(i)
-        mel = (log_mel(scene.audio(end - 15600, 15600), 16000)[0, 0].numpy()
-               if end >= 15600 else None)
-        seg = scene.segment_at(max(end - 1, 0))
-        settled = seg.obj is not None and end - seg.start >= 1.1 * 16000
-        paired = PairedFrame(Frame(image, round(i * NS / args.fps), i), mel, 0, 0, False)
+    for f in scene_frames(scene, args.seconds):
         for name, eng in engines.items():
             t0 = time.perf_counter()
-            r = eng.step(paired)
+            r = eng.step(f.paired)
             st = stats[name]
             st["ms"].append((time.perf_counter() - t0) * 1e3)
             st["keep"].append(r.keep_ratio)
-            if settled:
-                pred, truth = r.prob > 0.5, gt > 127
-                st["iou"].append((pred & truth).sum() / max((pred | truth).sum(), 1))
+            if f.settled:
+                st["iou"].append(iou(r.prob > 0.5, f.truth))
     for name, st in stats.items():
         print(f"{name:6s} keep ratio {np.mean(st['keep']):.3f}  step median "
               f"{np.median(st['ms']):.1f} ms  mean IoU {np.mean(st['iou']):.3f} "
