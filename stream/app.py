@@ -253,7 +253,8 @@ def live_session(args: argparse.Namespace, cfg: LiveConfig, engine_mode: str = "
     engine = StreamingEngine(model, size, device, spacing_s=cfg.sync.spacing_s,
                              carry=cfg.engine.carry,
                              cache_dtype=torch.float16 if cfg.engine.cache_fp16 else None,
-                             mode=engine_mode, audio_rate_hz=cfg.engine.audio_rate_hz)
+                             mode=engine_mode, audio_rate_hz=cfg.engine.audio_rate_hz,
+                             precision=cfg.engine.precision)
     publisher = MaskPublisher(cfg.publish.zmq, cfg.publish.stream, cfg.publish.encoding,
                               sndhwm=cfg.publish.sndhwm,
                               stats_interval_s=cfg.publish.stats_interval_s)

@@ -51,6 +51,7 @@ class EngineSettings:
     threads: int = 1                  # torch CPU threads (1 leaves a core for capture, publishing)
     cim_threshold: float | None = None  # CIM threshold (None: the checkpoint's)
     cache_fp16: bool = False          # store cached features in float16
+    precision: str = "fp32"           # fp32 | bf16 (autocast; pays on GPUs with bf16 units)
     carry: CarryConfig = field(default_factory=CarryConfig)
     max_consecutive_errors: int = 10  # frame failures in a row that stop the run
 
@@ -92,6 +93,8 @@ def validate_live_config(cfg: LiveConfig) -> None:
          "live.engine.audio_rate_hz", "must be > 0 (or null: every frame)"),
         (cfg.engine.cim_threshold is None or 0.5 < cfg.engine.cim_threshold < 1,
          "live.engine.cim_threshold", "must be in (0.5, 1)"),
+        (cfg.engine.precision in ("fp32", "bf16"), "live.engine.precision",
+         "must be fp32 or bf16"),
         (cfg.engine.max_consecutive_errors >= 1, "live.engine.max_consecutive_errors",
          "must be >= 1"),
         (cfg.publish.encoding in ENCODINGS, "live.publish.encoding",

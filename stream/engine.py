@@ -248,13 +248,18 @@ class StreamingEngine:
             from their cached inputs; implies ``keep_inputs``).
         audio_rate_hz: recompute the audio embedding at most this often (by capture time) and
             reuse the last one in between; None: every frame (the reference). Streaming only.
+        precision: "fp32", or "bf16" (the model under ``torch.autocast`` in bfloat16 on the
+            engine's device; probabilities are returned in float32).
     """
 
     def __init__(self, model: PCMANet, image_size: int, device: torch.device | str = "cpu",
                  spacing_s: float = 1.0, carry: CarryConfig | None = None,
                  cache_dtype: torch.dtype | None = None, keep_inputs: bool = False,
                  clock: Callable[[], int] = time.monotonic_ns, mode: str = "stream",
-                 audio_rate_hz: float | None = None) -> None:
+                 audio_rate_hz: float | None = None, precision: str = "fp32") -> None:
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        self.precision = precision
         if mode not in ("stream", "clip"):
             raise ValueError(f"mode must be 'stream' or 'clip', got {mode!r}")
         if audio_rate_hz is not None and audio_rate_hz <= 0:
@@ -285,7 +290,6 @@ class StreamingEngine:
             return self._silence
         return torch.as_tensor(logmel, dtype=torch.float32).to(self.device)[None, None]
 
-    @torch.inference_mode()
     def step_device(self, paired: PairedFrame, image: Tensor | None = None,
                     audio: Tensor | None = None) -> DeviceResult:
         """Encode the new frame, cache it, decode it over its window; results stay on the
@@ -295,6 +299,12 @@ class StreamingEngine:
             a pinned buffer); None: ``paired.frame.image`` is copied here.
         audio: (1, 1, 96, 64) log-mel on the device; None: from ``paired.logmel``.
         """
+        with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16,
+                                                    enabled=self.precision == "bf16"):
+            return self._step_device(paired, image, audio)
+
+    def _step_device(self, paired: PairedFrame, image: Tensor | None,
+                     audio: Tensor | None) -> DeviceResult:
         times = {"preprocess_start": self.clock()}
         frame = paired.frame
         x = self.preprocess(frame.image if image is None else image)       # (1, 3, S, S)
@@ -317,7 +327,7 @@ class StreamingEngine:
             out = self.model.decode(self.cache.features(entries), self._target,
                                     out_size=(self.size, self.size), restrict=restrict)
             self.carry.update(out.uncertain, x, feats.audio)
-        logits = out.logits[0]                                              # (1, K, S, S)
+        logits = out.logits[0].float()                                      # (1, K, S, S)
         H, W = frame.image.shape[:2]
         full = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False)
         prob = foreground_prob(full)[0].float()                             # (H, W)

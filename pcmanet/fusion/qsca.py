@@ -152,7 +152,7 @@ class QSCA(nn.Module):
                 with grad:
                     out = self._gather_attention(tokens, clip, audio, flat)  # (M, h*d)
                 update = F.linear(out, self.to_out.weight)                  # (M, C)
-                y = y.reshape(Fq * N, C).index_add(0, flat, update).reshape(Fq, N, C)
+                y = y.reshape(Fq * N, C).index_add(0, flat, update.to(y.dtype)).reshape(Fq, N, C)
         if self.scrambled_tokens:
             visual = y.reshape(Fq, C, *grid)        # reference: no transpose (scrambles c, n)
         else:

@@ -233,3 +233,19 @@ def test_engine_runs_at_other_input_sizes(size):
         r = engine.step(paired)
     assert r.logits.shape[-2:] == (size, size)
     assert r.prob.shape == (200, 200) and np.isfinite(r.prob).all()
+
+
+def test_bf16_autocast_gives_nearly_the_same_masks():
+    """engine precision bf16 (CPU autocast here): float32 probabilities, masks that agree
+    with fp32 on almost every pixel."""
+    model, size = demo_model()
+    scene = DemoScene(seed=5, size=128, fps=5)
+    fp32, bf16 = StreamingEngine(model, size), StreamingEngine(model, size, precision="bf16")
+    agree = []
+    for paired in scene_frames(scene, range(0, 12)):
+        a, b = fp32.step(paired), bf16.step(paired)
+        assert b.prob.dtype == np.float32
+        agree.append(float(((a.prob > 0.5) == (b.prob > 0.5)).mean()))
+    assert min(agree) > 0.97
+    with pytest.raises(ValueError, match="precision"):
+        StreamingEngine(model, size, precision="fp16")
