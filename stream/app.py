@@ -244,6 +244,9 @@ def live_session(args: argparse.Namespace, cfg: LiveConfig, engine_mode: str = "
     """Load the model, bind the publisher, start the sources, build the pipeline; on exit
     stop the sources and close the publisher. ``engine_mode``: "stream" or "clip"."""
     device = pick_device(cfg.engine.device)
+    if cfg.engine.cuda_graphs and device.type != "cuda":
+        raise UserError("live.engine.cuda_graphs needs a CUDA device: add --device cuda, or "
+                        "drop the setting")
     torch.set_num_threads(cfg.engine.threads)
     model, size, name = load_model(args, cfg.engine.weights)
     size = cfg.engine.input_size or size
@@ -254,7 +257,8 @@ def live_session(args: argparse.Namespace, cfg: LiveConfig, engine_mode: str = "
                              carry=cfg.engine.carry,
                              cache_dtype=torch.float16 if cfg.engine.cache_fp16 else None,
                              mode=engine_mode, audio_rate_hz=cfg.engine.audio_rate_hz,
-                             precision=cfg.engine.precision)
+                             precision=cfg.engine.precision,
+                             cuda_graphs=cfg.engine.cuda_graphs)
     publisher = MaskPublisher(cfg.publish.zmq, cfg.publish.stream, cfg.publish.encoding,
                               sndhwm=cfg.publish.sndhwm,
                               stats_interval_s=cfg.publish.stats_interval_s)

@@ -250,16 +250,27 @@ class StreamingEngine:
             reuse the last one in between; None: every frame (the reference). Streaming only.
         precision: "fp32", or "bf16" (the model under ``torch.autocast`` in bfloat16 on the
             engine's device; probabilities are returned in float32).
+        cuda_graphs: replay the per-frame encoder from a CUDA graph (CUDA devices only;
+            :mod:`stream.cuda_graphs`).
     """
 
     def __init__(self, model: PCMANet, image_size: int, device: torch.device | str = "cpu",
                  spacing_s: float = 1.0, carry: CarryConfig | None = None,
                  cache_dtype: torch.dtype | None = None, keep_inputs: bool = False,
                  clock: Callable[[], int] = time.monotonic_ns, mode: str = "stream",
-                 audio_rate_hz: float | None = None, precision: str = "fp32") -> None:
+                 audio_rate_hz: float | None = None, precision: str = "fp32",
+                 cuda_graphs: bool = False) -> None:
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
         self.precision = precision
+        if cuda_graphs and torch.device(device).type != "cuda":
+            raise ValueError("cuda_graphs needs a CUDA device (engine device is "
+                             f"{torch.device(device)})")
+        self._encode: Callable[[Tensor, Tensor], FrameFeatures] = model.encode_frames
+        if cuda_graphs:
+            from stream.cuda_graphs import GraphedEncoder
+
+            self._encode = GraphedEncoder(model)
         if mode not in ("stream", "clip"):
             raise ValueError(f"mode must be 'stream' or 'clip', got {mode!r}")
         if audio_rate_hz is not None and audio_rate_hz <= 0:
@@ -319,7 +330,7 @@ class StreamingEngine:
                                 [m[-1:] for m in out.masks], [m[-1:] for m in out.uncertain])
         else:
             emb = self.audio_embedding(mel, frame.t_capture_ns)             # (1, D)
-            feats = self.model.encode_frames(x, emb)
+            feats = self._encode(x, emb)
             self.cache.put(CacheEntry(frame.t_capture_ns, frame.index, feats, x, mel))
             entries = self.cache.window(self.T, self.spacing_s)
             times["decode_start"] = self.clock()
