@@ -177,7 +177,8 @@ def open_sources(args: argparse.Namespace, cfg: LiveConfig, frames: FrameRing,
                 return sources, None
             return sources, audio
         if args.camera is not None:
-            cam = CameraSource(args.camera, frames, fps_hint=s.fps)
+            cam = CameraSource(args.camera, frames, fps_hint=s.fps,
+                               stream_timeout_s=s.stream_timeout_s, reconnect=s.reconnect)
             if args.mic:
                 from stream.mic import MicSource
 

@@ -22,6 +22,7 @@ from typing import Any
 from pcmanet.config import ConfigError, from_mapping, load_yaml, merge, parse_override
 from stream.engine import CarryConfig
 from stream.messages import ENCODINGS, STREAM_NAME
+from stream.reconnect import ReconnectPolicy
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class SourceSettings:
     frame_ring: int = 4               # frames buffered between capture and engine (drop-oldest)
     audio_ring_s: float = 10.0        # seconds of audio kept
     realtime: bool = True             # media files: pace to their timestamps
+    stream_timeout_s: float = 10.0    # URL: longest wait to open it and for each read
+    reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)  # camera / URL outages
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,9 @@ def validate_live_config(cfg: LiveConfig) -> None:
         (cfg.source.demo_size >= 32, "live.source.demo_size", "must be >= 32"),
         (cfg.source.frame_ring >= 1, "live.source.frame_ring", "must be >= 1"),
         (cfg.source.audio_ring_s >= 2, "live.source.audio_ring_s", "must be >= 2 (seconds)"),
+        (cfg.source.stream_timeout_s > 0, "live.source.stream_timeout_s", "must be > 0 (seconds)"),
+        *((False, f"live.source.reconnect.{key}", why)
+          for key, why in cfg.source.reconnect.problems()),
         (cfg.sync.max_wait_ms >= 0, "live.sync.max_wait_ms", "must be >= 0"),
         (cfg.sync.spacing_s > 0, "live.sync.spacing_s", "must be > 0"),
         (cfg.engine.threads >= 1, "live.engine.threads", "must be >= 1"),
