@@ -41,7 +41,7 @@ from stream.config import LiveConfig, load_live_config, validate_live_config
 from stream.engine import StreamingEngine
 from stream.messages import ENCODINGS
 from stream.pipeline import LivePipeline, PipelineError, Sink
-from stream.publish import BindError, MaskPublisher
+from stream.publish import BindError, CurveServerKeys, MaskPublisher
 from stream.sources import SAMPLE_RATE, CameraSource, DemoSource, MediaFileSource, SourceError
 
 logger = logging.getLogger("run_live")
@@ -149,6 +149,16 @@ def load_model(args: argparse.Namespace) -> tuple[PCMANet, int, str]:
     return model, size, f"{cfg.name}:{weights.name}"
 
 
+def curve_keys(cfg: LiveConfig) -> CurveServerKeys | None:
+    """The publisher's CurveZMQ keys from ``live.publish.curve`` (None: CurveZMQ off)."""
+    c = cfg.publish.curve
+    if c.server_secret_file is None:
+        return None
+    from stream.keys import server_keys
+
+    return server_keys(c.server_secret_file, c.allowed_clients_dir)
+
+
 def pick_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -242,6 +252,7 @@ def live_session(args: argparse.Namespace, cfg: LiveConfig, engine_mode: str = "
     """Load the model, bind the publisher, start the sources, build the pipeline; on exit
     stop the sources and close the publisher. ``engine_mode``: "stream" or "clip"."""
     device = pick_device(cfg.engine.device)
+    curve = curve_keys(cfg)  # key files are checked before the model loads
     torch.set_num_threads(cfg.engine.threads)
     model, size, name = load_model(args)
     if cfg.engine.cim_threshold is not None:
@@ -252,7 +263,7 @@ def live_session(args: argparse.Namespace, cfg: LiveConfig, engine_mode: str = "
                              cache_dtype=torch.float16 if cfg.engine.cache_fp16 else None,
                              mode=engine_mode)
     publisher = MaskPublisher(cfg.publish.zmq, cfg.publish.stream, cfg.publish.encoding,
-                              sndhwm=cfg.publish.sndhwm,
+                              sndhwm=cfg.publish.sndhwm, curve=curve,
                               stats_interval_s=cfg.publish.stats_interval_s)
     frames = FrameRing(cfg.source.frame_ring)
     audio_ring = AudioRing(round(cfg.source.audio_ring_s * SAMPLE_RATE))
@@ -302,8 +313,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     with live_session(args, cfg) as s:
         print(f"publishing mask/{cfg.publish.stream} on {s.publisher.endpoint} "
-              f"({cfg.publish.encoding}); model {s.model_name} at {s.size}x{s.size} on "
-              f"{s.device}; Ctrl-C stops", file=sys.stderr, flush=True)
+              f"({cfg.publish.encoding}, auth {s.publisher.auth_mode}); model {s.model_name} "
+              f"at {s.size}x{s.size} on {s.device}; Ctrl-C stops", file=sys.stderr, flush=True)
         t0 = time.monotonic()
         summary = s.pipeline.run()
         elapsed = time.monotonic() - t0

@@ -55,6 +55,12 @@ class EngineSettings:
 
 
 @dataclass(frozen=True)
+class CurveSettings:
+    server_secret_file: str | None = None   # publisher's .key_secret (python -m stream.keys)
+    allowed_clients_dir: str | None = None  # *.key of the clients let in (None: any client)
+
+
+@dataclass(frozen=True)
 class PublishSettings:
     zmq: str = "tcp://127.0.0.1:5555"  # bind address (loopback unless told otherwise)
     stream: str = "cam0"              # topic mask/<stream>
@@ -62,6 +68,7 @@ class PublishSettings:
     threshold: float = 0.5            # mask = prob > threshold
     sndhwm: int = 2                   # send high-water mark per subscriber
     stats_interval_s: float = 1.0     # stats/<stream> period
+    curve: CurveSettings = field(default_factory=CurveSettings)  # CurveZMQ (off by default)
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,9 @@ def validate_live_config(cfg: LiveConfig) -> None:
         (0 <= cfg.publish.threshold < 1, "live.publish.threshold", "must be in [0, 1)"),
         (cfg.publish.sndhwm >= 1, "live.publish.sndhwm", "must be >= 1"),
         (cfg.publish.stats_interval_s > 0, "live.publish.stats_interval_s", "must be > 0"),
+        (cfg.publish.curve.allowed_clients_dir is None
+         or cfg.publish.curve.server_secret_file is not None,
+         "live.publish.curve.allowed_clients_dir", "needs live.publish.curve.server_secret_file"),
     ]
     for ok, key, why in checks:
         if not ok:
