@@ -14,8 +14,9 @@ threshold can be changed at run time (``engine.cim_threshold``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +80,24 @@ class LiveConfig:
     publish: PublishSettings = field(default_factory=PublishSettings)
 
 
+def _non_finite(obj: Any, prefix: str) -> str | None:
+    """The dotted name of the first float field holding NaN or an infinity, if any."""
+    for f in fields(obj):
+        value, key = getattr(obj, f.name), f"{prefix}.{f.name}"
+        if is_dataclass(value):
+            found = _non_finite(value, key)
+            if found:
+                return found
+        elif isinstance(value, float) and not math.isfinite(value):
+            return key
+    return None
+
+
 def validate_live_config(cfg: LiveConfig) -> None:
     """Impossible values -> ConfigError naming the key."""
+    bad = _non_finite(cfg, "live")
+    if bad:
+        raise ConfigError(f"{bad} must be a finite number (not .nan or .inf)")
     checks = [
         (cfg.source.fps > 0, "live.source.fps", "must be > 0"),
         (cfg.source.demo_size >= 32, "live.source.demo_size", "must be >= 32"),

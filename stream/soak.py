@@ -112,7 +112,7 @@ def intervals(records: Sequence[Mapping[str, Any]], rss: Sequence[tuple[float, f
     """Per interval [k I, (k+1) I) of capture time since ``t0_ns``: masks, e2e p50/p99/max,
     seq gaps, RSS at its end. Records before ``warmup_s`` are left out; a last interval shorter
     than half of ``interval_s`` is dropped."""
-    out = []
+    out: list[dict[str, Any]] = []
     k = 0
     while k * interval_s < duration_s:
         a, b = k * interval_s, min((k + 1) * interval_s, duration_s)
@@ -168,7 +168,7 @@ def analyse(records: Sequence[Mapping[str, Any]], samples: Sequence[tuple[int, f
     }
     growth = (rss_last - rss_warm) / rss_warm if rss_warm == rss_warm and rss_warm > 0 \
         else float("nan")
-    targets = {
+    targets: dict[str, dict[str, Any]] = {
         "rss_growth": {"value": growth, "limit": TARGETS["rss_growth"],
                        "pass": bool(growth <= TARGETS["rss_growth"])},
         "p99_ratio": {"value": ratio, "limit": TARGETS["p99_ratio"],

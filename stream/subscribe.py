@@ -217,9 +217,9 @@ class MaskSubscriber:
             return None
         try:
             topic, header, mask = parse_message(frames)
-        except MessageError as e:
+        except Exception as e:  # MessageError; anything else is a decoder bug: still rejected
             self.rejected += 1
-            self.last_reject = str(e)
+            self.last_reject = str(e) if isinstance(e, MessageError) else f"{type(e).__name__}: {e}"
             if self.rejected <= 10 or self.rejected % 100 == 0:
                 logger.warning("rejected message %d on %r: %s",
                                self.rejected, frames[0][:60] if frames else b"", e)
