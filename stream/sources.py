@@ -17,8 +17,9 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import av
 import cv2
@@ -33,6 +34,7 @@ logger = logging.getLogger(__name__)
 NS_PER_S = 1_000_000_000
 SAMPLE_RATE = 16_000  # Hz; every AudioRing in the pipeline is 16 kHz mono float32
 _SLEEP_CHUNK_S = 0.05  # longest single sleep, so stop() is seen within 50 ms
+_MAX_BAD_PACKETS = 25  # media file: packets failing to decode in a row: the file is corrupt
 _MAX_READ_FAILURES = 50  # consecutive failed reads (10 ms apart) after which a camera or
 #                          stream counts as gone and is reopened
 
@@ -312,7 +314,9 @@ class MediaFileSource(_SourceThread):
     float32 and written with the time of its first sample. ``realtime``: a frame is delivered
     at its time and an audio block when its last sample has "happened" (as a microphone would);
     otherwise everything is delivered as fast as possible. A file without audio works
-    (``has_audio`` False). The thread ends at the end of the file (``finished``).
+    (``has_audio`` False). The thread ends at the end of the file (``finished``). A packet that
+    does not decode is skipped (counted in ``errors``); a file whose packets keep failing ends
+    the thread with ``error`` set (:class:`SourceError`).
 
     Args:
         path: the media file.
@@ -361,8 +365,8 @@ class MediaFileSource(_SourceThread):
             streams.append(container.streams.audio[0])
             resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         audio_next_s: float | None = None  # time of the next audio sample when pts is missing
-        for packet in container.demux(*streams):
-            for frame in packet.decode():
+        for decoded in self._decoded_packets(container, streams):
+            for frame in decoded:
                 if self.stopping:
                     return
                 if isinstance(frame, av.VideoFrame):
@@ -373,15 +377,55 @@ class MediaFileSource(_SourceThread):
                     self.frame_ring.put(Frame(image, t_ns, self.frames))  # never waits
                     self.frames += 1
                 elif isinstance(frame, av.AudioFrame) and resampler is not None:
-                    for block in resampler.resample(frame):
+                    try:
+                        blocks = resampler.resample(frame)
+                    except ValueError:  # a damaged frame whose format differs: skipped
+                        self.errors += 1
+                        continue
+                    for block in blocks:
                         audio_next_s = self._write_audio(block, t0, audio_next_s)
                         if audio_next_s is None:
                             return
+        if self.frames == 0:
+            raise SourceError(f"media file {self.path}: no video frame could be decoded "
+                              "(corrupt, or an empty video stream)")
         if resampler is not None:
             for block in resampler.resample(None):  # flush what the resampler holds
                 audio_next_s = self._write_audio(block, t0, audio_next_s)
                 if audio_next_s is None:
                     return
+
+    def _decoded_packets(self, container: av.container.InputContainer,
+                         streams: list[av.stream.Stream]) -> Iterator[list[Any]]:
+        """The frames of each packet, in file order. A packet that fails to decode is skipped
+        and counted in ``errors`` (logged once per run of failures), as a player would;
+        ``_MAX_BAD_PACKETS`` in a row, or a container that cannot be read on, is a
+        :class:`SourceError`."""
+        bad = 0
+        packets = container.demux(*streams)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.FFmpegError as e:
+                raise SourceError(f"media file {self.path} is corrupt: {e}") from None
+            try:
+                decoded = list(packet.decode())
+            except av.FFmpegError as e:
+                self.errors += 1
+                bad += 1
+                if bad == 1:
+                    logger.warning("media file %s: could not decode a %s packet at %.2f s; "
+                                   "skipped (%s)", self.path, packet.stream.type,
+                                   float(packet.pts * packet.time_base)
+                                   if packet.pts is not None and packet.time_base else 0.0, e)
+                if bad >= _MAX_BAD_PACKETS:
+                    raise SourceError(f"media file {self.path} is corrupt: {bad} packets in a "
+                                      f"row could not be decoded ({e})") from None
+                continue
+            bad = 0
+            yield decoded
 
     def _write_audio(self, block: av.AudioFrame, t0: int, next_s: float | None) -> float | None:
         """Write one resampled block; returns the time just past it (s), None if stopped."""

@@ -1,5 +1,5 @@
-"""Faults injected into a running ``run_live.py`` from outside it: a network camera that goes
-away and comes back, a subscriber that stalls or dies, and the signals that stop it.
+"""Faults injected into a running pipeline from outside it: a network camera that goes away and
+comes back, frames the engine cannot process, a subscriber that stalls or dies.
 
 Everything runs for real on loopback: ffmpeg sends the camera over UDP, run_live.py runs in its
 own process, subscribers are processes or sockets of this one. Waits are bounded.
@@ -7,12 +7,25 @@ own process, subscribers are processes or sockets of this one. Waits are bounded
 
 from __future__ import annotations
 
+import logging
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+import pytest
+
+from pcmanet.assets import DEMO_CHECKPOINT
+from pcmanet.checkpoint import load_checkpoint
+from stream.buffers import FrameRing
+from stream.engine import StreamingEngine
+from stream.frames import Frame
+from stream.pipeline import LivePipeline, PipelineError
+from stream.publish import MaskPublisher
+from stream.sources import _SourceThread
 from stream.subscribe import MaskMessage, MaskSubscriber
 from tests.stream.test_network_camera import UdpTestStream
 from tests.stream.test_run_live import RUN_LIVE, free_port
@@ -95,3 +108,78 @@ def test_run_live_reconnects_a_network_camera_and_masks_resume() -> None:
     assert all(h["seq"] > seq_before for h in resumed)       # one seq stream, no restart
     assert "stopped delivering frames: reconnecting" in err and "reopened after" in err
     assert not sender.failures, sender.failures
+
+
+# -- frames the engine cannot process --------------------------------------------------------
+
+
+class FrameFeeder(_SourceThread):
+    """A source that delivers the given images one at a time, each once the engine has taken
+    the previous one (so every frame reaches the engine), 40 ms apart on the real clock."""
+
+    def __init__(self, images: Sequence[np.ndarray], ring: FrameRing) -> None:
+        super().__init__("feeder", time.monotonic_ns, time.sleep)
+        self.images, self.ring = images, ring
+
+    def _run(self) -> None:
+        for i, image in enumerate(self.images):
+            while len(self.ring) and not self.stopping:
+                time.sleep(0.002)
+            if not self._sleep_until(self._clock() + 40_000_000):
+                return
+            self.ring.put(Frame(image, self._clock(), i))
+            self.frames += 1
+        while len(self.ring) and not self.stopping:      # the last frame reaches the engine
+            time.sleep(0.002)
+
+
+@pytest.fixture(scope="module")
+def engine_parts() -> tuple[Any, int]:
+    model, _, extra = load_checkpoint(DEMO_CHECKPOINT)
+    return model, int(extra.get("data", {}).get("image_size") or 128)
+
+
+def run_frames(images: Sequence[np.ndarray], engine_parts: tuple[Any, int],
+               max_consecutive_errors: int) -> LivePipeline:
+    model, size = engine_parts
+    ring = FrameRing(4)
+    feeder = FrameFeeder(images, ring)
+    with MaskPublisher(f"inproc://faults-{uuid.uuid4().hex}", stats_interval_s=None) as pub:
+        pipeline = LivePipeline(frames=ring, audio=None, sources=[feeder],
+                                engine=StreamingEngine(model, size, "cpu"), publisher=pub,
+                                threshold=0.5, model_name="demo", duration_s=60,
+                                max_consecutive_errors=max_consecutive_errors)
+        feeder.start()
+        try:
+            pipeline.run()
+        finally:
+            pipeline.shutdown()
+    return pipeline
+
+
+GOOD = np.full((96, 96, 3), 90, np.uint8)                    # (H, W, 3) uint8 BGR
+GREY = np.full((96, 96), 90, np.uint8)                       # a camera gone greyscale
+EMPTY = np.zeros((0, 0, 3), np.uint8)                        # a frame with no pixels
+
+
+def test_a_frame_that_raises_is_dropped_logged_once_and_the_run_goes_on(
+        engine_parts: tuple[Any, int], caplog: pytest.LogCaptureFixture) -> None:
+    images = [GOOD] * 3 + [GREY, GREY, EMPTY] + [GOOD] * 3 + [GREY] + [GOOD] * 2
+    with caplog.at_level(logging.ERROR, logger="stream.pipeline"):
+        pipeline = run_frames(images, engine_parts, max_consecutive_errors=4)
+    s = pipeline._summary
+    assert s.reason == "end of input" and s.error is None
+    assert s.frame_errors == 4 and s.published == len(images) - 4
+    dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(dropped) == 2, dropped                        # once per distinct cause
+    assert "frame 3 dropped: ValueError: expected a (H, W, 3) uint8 BGR frame" in dropped[0]
+    assert dropped[1].startswith("frame 5 dropped: RuntimeError")
+
+
+def test_frames_that_keep_failing_stop_the_run_with_the_cause(
+        engine_parts: tuple[Any, int]) -> None:
+    images = [GOOD] * 2 + [GREY] * 8
+    with pytest.raises(PipelineError) as err:
+        run_frames(images, engine_parts, max_consecutive_errors=5)
+    assert str(err.value) == ("5 frames in a row failed in the engine; last cause: ValueError: "
+                              "expected a (H, W, 3) uint8 BGR frame, got (96, 96) torch.uint8")
