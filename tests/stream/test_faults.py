@@ -1,5 +1,6 @@
 """Faults injected into a running pipeline from outside it: a network camera that goes away and
-comes back, frames the engine cannot process, a subscriber that stalls or dies.
+comes back, frames the engine cannot process, a microphone whose worker falls behind, a
+subscriber that stalls or dies.
 
 Everything runs for real on loopback: ffmpeg sends the camera over UDP, run_live.py runs in its
 own process, subscribers are processes or sockets of this one. Waits are bounded.
@@ -10,6 +11,8 @@ from __future__ import annotations
 import logging
 import signal
 import subprocess
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -20,12 +23,12 @@ import pytest
 
 from pcmanet.assets import DEMO_CHECKPOINT
 from pcmanet.checkpoint import load_checkpoint
-from stream.buffers import FrameRing
+from stream.buffers import AudioRing, FrameRing
 from stream.engine import StreamingEngine
 from stream.frames import Frame
 from stream.pipeline import LivePipeline, PipelineError
 from stream.publish import MaskPublisher
-from stream.sources import _SourceThread
+from stream.sources import SAMPLE_RATE, DemoSource, _SourceThread
 from stream.subscribe import MaskMessage, MaskSubscriber
 from tests.stream.test_network_camera import UdpTestStream
 from tests.stream.test_run_live import RUN_LIVE, free_port
@@ -183,3 +186,81 @@ def test_frames_that_keep_failing_stop_the_run_with_the_cause(
         run_frames(images, engine_parts, max_consecutive_errors=5)
     assert str(err.value) == ("5 frames in a row failed in the engine; last cause: ValueError: "
                               "expected a (H, W, 3) uint8 BGR frame, got (96, 96) torch.uint8")
+
+
+# -- a microphone whose worker falls behind ----------------------------------------------------
+
+
+def starve_other_threads(seconds: float) -> None:
+    """Hold the GIL in long slices for ``seconds``: the process is too busy to serve its
+    threads, as on an overloaded machine. The microphone's worker then falls behind
+    PortAudio's callback and its staging ring overflows."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.3)
+    try:
+        t_end, x = time.monotonic() + seconds, 0
+        while time.monotonic() < t_end:
+            x += 1
+    finally:
+        sys.setswitchinterval(interval)
+
+
+def test_microphone_overflow_is_counted_and_pairing_goes_on(pulse_env: Any, engine_parts:
+                                                            tuple[Any, int]) -> None:
+    from stream.mic import MicSource
+
+    model, size = engine_parts
+    frames, audio = FrameRing(4), AudioRing(10 * SAMPLE_RATE)
+    demo = DemoSource(frames, None, fps=10, size=96, seed=3)          # video only, real time
+    mic = MicSource("pulse", audio, staging_s=0.05)                  # ~50 ms of staging
+    url = f"inproc://mic-{uuid.uuid4().hex}"
+    with MaskPublisher(url, stats_interval_s=0.25) as pub, \
+            MaskSubscriber(url, topic=["mask/cam0", "stats/cam0"], timeout_s=2.0) as sub:
+        pipeline = LivePipeline(frames=frames, audio=audio, sources=[mic, demo],
+                                engine=StreamingEngine(model, size, "cpu"), publisher=pub,
+                                threshold=0.5, model_name="demo", duration_s=7.0)
+        pub.set_stats_provider(pipeline.counters)
+        assert pub.wait_for_subscriber("stats/cam0", 5.0)
+        mic.start()
+        demo.start()
+        t_stall: list[int] = []
+
+        def inject() -> None:
+            time.sleep(2.5)                          # audio windows exist, masks are paired
+            t_stall.append(time.monotonic_ns())
+            starve_other_threads(1.2)
+            t_stall.append(time.monotonic_ns())
+
+        masks: list[dict[str, Any]] = []
+        stats: list[dict[str, Any]] = []
+        done = threading.Event()
+
+        def collect() -> None:
+            while not done.is_set():
+                msg = sub.recv(0.1)
+                if msg is not None:
+                    (stats if msg.mask is None else masks).append(msg.header)
+
+        injector = threading.Thread(target=inject, daemon=True)
+        collector = threading.Thread(target=collect, daemon=True)
+        injector.start()
+        collector.start()
+        try:
+            summary = pipeline.run()
+        finally:
+            injector.join(5.0)
+            time.sleep(0.5)                          # the last stats message
+            done.set()
+            collector.join(2.0)
+    assert summary.reason == "duration reached" and summary.error is None
+    counted = summary.counters["sources"]["mic"]
+    assert counted["dropped_frames"] > 0, counted                   # the overflow is counted ...
+    assert any(h["counters"]["sources"]["mic"]["dropped_frames"] > 0 for h in stats)  # ... and sent
+    ring = summary.counters["audio_ring"]
+    assert ring["gap"] == 0                       # zeros stand in for the lost audio: time linear
+    assert ring["written"] >= 5.0 * SAMPLE_RATE   # ~7 s of audio, the stall included
+    after = [h for h in masks if h["t_capture_ns"] > t_stall[1] + 500_000_000]
+    assert len(after) >= 5, len(after)            # masks go on after the stall ...
+    for h in after:                               # ... paired with audio ending at capture time
+        assert h["audio"] == "paired"
+        assert abs(h["t_capture_ns"] - h["t_audio_end_ns"]) < 60_000_000 or h["audio_late"]
