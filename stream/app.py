@@ -264,7 +264,9 @@ def live_session(args: argparse.Namespace, cfg: LiveConfig, engine_mode: str = "
                              mode=engine_mode)
     publisher = MaskPublisher(cfg.publish.zmq, cfg.publish.stream, cfg.publish.encoding,
                               sndhwm=cfg.publish.sndhwm, curve=curve,
-                              stats_interval_s=cfg.publish.stats_interval_s)
+                              stats_interval_s=cfg.publish.stats_interval_s,
+                              heartbeat_s=cfg.publish.heartbeat_s,
+                              heartbeat_timeout_s=cfg.publish.heartbeat_timeout_s)
     frames = FrameRing(cfg.source.frame_ring)
     audio_ring = AudioRing(round(cfg.source.audio_ring_s * SAMPLE_RATE))
     publisher.start()

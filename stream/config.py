@@ -69,6 +69,8 @@ class PublishSettings:
     threshold: float = 0.5            # mask = prob > threshold
     sndhwm: int = 2                   # send high-water mark per subscriber
     stats_interval_s: float = 1.0     # stats/<stream> period
+    heartbeat_s: float | None = 0.5   # PING period; null: no heartbeats
+    heartbeat_timeout_s: float = 1.5  # a subscriber silent this long is disconnected
     curve: CurveSettings = field(default_factory=CurveSettings)  # CurveZMQ (off by default)
 
 
@@ -122,6 +124,10 @@ def validate_live_config(cfg: LiveConfig) -> None:
         (0 <= cfg.publish.threshold < 1, "live.publish.threshold", "must be in [0, 1)"),
         (cfg.publish.sndhwm >= 1, "live.publish.sndhwm", "must be >= 1"),
         (cfg.publish.stats_interval_s > 0, "live.publish.stats_interval_s", "must be > 0"),
+        (cfg.publish.heartbeat_s is None or cfg.publish.heartbeat_s > 0,
+         "live.publish.heartbeat_s", "must be > 0, or null for no heartbeats"),
+        (cfg.publish.heartbeat_timeout_s > (cfg.publish.heartbeat_s or 0),
+         "live.publish.heartbeat_timeout_s", "must be > heartbeat_s"),
         (cfg.publish.curve.allowed_clients_dir is None
          or cfg.publish.curve.server_secret_file is not None,
          "live.publish.curve.allowed_clients_dir", "needs live.publish.curve.server_secret_file"),

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils.monitor import recv_monitor_message
 
 from .messages import ENCODINGS, SCHEMA_VERSION, STREAM_NAME, MaskHeader, dumps, encode_mask
 
@@ -126,6 +127,11 @@ class MaskPublisher:
             headers under `counters`; its errors are logged, never raised into the pipeline.
         drop_policy: see `DropPolicy`.
         clock: the pipeline clock, for `t_publish_ns`.
+        heartbeat_s, heartbeat_timeout_s: ZMTP heartbeats (tcp, ipc): a PING every
+            `heartbeat_s`, and a subscriber that sends nothing for `heartbeat_timeout_s` is
+            disconnected. A frozen subscriber process, or one behind a dead link, would
+            otherwise keep its queue full and, with `DropPolicy.COUNTED`, hold up the masks
+            of every other subscriber. None: no heartbeats.
 
     Lifecycle: `start()` binds and starts the stats thread, `stop()` (alias `close()`) stops
     it and closes the socket with LINGER 0 (masks still queued are discarded). `publish` may
@@ -145,6 +151,8 @@ class MaskPublisher:
         stats_provider: Callable[[], Mapping[str, Any]] | None = None,
         drop_policy: DropPolicy = DropPolicy.COUNTED,
         clock: Callable[[], int] = time.monotonic_ns,
+        heartbeat_s: float | None = 0.5,
+        heartbeat_timeout_s: float = 1.5,
     ) -> None:
         if not STREAM_NAME.fullmatch(stream):
             raise ValueError(f"stream name {stream!r}: use letters, digits and _.:- only")
@@ -161,6 +169,9 @@ class MaskPublisher:
         self._allow: _AllowList | None = None
         self._stats_interval_s, self._stats_provider = stats_interval_s, stats_provider
         self._drop_policy, self._clock = drop_policy, clock
+        self._heartbeat_s, self._heartbeat_timeout_s = heartbeat_s, heartbeat_timeout_s
+        self._monitor: zmq.Socket[bytes] | None = None
+        self._connected = self._disconnected = 0        # subscriber connections (monitor)
         self._lock = threading.Lock()              # serialises the socket and the counters
         self._socket: zmq.Socket[bytes] | None = None
         self._stop = threading.Event()
@@ -200,6 +211,9 @@ class MaskPublisher:
             sock.setsockopt(zmq.CURVE_SERVER, 1)
             sock.setsockopt(zmq.CURVE_SECRETKEY, self._curve.secret)
             sock.setsockopt(zmq.CURVE_PUBLICKEY, self._curve.public)
+        if self._heartbeat_s is not None:
+            sock.setsockopt(zmq.HEARTBEAT_IVL, round(self._heartbeat_s * 1000))
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, round(self._heartbeat_timeout_s * 1000))
         if "[" in self.url or "::" in self.url:
             sock.setsockopt(zmq.IPV6, 1)
         try:
@@ -211,6 +225,7 @@ class MaskPublisher:
                     e.errno, f"{self.url} is already in use: pick another --zmq port") from None
             raise BindError(e.errno, f"cannot bind {self.url}: {e.strerror}") from None
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT) or self.url
+        self._monitor = sock.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
         warning = exposure_warning(self.url, curve=self._curve is not None,
                                    allowlist=self._allow is not None)
         if warning:
@@ -233,8 +248,12 @@ class MaskPublisher:
             self._thread = None
         with self._lock:
             if self._socket is not None:
+                self._socket.disable_monitor()
                 self._socket.close(linger=0)
                 self._socket = None
+            if self._monitor is not None:
+                self._monitor.close(linger=0)
+                self._monitor = None
         self._stop_auth()
 
     close = stop
@@ -307,6 +326,8 @@ class MaskPublisher:
             self._drain_subscriptions(sock)
             header = {"v": SCHEMA_VERSION, "stream": self.stream, "t_publish_ns": self._clock(),
                       **self._counters_locked(), "subscriptions": len(self._subscriptions),
+                      "subscribers": self._connected - self._disconnected,
+                      "subscribers_lost": self._disconnected,
                       "encoding": self.encoding, "drop_policy": self._drop_policy.value,
                       "interval_s": self._stats_interval_s, "auth": self.auth_mode,
                       "curve_denied": self._allow.denied if self._allow else 0,
@@ -367,6 +388,7 @@ class MaskPublisher:
 
     def _drain_subscriptions(self, sock: zmq.Socket[bytes]) -> None:
         """Read XPUB subscription messages (b"\\x01prefix" / b"\\x00prefix"); lock held."""
+        self._drain_monitor()
         while True:
             try:
                 msg = sock.recv(zmq.NOBLOCK)
@@ -376,6 +398,21 @@ class MaskPublisher:
                 self._subscriptions.add(msg[1:])
             elif msg[:1] == b"\x00":
                 self._subscriptions.discard(msg[1:])
+
+    def _drain_monitor(self) -> None:
+        """Count subscriber connections and disconnections (heartbeat timeouts, closed or
+        killed subscribers) from the socket monitor; lock held."""
+        if self._monitor is None:
+            return
+        while True:
+            try:
+                event = recv_monitor_message(self._monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event["event"] == zmq.EVENT_ACCEPTED:
+                self._connected += 1
+            elif event["event"] == zmq.EVENT_DISCONNECTED:
+                self._disconnected += 1
 
     def _provider_counters(self) -> dict[str, Any]:
         if self._stats_provider is None:

@@ -264,3 +264,65 @@ def test_microphone_overflow_is_counted_and_pairing_goes_on(pulse_env: Any, engi
     for h in after:                               # ... paired with audio ending at capture time
         assert h["audio"] == "paired"
         assert abs(h["t_capture_ns"] - h["t_audio_end_ns"]) < 60_000_000 or h["audio_late"]
+
+
+# -- a subscriber that stalls, and one that dies -----------------------------------------------
+
+
+def test_stalled_and_killed_subscribers_do_not_hold_up_a_healthy_one(tmp_path: Any) -> None:
+    from tests.conftest import REPO
+
+    url = f"tcp://127.0.0.1:{free_port()}"
+    watch = Watch(url, "sub")                                  # the healthy subscriber
+    proc = subprocess.Popen(
+        [*RUN_LIVE, "--demo", "--zmq", url, "--stream", "sub", "--duration", "90",
+         "--wait-subscriber", "10", "--set", "live.publish.stats_interval_s=0.25"],
+        stderr=subprocess.PIPE, text=True)
+
+    def other_subscriber() -> subprocess.Popen[bytes]:
+        """A subscriber process (pyzmq only) that reads masks until it is stopped or killed."""
+        return subprocess.Popen([sys.executable, str(REPO / "tests/stream/raw_subscriber.py"),
+                                 url, "mask/sub", "1000000", str(tmp_path / "x.npz"), "60"],
+                                stdout=subprocess.DEVNULL)
+
+    def stat(key: str) -> int:
+        return int(watch.stats.get(key, 0))
+
+    others = []
+    try:
+        assert watch.until(lambda: len(watch.masks) >= 10, 60), "no masks"
+        stalled = other_subscriber()
+        others.append(stalled)
+        assert watch.until(lambda: stat("subscribers") >= 2, 20), watch.stats
+        seq_start = watch.masks[-1]["seq"]
+        time.sleep(0.5)
+        stalled.send_signal(signal.SIGSTOP)                    # frozen: reads nothing, answers
+        t_stop = time.monotonic()
+        assert watch.until(lambda: stat("subscribers_lost") >= 1, 15), watch.stats  # no PING
+        print(f"disconnected after {time.monotonic() - t_stop:.2f} s; "
+              f"dropped {stat('dropped_at_socket')}")
+        n_before = len(watch.masks)
+        t_end = time.monotonic() + 1.0
+        assert watch.until(lambda: time.monotonic() > t_end, 5)
+        assert len(watch.masks) > n_before                     # the healthy one still receives
+        stalled.kill()                                         # ... then dies while frozen
+        killed = other_subscriber()
+        others.append(killed)
+        assert watch.until(lambda: stat("subscribers") >= 2, 20), watch.stats
+        killed.kill()                                          # a subscriber that dies
+        assert watch.until(lambda: stat("subscribers_lost") >= 2, 10), watch.stats
+        t_end = time.monotonic() + 1.0
+        assert watch.until(lambda: time.monotonic() > t_end, 5)
+        seq_end = watch.masks[-1]["seq"]
+        dropped = stat("dropped_at_socket")
+    finally:
+        for other in others:
+            other.kill()
+            other.wait(5)
+        watch.close()
+        stop_run_live(proc)
+    seqs = [h["seq"] for h in watch.masks if seq_start <= h["seq"] <= seq_end]
+    missing = seq_end - seq_start + 1 - len(seqs)
+    assert missing <= dropped, (missing, dropped)             # every gap is a counted drop
+    assert len(seqs) >= 0.9 * (seq_end - seq_start + 1), (len(seqs), seq_start, seq_end)
+    assert stat("subscribers") == 1                            # only the healthy one is left

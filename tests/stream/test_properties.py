@@ -154,7 +154,7 @@ SECTIONS = {"source": ["fps", "demo_seed", "demo_size", "frame_ring", "audio_rin
             "engine": ["device", "threads", "cim_threshold", "cache_fp16", "carry",
                        "max_consecutive_errors"],
             "publish": ["zmq", "stream", "encoding", "threshold", "sndhwm", "stats_interval_s",
-                        "curve"]}
+                        "heartbeat_s", "heartbeat_timeout_s", "curve"]}
 NESTED = ["enabled", "initial_delay_s", "max_delay_s", "give_up_s", "refresh_every",
           "change_threshold", "audio_change", "dilate", "server_secret_file",
           "allowed_clients_dir"]
