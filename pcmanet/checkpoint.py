@@ -42,7 +42,14 @@ def read_weights_file(path: str | Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # the unpickler raises many types on garbage (IndexError, ...)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        refused = [ln for ln in lines if "GLOBAL" in ln]      # weights_only refused an object
+        if refused:
+            raise CheckpointError(
+                f"{path}: not a readable PyTorch weights file: it holds Python objects other "
+                f"than tensors, which are never unpickled (weights_only=True): {refused[0]}"
+            ) from None
+        first = lines[0] if lines else type(e).__name__
         raise CheckpointError(
             f"{path}: not a readable PyTorch weights file (truncated, corrupt, or it holds "
             f"objects other than tensors): {first}") from None

@@ -238,7 +238,11 @@ def parse_override(text: str) -> dict[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. model.dim=128")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        reason = " ".join(str(e).split())
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({reason})") from None
     node: dict[str, Any] = {}
     out = node
     parts = key.strip().split(".")

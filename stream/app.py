@@ -41,7 +41,7 @@ from stream.config import LiveConfig, load_live_config, validate_live_config
 from stream.engine import StreamingEngine
 from stream.messages import ENCODINGS
 from stream.pipeline import LivePipeline, PipelineError, Sink
-from stream.publish import BindError, MaskPublisher
+from stream.publish import BindError, CurveServerKeys, MaskPublisher
 from stream.sources import SAMPLE_RATE, CameraSource, DemoSource, MediaFileSource, SourceError
 
 logger = logging.getLogger("run_live")
@@ -152,6 +152,16 @@ def load_model(args: argparse.Namespace, default: str | None = None
     return model, size, f"{cfg.name}:{weights.name}"
 
 
+def curve_keys(cfg: LiveConfig) -> CurveServerKeys | None:
+    """The publisher's CurveZMQ keys from ``live.publish.curve`` (None: CurveZMQ off)."""
+    c = cfg.publish.curve
+    if c.server_secret_file is None:
+        return None
+    from stream.keys import server_keys
+
+    return server_keys(c.server_secret_file, c.allowed_clients_dir)
+
+
 def pick_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -180,7 +190,8 @@ def open_sources(args: argparse.Namespace, cfg: LiveConfig, frames: FrameRing,
                 return sources, None
             return sources, audio
         if args.camera is not None:
-            cam = CameraSource(args.camera, frames, fps_hint=s.fps)
+            cam = CameraSource(args.camera, frames, fps_hint=s.fps,
+                               stream_timeout_s=s.stream_timeout_s, reconnect=s.reconnect)
             if args.mic:
                 from stream.mic import MicSource
 
@@ -247,6 +258,7 @@ def live_session(args: argparse.Namespace, cfg: LiveConfig, engine_mode: str = "
     if cfg.engine.cuda_graphs and device.type != "cuda":
         raise UserError("live.engine.cuda_graphs needs a CUDA device: add --device cuda, or "
                         "drop the setting")
+    curve = curve_keys(cfg)  # key files are checked before the model loads
     torch.set_num_threads(cfg.engine.threads)
     model, size, name = load_model(args, cfg.engine.weights)
     size = cfg.engine.input_size or size
@@ -260,8 +272,10 @@ def live_session(args: argparse.Namespace, cfg: LiveConfig, engine_mode: str = "
                              precision=cfg.engine.precision,
                              cuda_graphs=cfg.engine.cuda_graphs)
     publisher = MaskPublisher(cfg.publish.zmq, cfg.publish.stream, cfg.publish.encoding,
-                              sndhwm=cfg.publish.sndhwm,
-                              stats_interval_s=cfg.publish.stats_interval_s)
+                              sndhwm=cfg.publish.sndhwm, curve=curve,
+                              stats_interval_s=cfg.publish.stats_interval_s,
+                              heartbeat_s=cfg.publish.heartbeat_s,
+                              heartbeat_timeout_s=cfg.publish.heartbeat_timeout_s)
     frames = FrameRing(cfg.source.frame_ring)
     audio_ring = AudioRing(round(cfg.source.audio_ring_s * SAMPLE_RATE))
     publisher.start()
@@ -310,8 +324,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     with live_session(args, cfg) as s:
         print(f"publishing mask/{cfg.publish.stream} on {s.publisher.endpoint} "
-              f"({cfg.publish.encoding}); model {s.model_name} at {s.size}x{s.size} on "
-              f"{s.device}; Ctrl-C stops", file=sys.stderr, flush=True)
+              f"({cfg.publish.encoding}, auth {s.publisher.auth_mode}); model {s.model_name} "
+              f"at {s.size}x{s.size} on {s.device}; Ctrl-C stops", file=sys.stderr, flush=True)
         t0 = time.monotonic()
         summary = s.pipeline.run()
         elapsed = time.monotonic() - t0

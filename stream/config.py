@@ -15,14 +15,16 @@ and how often the audio embedding is recomputed (``engine.audio_rate_hz``) can b
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from pcmanet.config import ConfigError, from_mapping, load_yaml, merge, parse_override
 from stream.engine import CarryConfig
 from stream.messages import ENCODINGS, STREAM_NAME
+from stream.reconnect import ReconnectPolicy
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,8 @@ class SourceSettings:
     frame_ring: int = 4               # frames buffered between capture and engine (drop-oldest)
     audio_ring_s: float = 10.0        # seconds of audio kept
     realtime: bool = True             # media files: pace to their timestamps
+    stream_timeout_s: float = 10.0    # URL: longest wait to open it and for each read
+    reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)  # camera / URL outages
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,12 @@ class EngineSettings:
 
 
 @dataclass(frozen=True)
+class CurveSettings:
+    server_secret_file: str | None = None   # publisher's .key_secret (python -m stream.keys)
+    allowed_clients_dir: str | None = None  # *.key of the clients let in (None: any client)
+
+
+@dataclass(frozen=True)
 class PublishSettings:
     zmq: str = "tcp://127.0.0.1:5555"  # bind address (loopback unless told otherwise)
     stream: str = "cam0"              # topic mask/<stream>
@@ -65,6 +75,9 @@ class PublishSettings:
     threshold: float = 0.5            # mask = prob > threshold
     sndhwm: int = 2                   # send high-water mark per subscriber
     stats_interval_s: float = 1.0     # stats/<stream> period
+    heartbeat_s: float | None = 0.5   # PING period; null: no heartbeats
+    heartbeat_timeout_s: float = 1.5  # a subscriber silent this long is disconnected
+    curve: CurveSettings = field(default_factory=CurveSettings)  # CurveZMQ (off by default)
 
 
 @dataclass(frozen=True)
@@ -75,13 +88,32 @@ class LiveConfig:
     publish: PublishSettings = field(default_factory=PublishSettings)
 
 
+def _non_finite(obj: Any, prefix: str) -> str | None:
+    """The dotted name of the first float field holding NaN or an infinity, if any."""
+    for f in fields(obj):
+        value, key = getattr(obj, f.name), f"{prefix}.{f.name}"
+        if is_dataclass(value):
+            found = _non_finite(value, key)
+            if found:
+                return found
+        elif isinstance(value, float) and not math.isfinite(value):
+            return key
+    return None
+
+
 def validate_live_config(cfg: LiveConfig) -> None:
     """Impossible values -> ConfigError naming the key."""
+    bad = _non_finite(cfg, "live")
+    if bad:
+        raise ConfigError(f"{bad} must be a finite number (not .nan or .inf)")
     checks = [
         (cfg.source.fps > 0, "live.source.fps", "must be > 0"),
         (cfg.source.demo_size >= 32, "live.source.demo_size", "must be >= 32"),
         (cfg.source.frame_ring >= 1, "live.source.frame_ring", "must be >= 1"),
         (cfg.source.audio_ring_s >= 2, "live.source.audio_ring_s", "must be >= 2 (seconds)"),
+        (cfg.source.stream_timeout_s > 0, "live.source.stream_timeout_s", "must be > 0 (seconds)"),
+        *((False, f"live.source.reconnect.{key}", why)
+          for key, why in cfg.source.reconnect.problems()),
         (cfg.sync.max_wait_ms >= 0, "live.sync.max_wait_ms", "must be >= 0"),
         (cfg.sync.spacing_s > 0, "live.sync.spacing_s", "must be > 0"),
         (cfg.engine.threads >= 1, "live.engine.threads", "must be >= 1"),
@@ -105,6 +137,13 @@ def validate_live_config(cfg: LiveConfig) -> None:
         (0 <= cfg.publish.threshold < 1, "live.publish.threshold", "must be in [0, 1)"),
         (cfg.publish.sndhwm >= 1, "live.publish.sndhwm", "must be >= 1"),
         (cfg.publish.stats_interval_s > 0, "live.publish.stats_interval_s", "must be > 0"),
+        (cfg.publish.heartbeat_s is None or cfg.publish.heartbeat_s > 0,
+         "live.publish.heartbeat_s", "must be > 0, or null for no heartbeats"),
+        (cfg.publish.heartbeat_timeout_s > (cfg.publish.heartbeat_s or 0),
+         "live.publish.heartbeat_timeout_s", "must be > heartbeat_s"),
+        (cfg.publish.curve.allowed_clients_dir is None
+         or cfg.publish.curve.server_secret_file is not None,
+         "live.publish.curve.allowed_clients_dir", "needs live.publish.curve.server_secret_file"),
     ]
     for ok, key, why in checks:
         if not ok:

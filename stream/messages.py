@@ -32,6 +32,8 @@ SCHEMA_VERSION = 1
 ENCODINGS = ("mono8", "png", "rle", "prob16")
 TOPIC_KINDS = ("mask", "stats")
 STREAM_NAME = re.compile(r"[A-Za-z0-9_.:-]+")     # what a publisher may name a stream
+MAX_PIXELS = 1 << 26                              # 64 Mpx: a larger header is refused, so a
+#                                                   hostile RLE cannot make a decoder allocate more
 
 # Stats headers: these keys at least (counters are ints; see `stream.publish`).
 STATS_KEYS: dict[str, type] = {
@@ -154,11 +156,16 @@ def rle_decode(rle: Mapping[str, Any]) -> np.ndarray:
     if not isinstance(counts, list) or not all(type(c) is int for c in counts):
         raise MessageError("rle: 'counts' must be a list of ints")
     H, W = size
-    runs = np.asarray(counts, dtype=np.int64)
-    if runs.size and runs.min() < 0:
+    if H * W > MAX_PIXELS:
+        raise MessageError(f"rle: size {H}x{W} is more than {MAX_PIXELS} pixels")
+    if len(counts) > H * W + 1:
+        raise MessageError(f"rle: {len(counts)} counts for {H * W} pixels")
+    if any(c < 0 for c in counts):
         raise MessageError("rle: counts must not be negative")
-    if int(runs.sum()) != H * W:
-        raise MessageError(f"rle: counts sum to {int(runs.sum())}, size needs {H * W} = {H}*{W}")
+    total = sum(counts)                                                   # Python ints: exact
+    if total != H * W:
+        raise MessageError(f"rle: counts sum to {total}, size needs {H * W} = {H}*{W}")
+    runs = np.asarray(counts, dtype=np.int64)                             # each <= H*W now
     values = (np.arange(runs.size) % 2).astype(np.uint8)                  # 0, 1, 0, ...
     flat = np.repeat(values, runs)                                        # (H*W,) column-major
     return np.ascontiguousarray(flat.reshape((H, W), order="F"))
@@ -181,23 +188,41 @@ def decode_payload(header: Mapping[str, Any], payload: bytes) -> np.ndarray:
             raise MessageError(f"payload has {n} bytes, prob16 needs {2 * H * W} = 2*{H}*{W}")
         return np.frombuffer(payload, dtype="<f2").reshape(H, W).astype(np.float32)
     if encoding == "png":
-        img = cv2.imdecode(np.frombuffer(payload, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        # The size in the IHDR chunk is checked before decoding, so a small PNG that claims to
+        # be huge is never decompressed (bytes 16..24: width, height, big-endian).
+        if n < 24 or payload[:8] != b"\x89PNG\r\n\x1a\n" or payload[12:16] != b"IHDR":
+            raise MessageError(f"payload ({n} bytes) is not a PNG image")
+        png_w, png_h = int.from_bytes(payload[16:20], "big"), int.from_bytes(payload[20:24], "big")
+        if (png_h, png_w) != (H, W):
+            raise MessageError(f"png is ({png_h}, {png_w}), header says ({H}, {W}) uint8 grey")
+        try:
+            img = cv2.imdecode(np.frombuffer(payload, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        except cv2.error as e:
+            raise MessageError(f"png payload could not be decoded: {str(e).strip()[:120]}"
+                               ) from None
         if img is None:
             raise MessageError(f"payload ({n} bytes) is not a PNG image")
         if img.dtype != np.uint8 or img.shape != (H, W):
             raise MessageError(f"png is {img.shape} {img.dtype}, header says ({H}, {W}) uint8 grey")
         return _binary_from_0_255(img, "png")
     if encoding == "rle":
-        try:
-            rle = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise MessageError(f"rle payload is not JSON: {e}") from None
+        rle = _json(payload, "rle payload is not JSON")
         if not isinstance(rle, dict):
             raise MessageError("rle payload must be a JSON object")
         if rle.get("size") != [H, W]:
             raise MessageError(f"rle size {rle.get('size')!r} != header [height, width] {[H, W]}")
         return rle_decode(rle)
     raise MessageError(f"unknown encoding {encoding!r}; expected one of {ENCODINGS}")
+
+
+def _json(raw: bytes, what: str) -> Any:
+    """UTF-8 JSON -> object; anything the decoder raises (bad UTF-8 or JSON, an integer of
+    more than 4300 digits, nesting deeper than the recursion limit) -> `MessageError`."""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as e:          # UnicodeDecodeError, JSONDecodeError too
+        reason = str(e) if not isinstance(e, RecursionError) else "nested too deeply"
+        raise MessageError(f"{what}: {reason[:200]}") from None
 
 
 def _binary_from_0_255(raw: np.ndarray, encoding: str) -> np.ndarray:
@@ -230,6 +255,9 @@ def validate_mask_header(obj: Mapping[str, Any]) -> None:
         raise MessageError(f"unknown encoding {obj['encoding']!r}; expected one of {ENCODINGS}")
     if obj["height"] <= 0 or obj["width"] <= 0:
         raise MessageError(f"height and width must be positive, got {obj['height']}x{obj['width']}")
+    if obj["height"] * obj["width"] > MAX_PIXELS:
+        raise MessageError(f"mask of {obj['height']}x{obj['width']} is more than {MAX_PIXELS} "
+                           "pixels")
     if obj["seq"] < 0 or obj["frame_index"] < 0:
         raise MessageError(
             f"seq and frame_index must be >= 0, got {obj['seq']}, {obj['frame_index']}")
@@ -263,10 +291,7 @@ def parse_message(frames: Sequence[bytes]) -> tuple[str, dict[str, Any], np.ndar
         raise MessageError(f"expected 3 parts [topic, header, payload], got {len(frames)}")
     topic, raw_header, payload = (bytes(f) for f in frames)
     kind, stream = parse_topic(topic)
-    try:
-        header = json.loads(raw_header.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MessageError(f"header is not UTF-8 JSON: {e}") from None
+    header = _json(raw_header, "header is not UTF-8 JSON")
     if not isinstance(header, dict):
         raise MessageError(f"header must be a JSON object, got {type(header).__name__}")
     if kind == "stats":

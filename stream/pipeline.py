@@ -225,15 +225,15 @@ class LivePipeline:
                 if t_end is not None and self.clock() >= t_end:
                     reason = "duration reached"
                     break
-                failed = [s for s in self.sources if s.error is not None]
-                if failed:
-                    self._fatal = f"source {failed[0].name} failed: {failed[0].error}"
+                if self._source_failed():
                     break
                 try:
                     item = self._handoff.get(timeout=0.05)
                 except queue.Empty:
                     if self._engine_done.is_set():
-                        reason = "end of input" if self._fatal is None else "engine errors"
+                        # a source that failed and then finished also ends the engine: say so
+                        if not self._source_failed():
+                            reason = "end of input" if self._fatal is None else "engine errors"
                         break
                     continue
                 self._publish(*item)
@@ -250,6 +250,13 @@ class LivePipeline:
             self._summary.error = self._fatal
             raise PipelineError(self._fatal)
         return self._summary
+
+    def _source_failed(self) -> bool:
+        """Whether a source ended with an error (then it is the run's fatal error)."""
+        failed = [s for s in self.sources if s.error is not None]
+        if failed and self._fatal is None:
+            self._fatal = f"source {failed[0].name} failed: {failed[0].error}"
+        return bool(failed)
 
     def shutdown(self, timeout_s: float = 1.5) -> None:
         """Stop sources and the engine thread, close sinks; bounded by ~timeout_s."""

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils.monitor import recv_monitor_message
 
 from .messages import ENCODINGS, SCHEMA_VERSION, STREAM_NAME, MaskHeader, dumps, encode_mask
 
@@ -48,12 +50,31 @@ class DropPolicy(enum.Enum):
 class CurveServerKeys:
     """CurveZMQ server key pair (z85 bytes, `zmq.curve_keypair()`); clients need `public`.
 
-    Encrypts the stream. Any client holding `public` may subscribe unless a ZAP authenticator
-    (`zmq.auth.thread.ThreadAuthenticator`) restricts the client keys.
+    Encrypts the stream. `allowed_clients` (z85 public keys) turns on authentication: a ZAP
+    handler (`zmq.auth.thread.ThreadAuthenticator`) admits only those clients; a subscriber with
+    another key, or without CurveZMQ, receives nothing. None: any client holding `public` may
+    subscribe. `stream.keys` reads both from key files.
     """
 
     public: bytes
     secret: bytes
+    allowed_clients: frozenset[bytes] | None = None
+
+
+class _AllowList:
+    """ZAP credentials provider: admits the listed z85 client keys, counts the others."""
+
+    def __init__(self, keys: frozenset[bytes]) -> None:
+        self.keys, self.denied = keys, 0
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        if key in self.keys:
+            return True
+        self.denied += 1
+        if self.denied <= 3 or self.denied % 100 == 0:
+            logger.warning("CurveZMQ: refused a subscriber with a key not in the allowed "
+                           "clients (%d refused so far)", self.denied)
+        return False
 
 
 class BindError(OSError):
@@ -64,18 +85,27 @@ class AddressInUseError(BindError):
     """Another socket already holds the URL."""
 
 
-def exposure_warning(url: str, curve: bool = False) -> str | None:
-    """A warning when `url` is reachable from other machines, None for loopback / ipc / inproc."""
+def exposure_warning(url: str, curve: bool = False, allowlist: bool = False) -> str | None:
+    """A warning when `url` is reachable from other machines, None for loopback / ipc / inproc.
+
+    It says whether CurveZMQ is on (`curve`) and restricted to allowed client keys
+    (`allowlist`)."""
     if not url.startswith("tcp://"):
         return None
     host = url[len("tcp://"):].rpartition(":")[0]
     bare = host.strip("[]")
     if host == "localhost" or bare.startswith("127.") or bare == "::1":
         return None
-    plain = "" if curve else "; masks go unencrypted (set CurveZMQ keys)"
+    if not curve:
+        security = "; masks go unencrypted to anyone (set live.publish.curve keys)"
+    elif allowlist:
+        security = "; CurveZMQ on: encrypted, only allowed client keys receive masks"
+    else:
+        security = ("; CurveZMQ on: encrypted, but any client with the server's public key "
+                    "may subscribe (set live.publish.curve.allowed_clients_dir)")
     if host in _ALL_INTERFACES:
-        return f"{url} binds ALL network interfaces: other machines can subscribe{plain}"
-    return f"{url} binds {host}, which other machines can reach{plain}"
+        return f"{url} binds ALL network interfaces: other machines can subscribe{security}"
+    return f"{url} binds {host}, which other machines can reach{security}"
 
 
 class MaskPublisher:
@@ -89,12 +119,19 @@ class MaskPublisher:
         sndhwm: send high-water mark (messages queued per subscriber before dropping).
         context: ZMQ context; the process-wide `zmq.Context.instance()` by default (inproc://
             needs publisher and subscriber on one context).
-        curve: CurveZMQ server keys, for subscribers on other machines.
+        curve: CurveZMQ server keys, for subscribers on other machines. With
+            `curve.allowed_clients` and no `context`, the publisher uses a context of its own
+            for the ZAP authenticator (one per context), and terminates it on `stop`.
         stats_interval_s: period of the stats thread; None: no thread (call `publish_stats`).
         stats_provider: returns the pipeline's counters (a JSON-able dict), sent in stats
             headers under `counters`; its errors are logged, never raised into the pipeline.
         drop_policy: see `DropPolicy`.
         clock: the pipeline clock, for `t_publish_ns`.
+        heartbeat_s, heartbeat_timeout_s: ZMTP heartbeats (tcp, ipc): a PING every
+            `heartbeat_s`, and a subscriber that sends nothing for `heartbeat_timeout_s` is
+            disconnected. A frozen subscriber process, or one behind a dead link, would
+            otherwise keep its queue full and, with `DropPolicy.COUNTED`, hold up the masks
+            of every other subscriber. None: no heartbeats.
 
     Lifecycle: `start()` binds and starts the stats thread, `stop()` (alias `close()`) stops
     it and closes the socket with LINGER 0 (masks still queued are discarded). `publish` may
@@ -114,6 +151,8 @@ class MaskPublisher:
         stats_provider: Callable[[], Mapping[str, Any]] | None = None,
         drop_policy: DropPolicy = DropPolicy.COUNTED,
         clock: Callable[[], int] = time.monotonic_ns,
+        heartbeat_s: float | None = 0.5,
+        heartbeat_timeout_s: float = 1.5,
     ) -> None:
         if not STREAM_NAME.fullmatch(stream):
             raise ValueError(f"stream name {stream!r}: use letters, digits and _.:- only")
@@ -125,8 +164,14 @@ class MaskPublisher:
         self.mask_topic, self.stats_topic = f"mask/{stream}", f"stats/{stream}"
         self.endpoint: str | None = None          # the bound address, port resolved
         self._context, self._curve = context, curve
+        self._own_context: zmq.Context[Any] | None = None
+        self._auth: ThreadAuthenticator | None = None
+        self._allow: _AllowList | None = None
         self._stats_interval_s, self._stats_provider = stats_interval_s, stats_provider
         self._drop_policy, self._clock = drop_policy, clock
+        self._heartbeat_s, self._heartbeat_timeout_s = heartbeat_s, heartbeat_timeout_s
+        self._monitor: zmq.Socket[bytes] | None = None
+        self._connected = self._disconnected = 0        # subscriber connections (monitor)
         self._lock = threading.Lock()              # serialises the socket and the counters
         self._socket: zmq.Socket[bytes] | None = None
         self._stop = threading.Event()
@@ -142,6 +187,22 @@ class MaskPublisher:
         if self._socket is not None:
             raise RuntimeError("publisher already started")
         context = self._context or zmq.Context.instance()
+        curve = self._curve
+        if curve is not None and curve.allowed_clients is not None:
+            if self._context is None:
+                context = self._own_context = zmq.Context()
+            self._allow = _AllowList(curve.allowed_clients)
+            self._auth = ThreadAuthenticator(context, log=logging.getLogger(__name__ + ".zap"))
+            self._auth.start()
+            self._auth.configure_curve_callback("*", credentials_provider=self._allow)
+        try:
+            return self._bind(context)
+        except BaseException:
+            self._stop_auth()
+            raise
+
+    def _bind(self, context: zmq.Context[Any]) -> MaskPublisher:
+        """Create, configure and bind the XPUB socket; start the stats thread."""
         sock: zmq.Socket[bytes] = context.socket(zmq.XPUB)
         sock.setsockopt(zmq.SNDHWM, self.sndhwm)
         sock.setsockopt(zmq.LINGER, 0)
@@ -150,6 +211,9 @@ class MaskPublisher:
             sock.setsockopt(zmq.CURVE_SERVER, 1)
             sock.setsockopt(zmq.CURVE_SECRETKEY, self._curve.secret)
             sock.setsockopt(zmq.CURVE_PUBLICKEY, self._curve.public)
+        if self._heartbeat_s is not None:
+            sock.setsockopt(zmq.HEARTBEAT_IVL, round(self._heartbeat_s * 1000))
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, round(self._heartbeat_timeout_s * 1000))
         if "[" in self.url or "::" in self.url:
             sock.setsockopt(zmq.IPV6, 1)
         try:
@@ -161,7 +225,9 @@ class MaskPublisher:
                     e.errno, f"{self.url} is already in use: pick another --zmq port") from None
             raise BindError(e.errno, f"cannot bind {self.url}: {e.strerror}") from None
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT) or self.url
-        warning = exposure_warning(self.url, curve=self._curve is not None)
+        self._monitor = sock.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+        warning = exposure_warning(self.url, curve=self._curve is not None,
+                                   allowlist=self._allow is not None)
         if warning:
             logger.warning(warning)
         logger.info("publishing %s on %s (%s)", self.mask_topic, self.endpoint, self.encoding)
@@ -182,10 +248,24 @@ class MaskPublisher:
             self._thread = None
         with self._lock:
             if self._socket is not None:
+                self._socket.disable_monitor()
                 self._socket.close(linger=0)
                 self._socket = None
+            if self._monitor is not None:
+                self._monitor.close(linger=0)
+                self._monitor = None
+        self._stop_auth()
 
     close = stop
+
+    def _stop_auth(self) -> None:
+        """Stop the ZAP authenticator and terminate the publisher's own context, if any."""
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        if self._own_context is not None:
+            self._own_context.term()
+            self._own_context = None
 
     def __enter__(self) -> MaskPublisher:
         return self if self._socket is not None else self.start()
@@ -246,8 +326,12 @@ class MaskPublisher:
             self._drain_subscriptions(sock)
             header = {"v": SCHEMA_VERSION, "stream": self.stream, "t_publish_ns": self._clock(),
                       **self._counters_locked(), "subscriptions": len(self._subscriptions),
+                      "subscribers": self._connected - self._disconnected,
+                      "subscribers_lost": self._disconnected,
                       "encoding": self.encoding, "drop_policy": self._drop_policy.value,
-                      "interval_s": self._stats_interval_s, "counters": counters}
+                      "interval_s": self._stats_interval_s, "auth": self.auth_mode,
+                      "curve_denied": self._allow.denied if self._allow else 0,
+                      "counters": counters}
             try:
                 sock.send_multipart([self.stats_topic.encode(), dumps(header), b""],
                                     flags=zmq.NOBLOCK)
@@ -260,6 +344,13 @@ class MaskPublisher:
     def set_stats_provider(self, provider: Callable[[], Mapping[str, Any]] | None) -> None:
         """Set (or clear) the function whose counters go into stats headers."""
         self._stats_provider = provider
+
+    @property
+    def auth_mode(self) -> str:
+        """"none", "curve" (encrypted, any client with the server key) or "curve+allowlist"."""
+        if self._curve is None:
+            return "none"
+        return "curve" if self._curve.allowed_clients is None else "curve+allowlist"
 
     def counters(self) -> dict[str, int]:
         """published (masks handed to `publish` = next seq), sent, dropped_at_socket, stats."""
@@ -297,6 +388,7 @@ class MaskPublisher:
 
     def _drain_subscriptions(self, sock: zmq.Socket[bytes]) -> None:
         """Read XPUB subscription messages (b"\\x01prefix" / b"\\x00prefix"); lock held."""
+        self._drain_monitor()
         while True:
             try:
                 msg = sock.recv(zmq.NOBLOCK)
@@ -306,6 +398,21 @@ class MaskPublisher:
                 self._subscriptions.add(msg[1:])
             elif msg[:1] == b"\x00":
                 self._subscriptions.discard(msg[1:])
+
+    def _drain_monitor(self) -> None:
+        """Count subscriber connections and disconnections (heartbeat timeouts, closed or
+        killed subscribers) from the socket monitor; lock held."""
+        if self._monitor is None:
+            return
+        while True:
+            try:
+                event = recv_monitor_message(self._monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event["event"] == zmq.EVENT_ACCEPTED:
+                self._connected += 1
+            elif event["event"] == zmq.EVENT_DISCONNECTED:
+                self._disconnected += 1
 
     def _provider_counters(self) -> dict[str, Any]:
         if self._stats_provider is None:

@@ -14,10 +14,12 @@ input ends (``finished`` is set), ``stop()`` is called, or an error ends it (``e
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import av
 import cv2
@@ -25,11 +27,16 @@ import numpy as np
 
 from stream.buffers import AudioRing, FrameRing
 from stream.frames import Frame
+from stream.reconnect import Backoff, ReconnectPolicy
+
+logger = logging.getLogger(__name__)
 
 NS_PER_S = 1_000_000_000
 SAMPLE_RATE = 16_000  # Hz; every AudioRing in the pipeline is 16 kHz mono float32
 _SLEEP_CHUNK_S = 0.05  # longest single sleep, so stop() is seen within 50 ms
-_MAX_READ_FAILURES = 50  # consecutive failed reads after which a camera/stream counts as gone
+_MAX_BAD_PACKETS = 25  # media file: packets failing to decode in a row: the file is corrupt
+_MAX_READ_FAILURES = 50  # consecutive failed reads (10 ms apart) after which a camera or
+#                          stream counts as gone and is reopened
 
 Clock = Callable[[], int]
 Sleep = Callable[[float], None]
@@ -128,13 +135,21 @@ def _describe(device: int | str) -> tuple[str, int | str]:
     return "file", device
 
 
+def _describe_policy(p: ReconnectPolicy) -> str:
+    never = "never giving up" if p.give_up_s is None else f"giving up after {p.give_up_s:g} s"
+    return f"backoff {p.initial_delay_s:g} s doubling to {p.max_delay_s:g} s, {never}"
+
+
 class CameraSource(_SourceThread):
     """Grabs frames from a camera, a video file or a stream URL into a :class:`FrameRing`.
 
     Each frame is ``Frame(image (H, W, 3) uint8 BGR, t_capture_ns=clock() when grab returned,
     index)``, ``index`` counting frames read from 0. The thread only reads and puts; the ring's
-    policy decides what is dropped. End of a file ends the thread cleanly (``finished``); a
-    camera or stream that keeps failing to deliver ends it with ``error`` set.
+    policy decides what is dropped. End of a file ends the thread cleanly (``finished``). A
+    camera or stream that keeps failing to deliver is released and reopened with exponential
+    backoff (``reconnect``); frames then resume with ``index`` counting on. Once nothing has come
+    for ``reconnect.give_up_s`` the thread ends with ``error`` set. ``stats()`` counts
+    ``read_failures``, ``reconnect_attempts`` and ``reconnects``.
 
     Args:
         device: camera index (int or digit string), video file path, or URL (rtsp://, udp://...).
@@ -145,6 +160,8 @@ class CameraSource(_SourceThread):
         sleep: used to pace a file with ``fps_hint`` and to back off after a failed read.
         stream_timeout_s: for a URL, the longest wait to open it and for each read (OpenCV's
             FFmpeg backend waits 30 s by default); a URL that sends nothing fails in that time.
+        reconnect: what a camera or stream that stops delivering does (reopen with backoff,
+            give up after a while); default :class:`ReconnectPolicy` ().
     """
 
     def __init__(
@@ -155,24 +172,23 @@ class CameraSource(_SourceThread):
         fps_hint: float | None = None,
         sleep: Sleep = time.sleep,
         stream_timeout_s: float = 10.0,
+        reconnect: ReconnectPolicy | None = None,
     ) -> None:
         super().__init__("camera", clock, sleep)
         self.kind, self._target = _describe(device)
         self.device, self.frame_ring, self.fps_hint = device, frames, fps_hint
         self.stream_timeout_s = stream_timeout_s
+        self.reconnect = reconnect or ReconnectPolicy()
+        self.read_failures = self.reconnect_attempts = self.reconnects = 0
+        self.connected = True
+        self._t_last_frame_ns: int | None = None
         self._cap: cv2.VideoCapture | None = None
 
     def _open(self) -> None:
         if self.kind == "file" and not Path(str(self._target)).is_file():
             raise SourceError(f"video file {self.device} not found")
-        if self.kind == "stream":
-            ms = round(self.stream_timeout_s * 1000)
-            timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
-            cap = cv2.VideoCapture(str(self._target), cv2.CAP_FFMPEG, timeouts)
-        else:
-            cap = cv2.VideoCapture(self._target)
-        if not cap.isOpened():
-            cap.release()
+        cap = self._open_capture()
+        if cap is None:
             if self.kind == "camera":
                 raise SourceError(
                     f"camera {self._target} could not be opened: no such device "
@@ -186,13 +202,26 @@ class CameraSource(_SourceThread):
             raise SourceError(
                 f"video file {self.device} could not be opened (not a video, or corrupt)"
             )
-        if self.kind == "camera" and self.fps_hint:
-            cap.set(cv2.CAP_PROP_FPS, float(self.fps_hint))
         self._cap = cap
 
+    def _open_capture(self) -> cv2.VideoCapture | None:
+        """A VideoCapture on the target, or None when it cannot be opened (blocks at most
+        ``stream_timeout_s`` for a URL)."""
+        if self.kind == "stream":
+            ms = round(self.stream_timeout_s * 1000)
+            timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+            cap = cv2.VideoCapture(str(self._target), cv2.CAP_FFMPEG, timeouts)
+        else:
+            cap = cv2.VideoCapture(self._target)
+        if not cap.isOpened():
+            cap.release()
+            return None
+        if self.kind == "camera" and self.fps_hint:
+            cap.set(cv2.CAP_PROP_FPS, float(self.fps_hint))
+        return cap
+
     def _run(self) -> None:
-        cap = self._cap
-        assert cap is not None, "start() opens the capture"
+        assert self._cap is not None, "start() opens the capture"
         pace_ns = round(NS_PER_S / self.fps_hint) if self.kind == "file" and self.fps_hint else 0
         failures = 0
         for index in itertools.count():
@@ -204,23 +233,67 @@ class CameraSource(_SourceThread):
                 return
             if self.stopping:
                 return
-            while not cap.grab():
+            while not self._cap.grab():
                 if self.kind == "file":  # end of file
                     return
                 self.errors += 1
+                self.read_failures += 1
                 failures += 1
                 if failures >= _MAX_READ_FAILURES:
-                    raise SourceError(f"{self.kind} {self.device} stopped delivering frames")
-                if not self._sleep_until(self._clock() + 10_000_000) or self.stopping:
+                    if not self._reconnect():  # raises SourceError when it gives up
+                        return  # stopped meanwhile
+                    failures = 0
+                elif not self._sleep_until(self._clock() + 10_000_000) or self.stopping:
                     return
             t_capture_ns = self._clock()  # stamped as grab returns: the frame's capture time
-            failures = 0
-            ok, image = cap.retrieve()
+            self._t_last_frame_ns, failures = t_capture_ns, 0
+            ok, image = self._cap.retrieve()
             if not ok or image is None:
                 self.errors += 1
                 continue
             self.frame_ring.put(Frame(image, t_capture_ns, index))  # never waits
             self.frames += 1
+
+    def _reconnect(self) -> bool:
+        """Release the capture and reopen it with backoff until it opens (True), the source is
+        stopped (False), or ``give_up_s`` has passed since the last frame (SourceError)."""
+        policy = self.reconnect
+        if not policy.enabled:
+            raise SourceError(f"{self.kind} {self.device} stopped delivering frames")
+        t_lost = self._t_last_frame_ns or self.t0_ns or self._clock()
+        backoff = Backoff(policy, t_lost)
+        self.connected = False
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+        logger.warning("%s %s stopped delivering frames: reconnecting (%s)", self.kind,
+                       self.device, _describe_policy(policy))
+        while True:
+            if backoff.expired(self._clock()):
+                raise SourceError(
+                    f"{self.kind} {self.device} stopped delivering frames and could not be "
+                    f"reopened within {policy.give_up_s:g} s ({backoff.attempts} attempts)"
+                )
+            if not self._sleep_until(self._clock() + round(backoff.next_delay_s() * NS_PER_S)):
+                return False
+            self.reconnect_attempts += 1
+            cap = self._open_capture()
+            if cap is not None:
+                self._cap, self.connected = cap, True
+                self.reconnects += 1
+                logger.warning("%s %s reopened after %d attempt(s), %.1f s without frames",
+                               self.kind, self.device, backoff.attempts,
+                               (self._clock() - t_lost) / NS_PER_S)
+                return True
+            if self.stopping:
+                return False
+
+    def stats(self) -> dict[str, int]:
+        """Counters: frames, errors, read failures, reconnect attempts, reconnects (reopened),
+        connected (1, or 0 while reconnecting)."""
+        return {**super().stats(), "read_failures": self.read_failures,
+                "reconnect_attempts": self.reconnect_attempts, "reconnects": self.reconnects,
+                "connected": int(self.connected)}
 
     def _close(self) -> None:
         if self._cap is not None:
@@ -241,7 +314,9 @@ class MediaFileSource(_SourceThread):
     float32 and written with the time of its first sample. ``realtime``: a frame is delivered
     at its time and an audio block when its last sample has "happened" (as a microphone would);
     otherwise everything is delivered as fast as possible. A file without audio works
-    (``has_audio`` False). The thread ends at the end of the file (``finished``).
+    (``has_audio`` False). The thread ends at the end of the file (``finished``). A packet that
+    does not decode is skipped (counted in ``errors``); a file whose packets keep failing ends
+    the thread with ``error`` set (:class:`SourceError`).
 
     Args:
         path: the media file.
@@ -290,8 +365,8 @@ class MediaFileSource(_SourceThread):
             streams.append(container.streams.audio[0])
             resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         audio_next_s: float | None = None  # time of the next audio sample when pts is missing
-        for packet in container.demux(*streams):
-            for frame in packet.decode():
+        for decoded in self._decoded_packets(container, streams):
+            for frame in decoded:
                 if self.stopping:
                     return
                 if isinstance(frame, av.VideoFrame):
@@ -302,15 +377,55 @@ class MediaFileSource(_SourceThread):
                     self.frame_ring.put(Frame(image, t_ns, self.frames))  # never waits
                     self.frames += 1
                 elif isinstance(frame, av.AudioFrame) and resampler is not None:
-                    for block in resampler.resample(frame):
+                    try:
+                        blocks = resampler.resample(frame)
+                    except ValueError:  # a damaged frame whose format differs: skipped
+                        self.errors += 1
+                        continue
+                    for block in blocks:
                         audio_next_s = self._write_audio(block, t0, audio_next_s)
                         if audio_next_s is None:
                             return
+        if self.frames == 0:
+            raise SourceError(f"media file {self.path}: no video frame could be decoded "
+                              "(corrupt, or an empty video stream)")
         if resampler is not None:
             for block in resampler.resample(None):  # flush what the resampler holds
                 audio_next_s = self._write_audio(block, t0, audio_next_s)
                 if audio_next_s is None:
                     return
+
+    def _decoded_packets(self, container: av.container.InputContainer,
+                         streams: list[av.stream.Stream]) -> Iterator[list[Any]]:
+        """The frames of each packet, in file order. A packet that fails to decode is skipped
+        and counted in ``errors`` (logged once per run of failures), as a player would;
+        ``_MAX_BAD_PACKETS`` in a row, or a container that cannot be read on, is a
+        :class:`SourceError`."""
+        bad = 0
+        packets = container.demux(*streams)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.FFmpegError as e:
+                raise SourceError(f"media file {self.path} is corrupt: {e}") from None
+            try:
+                decoded = list(packet.decode())
+            except av.FFmpegError as e:
+                self.errors += 1
+                bad += 1
+                if bad == 1:
+                    logger.warning("media file %s: could not decode a %s packet at %.2f s; "
+                                   "skipped (%s)", self.path, packet.stream.type,
+                                   float(packet.pts * packet.time_base)
+                                   if packet.pts is not None and packet.time_base else 0.0, e)
+                if bad >= _MAX_BAD_PACKETS:
+                    raise SourceError(f"media file {self.path} is corrupt: {bad} packets in a "
+                                      f"row could not be decoded ({e})") from None
+                continue
+            bad = 0
+            yield decoded
 
     def _write_audio(self, block: av.AudioFrame, t0: int, next_s: float | None) -> float | None:
         """Write one resampled block; returns the time just past it (s), None if stopped."""

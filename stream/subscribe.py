@@ -5,6 +5,7 @@
             print(msg.header["seq"], msg.mask.mean())
 
     python -m stream.subscribe tcp://127.0.0.1:5555 --topic mask/cam0 [--count N] [--json]
+        [--server-key KEYDIR/server.key --client-key alice.key_secret]      # CurveZMQ
 
 Malformed messages are logged, counted in `rejected` and skipped; the stream goes on.
 Latency printed by the CLI is t_receive - t_capture, both `time.monotonic_ns()`: it means
@@ -216,9 +217,9 @@ class MaskSubscriber:
             return None
         try:
             topic, header, mask = parse_message(frames)
-        except MessageError as e:
+        except Exception as e:  # MessageError; anything else is a decoder bug: still rejected
             self.rejected += 1
-            self.last_reject = str(e)
+            self.last_reject = str(e) if isinstance(e, MessageError) else f"{type(e).__name__}: {e}"
             if self.rejected <= 10 or self.rejected % 100 == 0:
                 logger.warning("rejected message %d on %r: %s",
                                self.rejected, frames[0][:60] if frames else b"", e)
@@ -308,10 +309,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="give up (exit 1) after S seconds without a message")
     parser.add_argument("--keep-latest", action="store_true",
                         help="skip to the newest message when printing falls behind")
+    parser.add_argument("--server-key", metavar="FILE",
+                        help="CurveZMQ: the publisher's public key file (server.key)")
+    parser.add_argument("--client-key", metavar="FILE",
+                        help="CurveZMQ: this client's NAME.key_secret (one the publisher "
+                             "allows); without it a fresh pair is used")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    curve = None
+    if args.client_key and not args.server_key:
+        parser.error("--client-key needs --server-key")
+    if args.server_key:
+        from .keys import KeyFileError, client_keys
+
+        try:
+            curve = client_keys(args.server_key, args.client_key)
+        except KeyFileError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     n, code = 0, 0
-    with MaskSubscriber(args.url, topic=args.topic or ["mask/cam0"],
+    with MaskSubscriber(args.url, topic=args.topic or ["mask/cam0"], curve=curve,
                         keep_latest=args.keep_latest, timeout_s=args.timeout) as sub:
         try:
             while args.count is None or n < args.count:
