@@ -41,7 +41,7 @@ from stream.config import LiveConfig, load_live_config, validate_live_config
 from stream.engine import StreamingEngine
 from stream.messages import ENCODINGS
 from stream.pipeline import LivePipeline, PipelineError, Sink
-from stream.publish import BindError, CurveServerKeys, MaskPublisher
+from stream.publish import BindError, CurveServerKeys, DropPolicy, MaskPublisher
 from stream.sources import SAMPLE_RATE, CameraSource, DemoSource, MediaFileSource, SourceError
 
 logger = logging.getLogger("run_live")
@@ -273,6 +273,7 @@ def live_session(args: argparse.Namespace, cfg: LiveConfig, engine_mode: str = "
                              cuda_graphs=cfg.engine.cuda_graphs)
     publisher = MaskPublisher(cfg.publish.zmq, cfg.publish.stream, cfg.publish.encoding,
                               sndhwm=cfg.publish.sndhwm, curve=curve,
+                              drop_policy=DropPolicy(cfg.publish.drop_policy),
                               stats_interval_s=cfg.publish.stats_interval_s,
                               heartbeat_s=cfg.publish.heartbeat_s,
                               heartbeat_timeout_s=cfg.publish.heartbeat_timeout_s)

@@ -74,6 +74,7 @@ class PublishSettings:
     encoding: str = "mono8"           # mono8 | png | rle | prob16
     threshold: float = 0.5            # mask = prob > threshold
     sndhwm: int = 2                   # send high-water mark per subscriber
+    drop_policy: str = "counted"      # counted (drops counted, shared) | per_subscriber
     stats_interval_s: float = 1.0     # stats/<stream> period
     heartbeat_s: float | None = 0.5   # PING period; null: no heartbeats
     heartbeat_timeout_s: float = 1.5  # a subscriber silent this long is disconnected
@@ -135,6 +136,8 @@ def validate_live_config(cfg: LiveConfig) -> None:
         (bool(STREAM_NAME.fullmatch(cfg.publish.stream)), "live.publish.stream",
          "use letters, digits and _.:- only"),
         (0 <= cfg.publish.threshold < 1, "live.publish.threshold", "must be in [0, 1)"),
+        (cfg.publish.drop_policy in ("counted", "per_subscriber"), "live.publish.drop_policy",
+         "must be counted or per_subscriber"),
         (cfg.publish.sndhwm >= 1, "live.publish.sndhwm", "must be >= 1"),
         (cfg.publish.stats_interval_s > 0, "live.publish.stats_interval_s", "must be > 0"),
         (cfg.publish.heartbeat_s is None or cfg.publish.heartbeat_s > 0,
