@@ -74,21 +74,21 @@ def test_rss_is_read() -> None:
 
 def test_short_soak_run_reports_every_target(tmp_path) -> None:
     out = tmp_path / "soak.json"
-    res = subprocess.run([sys.executable, "-m", "stream.soak", "--minutes", "0.2", "--interval",
-                          "4", "--warmup", "2", "--sample", "1", "--json", str(out)],
+    res = subprocess.run([sys.executable, "-m", "stream.soak", "--minutes", "0.15", "--interval",
+                          "3", "--warmup", "1.5", "--sample", "1", "--json", str(out)],
                          cwd=REPO, capture_output=True, text=True, timeout=180)
     assert res.returncode == 0, res.stderr
     rep = json.loads(out.read_text())
     for key in ("intervals", "rss_mb", "p99_ratio_last_first", "drops", "accounting",
                 "targets", "pass", "config"):
         assert key in rep
-    assert len(rep["intervals"]) == 3                    # 12 s in 4 s intervals
+    assert len(rep["intervals"]) == 3                    # 9 s in 3 s intervals
     for iv in rep["intervals"]:
         assert iv["masks"] > 0 and 0 < iv["e2e_p50_ms"] <= iv["e2e_p99_ms"] <= iv["e2e_max_ms"]
         assert iv["rss_mb"] > 0
-    assert len(rep["rss_mb"]["samples"]) >= 10 and rep["rss_mb"]["growth"] is not None
+    assert len(rep["rss_mb"]["samples"]) >= 8 and rep["rss_mb"]["growth"] is not None
     a = rep["accounting"]
-    assert a["received"] > 200 and a["unexplained_seq_gaps"] == 0
+    assert a["received"] > 150 and a["unexplained_seq_gaps"] == 0
     assert a["unexplained_frame_gaps"] == 0 and rep["targets"]["gaps_accounted"]["pass"]
     assert set(rep["targets"]) == {"rss_growth", "p99_ratio", "gaps_accounted"}
     for name in ("RSS growth after warm-up", "p99 last / first interval", "unexplained gaps"):
