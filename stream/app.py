@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import logging
 import signal
 import sys
@@ -350,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    if hasattr(signal, "SIGUSR1"):  # kill -USR1 PID: every thread's stack to stderr (hangs)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         return run(args)
     except KeyboardInterrupt:

@@ -71,6 +71,12 @@ def stop_run_live(proc: subprocess.Popen[str], sig: int = signal.SIGINT) -> str:
         proc.send_signal(sig)
     try:
         _, err = proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)  # run_live dumps every thread's stack (faulthandler)
+        time.sleep(1)
+        proc.kill()
+        _, err = proc.communicate(timeout=5)
+        raise AssertionError(f"run_live.py did not stop within 15 s:\n{err}") from None
     finally:
         if proc.poll() is None:
             proc.kill()
