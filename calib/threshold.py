@@ -78,12 +78,15 @@ def recommend(settings: list[Setting], max_miou_drop: float = 0.005,
 
 def sweep(model: PCMANet, dataset: Any, thresholds: list[float],
           device: torch.device, show_progress: bool = True) -> list[Setting]:
-    """Evaluate ``model`` on ``dataset`` once per CIM threshold (the model's own is restored)."""
+    """Evaluate ``model`` on ``dataset`` once per CIM threshold (the model's own is restored),
+    after an untimed warm-up pass over a few clips so the first setting is not timed cold."""
     from pcmanet.evaluate import evaluate_model
 
     own = model.threshold
     rows = []
     try:
+        warm = torch.utils.data.Subset(dataset, range(min(4, len(dataset))))
+        evaluate_model(model, warm, 1, device, num_workers=0, show_progress=False)  # untimed
         for th in thresholds:
             model.threshold = th
             r = evaluate_model(model, dataset, 1, device, num_workers=0,
