@@ -58,26 +58,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def pipeline_argv(source: str, url: str, stream: str, duration_s: float, wait_s: float,
+                  configs: list[str], overrides: list[str], weights: str | None = None,
+                  device: str | None = None, mic: str | None = None) -> list[str]:
+    """run_live arguments for a measured run: ``source`` is demo, a media file, or a camera
+    index / URL (with ``mic``); the run publishes on ``url`` as ``stream``."""
+    argv = ["--zmq", url, "--stream", stream, "--wait-subscriber", f"{wait_s:g}",
+            "--duration", f"{duration_s:g}"]
+    if source == "demo":
+        argv.append("--demo")
+    elif Path(source).is_file():
+        argv += ["--video", source]
+    else:
+        argv += ["--camera", source] + (["--mic", mic] if mic else [])
+    for c in configs:
+        argv += ["--config", c]
+    for o in overrides:
+        argv += ["--set", o]
+    if weights:
+        argv += ["--weights", weights]
+    if device:
+        argv += ["--device", device]
+    return argv
+
+
 def app_args(args: argparse.Namespace, url: str) -> argparse.Namespace:
     """The run_live arguments for this benchmark's source."""
-    argv = ["--zmq", url, "--stream", "bench", "--wait-subscriber", "10",
-            "--duration", str(args.duration)]
-    src = args.source
-    if src == "demo":
-        argv.append("--demo")
-    elif Path(src).is_file():
-        argv += ["--video", src]
-    else:
-        argv += ["--camera", src] + (["--mic", args.mic] if args.mic else [])
-    for c in args.config:
-        argv += ["--config", c]
-    for o in args.overrides:
-        argv += ["--set", o]
-    if args.weights:
-        argv += ["--weights", args.weights]
-    if args.device:
-        argv += ["--device", args.device]
-    return app.parse_args(argv)
+    return app.parse_args(pipeline_argv(args.source, url, "bench", args.duration, 10,
+                                        args.config, args.overrides, args.weights,
+                                        args.device, args.mic))
 
 
 def _subscriber(url: str, topic: str, out: str, stop: Any, ready: Any) -> None:

@@ -38,7 +38,7 @@ from typing import Any
 from pcmanet.checkpoint import CheckpointError
 from pcmanet.config import ConfigError, config_to_dict
 from stream import app
-from stream.bench import _finite, free_port
+from stream.bench import _finite, free_port, pipeline_argv
 from stream.bench import _subscriber as subscriber_process
 from stream.latency import seq_gaps, summarize_ms
 from stream.pipeline import PipelineError
@@ -237,18 +237,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def live_args(args: argparse.Namespace, url: str) -> argparse.Namespace:
-    argv = ["--zmq", url, "--stream", "soak", "--wait-subscriber", "30",
-            "--duration", str(args.minutes * 60)]
-    src = args.source
-    argv += (["--demo"] if src == "demo" else
-             ["--video", src] if Path(src).is_file() else ["--camera", src])
-    for c in args.config:
-        argv += ["--config", c]
-    for o in args.overrides:
-        argv += ["--set", o]
-    if args.weights:
-        argv += ["--weights", args.weights]
-    return app.parse_args(argv)
+    """The run_live arguments for the soak's source."""
+    return app.parse_args(pipeline_argv(args.source, url, "soak", args.minutes * 60, 30,
+                                        args.config, args.overrides, args.weights))
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
