@@ -352,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, _raise_interrupt)
     if hasattr(signal, "SIGUSR1"):  # kill -USR1 PID: every thread's stack to stderr (hangs)
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # stderr has no fd
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         return run(args)
     except KeyboardInterrupt:
