@@ -39,7 +39,7 @@ def main() -> None:
                    enabled=True, refresh_every=args.refresh))}
     stats: dict[str, dict[str, list[float]]] = {k: {"keep": [], "ms": [], "iou": []}
                                                 for k in engines}
-    for f in scene_frames(scene, args.seconds):
+    for f in scene_frames(scene, range(round(args.seconds * args.fps))):
         for name, eng in engines.items():
             t0 = time.perf_counter()
             r = eng.step(f.paired)

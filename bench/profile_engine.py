@@ -66,7 +66,7 @@ def main() -> int:
     p.add_argument("--top", type=int, default=15)
     args = p.parse_args()
     scene = DemoScene(seed=7, size=224, fps=30)
-    frames = list(scene_frames(scene, (args.frames + 10) / 30))
+    frames = list(scene_frames(scene, range(args.frames + 10)))
     torch.set_num_threads(args.threads)
 
     engine = build("default", args.weights)

@@ -9,7 +9,7 @@ construction). Used by ``calib.budget`` (accuracy of each candidate setting) and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,9 +31,10 @@ class SceneFrame:
     settled: bool           # scored (see the module docstring)
 
 
-def scene_frames(scene: DemoScene, seconds: float) -> Iterator[SceneFrame]:
-    """The scene's frames for ``seconds`` at its own fps, paired with their audio."""
-    for i in range(round(seconds * scene.fps)):
+def scene_frames(scene: DemoScene, indices: Iterable[int]) -> Iterator[SceneFrame]:
+    """The scene's frames ``indices`` (frame i at i / fps s), paired with their audio
+    (None before a whole window exists)."""
+    for i in indices:
         image, gt, _ = scene.frame(i)
         end = scene.frame_sample(i)
         mel = (log_mel(scene.audio(end - AUDIO_WINDOW, AUDIO_WINDOW), SAMPLE_RATE)[0, 0].numpy()
@@ -58,7 +59,8 @@ def scene_iou(make_engine: Callable[[], StreamingEngine], seeds: Sequence[int] =
     scores = []
     for seed in seeds:
         engine = make_engine()
-        for f in scene_frames(DemoScene(seed=seed, size=size, fps=fps), seconds):
+        scene = DemoScene(seed=seed, size=size, fps=fps)
+        for f in scene_frames(scene, range(round(seconds * fps))):
             r = engine.step(f.paired)
             if on_step is not None:
                 on_step(r)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from calib.scene_eval import scene_frames as calib_scene_frames
 from pcmanet.assets import DEMO_CHECKPOINT
-from pcmanet.audio import log_mel
 from pcmanet.build import build_pcmanet
 from pcmanet.checkpoint import load_checkpoint
 from pcmanet.data.synthetic_demo import DemoScene
@@ -19,20 +19,11 @@ from stream.frames import Frame, PairedFrame
 from stream.preprocess import Preprocessor, aa_weights
 
 NS = 1_000_000_000
-AUDIO_WINDOW = 15600  # samples behind one 96-frame log-mel window
 
 
 def scene_frames(scene: DemoScene, indices):
-    """PairedFrames of the scene: frame i stamped i / fps, with the 0.96 s of audio before it."""
-    for i in indices:
-        image = scene.frame(i)[0]
-        end = scene.frame_sample(i)
-        if end >= AUDIO_WINDOW:
-            mel = log_mel(scene.audio(end - AUDIO_WINDOW, AUDIO_WINDOW), 16000)[0, 0].numpy()
-        else:
-            mel = None
-        t = round(i * NS / scene.fps)
-        yield PairedFrame(Frame(image, t, i), mel, t - 960_000_000, t, audio_late=False)
+    """PairedFrames of the scene: frame i stamped i / fps, with the audio window ending at it."""
+    return (f.paired for f in calib_scene_frames(scene, indices))
 
 
 def demo_model():
