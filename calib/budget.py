@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from calib.fragment import write_fragment
+from pcmanet.model import PCMANet
 
 ACCURACY_TIE = 0.005
 
@@ -92,16 +93,17 @@ def choose(rows: list[Measured], target_p99: float | None) -> Measured:
     return min(near, key=lambda r: r.p99_ms)
 
 
-def _none_or(kind: type, text: str, none_word: str) -> Any:
-    return None if text.strip() in (none_word, "none", "") else kind(text)
-
-
-def parse_list(text: str, kind: type, none_word: str) -> list[Any]:
+def parse_list(text: str, kind: type, none_word: str | None = None) -> list[Any]:
+    """"96,own,160" -> [96, None, 160]: numbers, or ``none_word`` for "the default" (when
+    ``none_word`` is None, numbers only)."""
+    words = [v.strip() for v in text.split(",")]
     try:
-        return [_none_or(kind, v, none_word) for v in text.split(",")]
+        return [None if none_word is not None and v in (none_word, "none") else kind(v)
+                for v in words]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: a comma-separated list of numbers "
-                                         f"(or '{none_word}')") from None
+        extra = f" (or '{none_word}')" if none_word else ""
+        raise argparse.ArgumentTypeError(f"{text!r}: a comma-separated list of numbers"
+                                         f"{extra}") from None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -113,7 +115,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "(default: the demo model)")
     p.add_argument("--sizes", type=lambda t: parse_list(t, int, "own"), default=[None],
                    help="input sides, e.g. 96,128,160 ('own': the checkpoint's)")
-    p.add_argument("--threads", type=lambda t: parse_list(t, int, "-"), default=[1, 2],
+    p.add_argument("--threads", type=lambda t: parse_list(t, int), default=[1, 2],
                    help="torch CPU threads, e.g. 1,2")
     p.add_argument("--audio-rates", type=lambda t: parse_list(t, float, "every"),
                    default=[None], help="audio embeddings per second, e.g. every,5")
@@ -131,14 +133,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def accuracy(c: Candidate, seeds: list[int], device: str | None) -> float:
-    """Mean IoU on the demo scene at the candidate's weights, size and audio rate."""
+def accuracy(c: Candidate, model: PCMANet, size: int, seeds: list[int], device: str | None
+             ) -> float:
+    """Mean IoU on the demo scene at the candidate's size and audio rate, with ``model`` (the
+    candidate's weights, on ``device``, trained at ``size``)."""
     from calib.scene_eval import scene_iou
-    from stream.app import load_model
     from stream.engine import StreamingEngine
 
-    model, size, _ = load_model(argparse.Namespace(weights=c.weights, vggish=None, variant=None))
-    model.to(device or "cpu")
     return scene_iou(lambda: StreamingEngine(model, c.input_size or size, device or "cpu",
                                              audio_rate_hz=c.audio_rate_hz), seeds)
 
@@ -177,7 +178,7 @@ def format_table(rows: list[Measured], chosen: Measured | None,
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from pcmanet.checkpoint import CheckpointError
-    from stream.app import UserError
+    from stream.app import UserError, load_model
 
     seeds = [int(s) for s in args.seeds.split(",")]
     candidates = [Candidate(w, s, t, a) for w, s, t, a in itertools.product(
@@ -185,13 +186,18 @@ def main(argv: list[str] | None = None) -> int:
     own_threads = torch.get_num_threads()
     rows: list[Measured] = []
     scores: dict[tuple[Any, ...], float] = {}
+    models: dict[str | None, tuple[PCMANet, int]] = {}  # the current weights' model only
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for c in candidates:
                 key = (c.weights, c.input_size, c.audio_rate_hz)
                 if key not in scores:
                     torch.set_num_threads(own_threads)
-                    scores[key] = accuracy(c, seeds, args.device)
+                    if c.weights not in models:  # each checkpoint is loaded once
+                        model, size, _ = load_model(argparse.Namespace(
+                            weights=c.weights, vggish=None, variant=None))
+                        models = {c.weights: (model.to(args.device or "cpu"), size)}
+                    scores[key] = accuracy(c, *models[c.weights], seeds, args.device)
                 row = measure(c, args, Path(tmp), scores[key])
                 rows.append(row)
                 print(format_table([row], None, args.target_p99).splitlines()[1], flush=True)
