@@ -350,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    # SIGINT too: a shell starts background jobs with SIGINT ignored, and Python then keeps it
+    # ignored, so `kill -INT` from a supervisor (or a test) would otherwise do nothing.
+    signal.signal(signal.SIGINT, _raise_interrupt)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     if hasattr(signal, "SIGUSR1"):  # kill -USR1 PID: every thread's stack to stderr (hangs)
         with contextlib.suppress(OSError, ValueError, AttributeError):  # stderr has no fd

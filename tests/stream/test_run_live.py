@@ -215,6 +215,28 @@ def test_signals_stop_within_two_seconds_and_the_recording_stays_readable(
         assert w.getframerate() == 16000 and w.getnframes() == meta["audio_samples"] > 0
 
 
+def test_sigint_stops_a_run_started_with_sigint_ignored(tmp_path: Path) -> None:
+    """A shell starts background jobs (`run_live.py ... &`) with SIGINT ignored; Python keeps
+    that, so run_live installs its own handler and `kill -INT` still stops it."""
+    rec = tmp_path / "rec"
+    proc = subprocess.Popen([*RUN_LIVE, "--demo", "--record", str(rec), "--zmq",
+                             f"tcp://127.0.0.1:{free_port()}"], stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        deadline = time.monotonic() + 60
+        while not (rec / "timeline.jsonl").exists() or \
+                (rec / "timeline.jsonl").read_text().count("\n") < 3:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=5)
+    assert proc.returncode == 0 and "stopped (interrupted)" in err, err
+
+
 def test_network_camera_and_pulseaudio_microphone_end_to_end(pulse_env, udp_stream, tmp_path):
     """--camera udp://... --mic pulse: frames from ffmpeg over loopback UDP, audio recorded from
     a PulseAudio sink through PortAudio; masks published with audio windows after ~1 s."""
