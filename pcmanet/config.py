@@ -80,6 +80,9 @@ class TrainConfig:
     val_batch_size: int = 1
     amp: bool = True                          # mixed precision, CUDA only
     max_minutes: float | None = None          # stop cleanly after this much training time
+    warmup_steps: int = 0                     # linear lr warm-up over the first steps
+    encoder_grad: str = "all"                 # all | labelled: S4 economy, see pcmanet/train.py
+    init: str | None = None                   # start from this checkpoint's matching weights
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,8 @@ def validate_run_config(cfg: RunConfig) -> None:
         (t.val_every >= 1, "train.val_every", "must be >= 1"),
         (t.max_minutes is None or t.max_minutes > 0, "train.max_minutes", "must be > 0"),
         (t.grad_clip is None or t.grad_clip > 0, "train.grad_clip", "must be > 0"),
+        (t.warmup_steps >= 0, "train.warmup_steps", "must be >= 0"),
+        (t.encoder_grad in ("all", "labelled"), "train.encoder_grad", "must be all or labelled"),
     ]
     for ok, key, why in checks:
         if not ok:

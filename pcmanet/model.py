@@ -239,14 +239,55 @@ class PCMANet(nn.Module):
         return PCMANetOutput(logits, ratios, masks, uncertain)
 
     def forward(
-        self, frames: Tensor, audio: Tensor, frame_mask: Tensor | None = None
+        self, frames: Tensor, audio: Tensor, frame_mask: Tensor | None = None,
+        targets: Tensor | None = None, grad_rows: Tensor | None = None,
     ) -> PCMANetOutput:
-        """Clip mode: frames (B*T, 3, H, W), audio (B*T, D) or (B*T, 1, 96, 64) -> logits."""
+        """Clip mode: frames (B*T, 3, H, W), audio (B*T, D) or (B*T, 1, 96, 64) -> logits.
+
+        targets: (F,) rows to decode (e.g. S4 training's labelled first frames); None = all.
+            The other frames still enter through QSCA's cross-frame audio step, so in eval
+            mode the logits of those rows equal the full decode's.
+        grad_rows: (G,) rows whose per-frame encoding keeps its gradient; the other rows are
+            encoded under no_grad (a training economy for S4, where only the first frame of a
+            clip is labelled). None = every row keeps it. Ignored when grad is disabled.
+        """
         BT = frames.shape[0]
         if BT % self.num_frames:
             raise ValueError(
                 f"{BT} frames do not form whole clips of T={self.num_frames} (clip-major rows)")
         if audio.shape[0] != BT:
             raise ValueError(f"{BT} frames but {audio.shape[0]} audio rows; they must match")
-        feats = self.encode_frames(frames, audio, frame_mask)
-        return self.decode(feats, out_size=tuple(frames.shape[-2:]))        # type: ignore[arg-type]
+        if grad_rows is None or not torch.is_grad_enabled() or len(grad_rows) == BT:
+            feats = self.encode_frames(frames, audio, frame_mask)
+        else:
+            feats = self._encode_split(frames, audio, frame_mask, grad_rows)
+        return self.decode(feats, targets=targets,
+                           out_size=tuple(frames.shape[-2:]))               # type: ignore[arg-type]
+
+    def _encode_split(self, frames: Tensor, audio: Tensor, frame_mask: Tensor | None,
+                      grad_rows: Tensor) -> FrameFeatures:
+        """encode_frames with gradient only through grad_rows (G,); rows keep their order."""
+        BT = frames.shape[0]
+        keep = torch.zeros(BT, dtype=torch.bool, device=frames.device)
+        keep[grad_rows] = True
+        rest = (~keep).nonzero().squeeze(1)                                 # (BT-G,)
+        rows = keep.nonzero().squeeze(1)                                    # (G,) sorted
+
+        def pick(x: Tensor | None, idx: Tensor) -> Tensor | None:
+            return None if x is None else x.index_select(0, idx)
+
+        with torch.no_grad():
+            cold = self.encode_frames(frames[rest], audio[rest], pick(frame_mask, rest))
+        warm = self.encode_frames(frames[rows], audio[rows], pick(frame_mask, rows))
+
+        def join(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+            if a is None or b is None:
+                return None
+            out = b.new_zeros((BT, *b.shape[1:]))
+            return out.index_copy(0, rest, a.to(b.dtype)).index_copy(0, rows, b)
+
+        return FrameFeatures(
+            [join(a, b) for a, b in zip(cold.maps, warm.maps, strict=True)],  # type: ignore[misc]
+            [join(a, b) for a, b in zip(cold.tokens, warm.tokens, strict=True)],  # type: ignore[misc]
+            [join(a, b) for a, b in zip(cold.kv, warm.kv, strict=True)],
+            join(cold.audio, warm.audio))                                   # type: ignore[arg-type]

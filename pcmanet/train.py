@@ -30,7 +30,12 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from pcmanet.build import build_pcmanet
-from pcmanet.checkpoint import CheckpointError, read_weights_file, save_checkpoint
+from pcmanet.checkpoint import (
+    CheckpointError,
+    read_checkpoint,
+    read_weights_file,
+    save_checkpoint,
+)
 from pcmanet.config import (
     ConfigError,
     RunConfig,
@@ -38,7 +43,7 @@ from pcmanet.config import (
     dump_config,
     load_config,
 )
-from pcmanet.evaluate import evaluate_model, forward_batch, to_device
+from pcmanet.evaluate import evaluate_model, to_device
 from pcmanet.losses import bce_iou_loss, semantic_stage_loss
 from pcmanet.model import PCMANet
 
@@ -83,17 +88,89 @@ def _mean_across(value: float, world: int) -> float:
 # one step
 
 
-def clip_loss(model_out: list[Tensor], batch: dict[str, Any], weights: tuple[float, ...]
-              ) -> Tensor:
-    """Multi-stage loss on the labelled frames (`mask_valid`): BCE + soft-IoU or masked CE."""
+def labelled_rows(batch: dict[str, Any]) -> Tensor | None:
+    """(F,) clip-major rows of a binary (S4/MS3) batch that carry a mask, or None when every
+    row does or the batch is AVSS (whose loss weighs every frame)."""
+    if batch["masks"].dtype == torch.int64:
+        return None
+    valid = batch["mask_valid"].flatten()                                   # (B*T,)
+    return None if bool((valid == 1).all()) else valid.nonzero().squeeze(1)
+
+
+def train_forward(net: nn.Module, batch: dict[str, Any], encoder_grad: str
+                  ) -> tuple[list[Tensor], Tensor | None]:
+    """Forward a training batch; returns the stage logits and the rows they cover (None: all).
+
+    Only the labelled rows are decoded (in eval mode their logits equal the full decode's; in
+    training the decoder's batch norms see only these rows). With
+    encoder_grad="labelled" the unlabelled frames are also encoded without gradient: they
+    still feed QSCA's cross-frame audio step, but the backbone learns from labelled frames
+    only (about 2x faster S4 steps on a CPU; the reference recipe is "all").
+    """
+    frames = batch["frames"].flatten(0, 1)                                  # (B*T, 3, H, W)
+    audio = batch["audio"].flatten(0, 1)                                    # (B*T, 1, 96, 64)
+    frame_mask = batch["frame_mask"].flatten()                              # (B*T,)
+    flag = None if bool((frame_mask == 1).all()) else frame_mask            # AVSS padding
+    rows = labelled_rows(batch)
+    grad_rows = rows if encoder_grad == "labelled" else None
+    out = net(frames, audio, flag, targets=rows, grad_rows=grad_rows)
+    return list(out.logits), rows
+
+
+def clip_loss(model_out: list[Tensor], batch: dict[str, Any], weights: tuple[float, ...],
+              rows: Tensor | None = None) -> Tensor:
+    """Multi-stage loss on the labelled frames (`mask_valid`): BCE + soft-IoU or masked CE.
+
+    model_out: stage logits of every row (rows=None) or of `rows` only (train_forward).
+    """
     masks, valid = batch["masks"], batch["mask_valid"].flatten()            # (B, T, ...), (B*T,)
     if masks.dtype == torch.int64:                                          # AVSS labels
         labels = masks.flatten(0, 1)                                        # (B*T, H, W)
         return semantic_stage_loss(model_out, labels, valid, weights)
     target = masks.flatten(0, 1)                                            # (B*T, 1, H, W)
-    rows = valid.nonzero().squeeze(1)                                       # labelled frames
-    return sum((w * bce_iou_loss(x.index_select(0, rows), target.index_select(0, rows))
-                for w, x in zip(weights, model_out, strict=True)), torch.zeros(()))
+    if rows is None:
+        rows = valid.nonzero().squeeze(1)                                   # labelled frames
+        model_out = [x.index_select(0, rows) for x in model_out]
+    target = target.index_select(0, rows)
+    return sum((w * bce_iou_loss(x, target) for w, x in zip(weights, model_out, strict=True)),
+               torch.zeros(()))
+
+
+def init_from_checkpoint(model: nn.Module, path: str) -> str:
+    """Copy every tensor of our checkpoint at `path` whose name and shape match into `model`.
+
+    Returns a one-line report. A file that shares no tensor with the model is an error (it is
+    surely the wrong file). A relative path that does not exist is also tried against the
+    repository root, so `pcmanet/assets/demo.pt` works from any directory.
+    """
+    file = Path(path)
+    if not file.is_absolute() and not file.is_file():
+        repo = Path(__file__).resolve().parent.parent
+        if (repo / file).is_file():
+            file = repo / file
+    _cfg, state, _extra = read_checkpoint(file)
+    own = model.state_dict()
+    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not matched:
+        raise CheckpointError(f"{file}: train.init shares no tensor (name and shape) with "
+                              "this model; give a checkpoint of the same architecture")
+    model.load_state_dict(matched, strict=False)
+    skipped = sorted(set(own) - set(matched))
+    return (f"initialised {len(matched)}/{len(own)} tensors from {file}"
+            + (f"; kept fresh: {', '.join(skipped[:6])}{' ...' if len(skipped) > 6 else ''}"
+               if skipped else ""))
+
+
+def lr_scale(step: int, total_steps: int, time_fraction: float, min_ratio: float,
+             warmup_steps: int) -> float:
+    """Multiplier of train.lr at `step` (0-based): cosine from 1 to min_ratio over progress =
+    max(step / total_steps, time_fraction), both clipped to [0, 1], times a linear warm-up
+    (step + 1) / warmup_steps during the first warmup_steps steps."""
+    progress = min(1.0, max(step / max(1, total_steps), time_fraction))
+    scale = min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    if step < warmup_steps:
+        scale *= (step + 1) / warmup_steps
+    return scale
 
 
 # ------------------------------------------------------------------------------------------
@@ -120,7 +197,10 @@ class Trainer:
         if num_frames != cfg.model.num_frames:
             raise ConfigError(f"model.num_frames={cfg.model.num_frames} but {task} clips have "
                               f"{num_frames} frames; set model.num_frames={num_frames}")
-        self.model: PCMANet = build_pcmanet(cfg.model).to(device)
+        self.model: PCMANet = build_pcmanet(cfg.model)
+        if cfg.train.init is not None:
+            self._log(init_from_checkpoint(self.model, cfg.train.init))
+        self.model = self.model.to(device)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=cfg.train.lr,
                                           weight_decay=cfg.train.weight_decay)
@@ -142,6 +222,7 @@ class Trainer:
                 find_unused_parameters=not cfg.model.query_grad)
         self.epoch, self.step, self.best = 0, 0, -math.inf
         self.train_seconds = 0.0
+        self._budget: tuple[float, float] | None = None        # (start, seconds) of --max-minutes
         self.history: list[dict[str, float]] = []
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -197,8 +278,9 @@ class Trainer:
             start = time.monotonic()
             batch = to_device(batch, self.device)
             with self._autocast():
-                logits = forward_batch(self.net, batch).logits
-            loss = clip_loss([x.float() for x in logits], batch, self.cfg.train.stage_weights)
+                logits, rows = train_forward(self.net, batch, self.cfg.train.encoder_grad)
+            loss = clip_loss([x.float() for x in logits], batch, self.cfg.train.stage_weights,
+                             rows)
             self._set_lr()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -216,11 +298,17 @@ class Trainer:
         return True
 
     def _set_lr(self) -> None:
-        """Cosine from train.lr to lr*min_lr_ratio over the run's steps (constant at ratio 1)."""
+        """Linear warm-up over train.warmup_steps, then cosine from train.lr to
+        lr*min_lr_ratio (constant at ratio 1). Progress is the larger of steps done / the run's
+        steps and, under --max-minutes, time spent / the time budget, so a time-boxed run
+        still ends its decay at its deadline."""
         t = self.cfg.train
-        total = max(1, t.epochs * len(self.loader))
-        progress = min(1.0, self.step / total)
-        scale = t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        spent = 0.0
+        if self._budget is not None:
+            start, seconds = self._budget
+            spent = _mean_across((time.monotonic() - start) / seconds, self.world)
+        scale = lr_scale(self.step, t.epochs * len(self.loader), spent, t.min_lr_ratio,
+                         t.warmup_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = t.lr * scale
 
@@ -235,6 +323,8 @@ class Trainer:
 
     def run(self, max_minutes: float | None) -> dict[str, Any]:
         deadline = time.monotonic() + 60 * max_minutes if max_minutes else None
+        if max_minutes:
+            self._budget = (time.monotonic(), 60 * max_minutes)
         while self.epoch < self.cfg.train.epochs:
             finished = self.train_epoch(deadline)
             self.epoch += int(finished)

@@ -78,6 +78,37 @@ def test_streaming_newest_frame_equals_clip_mode(tiny_cfg, confident):
         assert (a[targets] - b).abs().max() < 1e-4
 
 
+def test_training_economies_keep_the_chosen_rows_logits(tiny_cfg):
+    """forward(targets=rows) decodes only those rows, and forward(grad_rows=rows) encodes the
+    other frames without gradient: in eval mode both give the full forward's logits for the
+    rows, and the backbone's gradient then comes from the grad rows alone."""
+    torch.manual_seed(0)
+    model = _tiny(tiny_cfg).eval()
+    for head in model.heads:  # mixed CIM masks, so the query gather paths run too
+        head[-1].weight.data *= 200.0
+    frames, audio = _clip(2, 5, tiny_cfg.audio.embed_dim, seed=4)
+    rows = torch.tensor([0, 5])                       # S4 training: the first frame of each clip
+    with torch.no_grad():
+        full = model(frames, audio)
+    assert 0.0 < float(full.keep_ratios[-1]) < 1.0
+    part = model(frames, audio, targets=rows, grad_rows=rows)
+    for a, b in zip(full.logits, part.logits, strict=True):
+        assert b.shape[0] == 2 and (a[rows] - b).abs().max() < 1e-4
+    part.logits[0].sum().backward()
+    grads = [p.grad for p in model.backbone.parameters() if p.grad is not None]
+    assert grads and any(float(g.abs().sum()) > 0 for g in grads)
+    # Only the grad rows reach the backbone: the frames outside them have no influence.
+    frames_g = frames.clone().requires_grad_(True)
+    model.zero_grad()
+    model(frames_g, audio, targets=rows, grad_rows=rows).logits[0].sum().backward()
+    assert frames_g.grad is not None
+    per_frame = frames_g.grad.abs().flatten(1).sum(1)  # (10,)
+    assert bool((per_frame[rows] > 0).all())
+    others = torch.ones(10, dtype=torch.bool)
+    others[rows] = False
+    assert float(per_frame[others].sum()) == 0.0
+
+
 def test_frame_mask_zeroes_padded_frames(tiny_cfg):
     """AVSS padding: a padded frame's audio and lateral features are zeroed."""
     model = _tiny(tiny_cfg, num_frames=4).eval()

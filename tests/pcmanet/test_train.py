@@ -117,3 +117,69 @@ def test_ddp_two_processes_gloo(tmp_path, s4_root):
     # 16 clips over 2 ranks of batch 4: 2 steps per epoch each.
     assert summary["steps"] == 4 and math.isfinite(summary["best_miou"])
     assert (out / "best.pt").is_file()
+
+
+def test_lr_scale_warms_up_then_follows_steps_or_the_time_budget():
+    from pcmanet.train import lr_scale
+
+    # Constant lr at min_ratio 1, apart from the warm-up ramp.
+    assert [lr_scale(s, 100, 0.0, 1.0, 4) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    # Cosine over the steps: 1 at the start, the midpoint halfway, min_ratio at the end.
+    assert lr_scale(0, 100, 0.0, 0.0, 0) == 1.0
+    assert lr_scale(50, 100, 0.0, 0.0, 0) == pytest.approx(0.5)
+    assert lr_scale(100, 100, 0.0, 0.1, 0) == pytest.approx(0.1)
+    # A time budget that runs out before the steps do ends the decay at the deadline.
+    assert lr_scale(10, 1000, 0.5, 0.0, 0) == pytest.approx(0.5)
+    assert lr_scale(10, 1000, 1.7, 0.02, 0) == pytest.approx(0.02)
+
+
+def test_init_copies_matching_weights_and_refuses_a_foreign_file(tmp_path, tiny_cfg):
+    from dataclasses import replace
+
+    import torch
+
+    from pcmanet.build import build_pcmanet
+    from pcmanet.checkpoint import CheckpointError, save_checkpoint
+    from pcmanet.train import init_from_checkpoint
+
+    torch.manual_seed(0)
+    source = build_pcmanet(tiny_cfg)
+    save_checkpoint(tmp_path / "src.pt", source, tiny_cfg)
+    torch.manual_seed(1)
+    target = build_pcmanet(tiny_cfg)
+    report = init_from_checkpoint(target, str(tmp_path / "src.pt"))
+    n = len(source.state_dict())
+    assert report.startswith(f"initialised {n}/{n} tensors")
+    for k, v in source.state_dict().items():
+        assert torch.equal(target.state_dict()[k], v), k
+    # Another head width: the heads stay fresh, the rest is copied, the report names them.
+    wider = build_pcmanet(replace(tiny_cfg, head_hidden=24))
+    report = init_from_checkpoint(wider, str(tmp_path / "src.pt"))
+    assert "kept fresh: heads." in report
+    assert torch.equal(wider.backbone.state_dict()["conv1.weight"],
+                       source.backbone.state_dict()["conv1.weight"])
+    # A file that shares no tensor with the model is surely the wrong one: a clear error.
+    with pytest.raises(CheckpointError, match="shares no tensor"):
+        init_from_checkpoint(torch.nn.Linear(3, 3), str(tmp_path / "src.pt"))
+
+
+@pytest.mark.slow
+def test_time_boxed_finetune_with_the_s4_economy(tmp_path, s4_root, capsys):
+    """train.init + encoder_grad=labelled + warm-up under --max-minutes: a real run that
+    starts from a checkpoint, trains, validates and keeps both checkpoints."""
+    first = tmp_path / "first"
+    assert train_main(["--config", TINY, "--data-root", str(s4_root), "--task", "s4", "--out",
+                       str(first), "train.epochs=1", *FAST]) == 0
+    capsys.readouterr()
+    out = tmp_path / "tuned"
+    assert train_main(["--config", TINY, "--data-root", str(s4_root), "--task", "s4", "--out",
+                       str(out), "--max-minutes", "5", "train.epochs=2",
+                       f"train.init={first / 'best.pt'}", "train.encoder_grad=labelled",
+                       "train.warmup_steps=2", "train.min_lr_ratio=0.1", *FAST]) == 0
+    text = capsys.readouterr().out
+    assert "initialised" in text and str(first / "best.pt") in text
+    records = [json.loads(x) for x in text.splitlines() if x.startswith('{"epoch"')]
+    assert [r["epoch"] for r in records] == [1, 2] and records[-1]["step"] == 2 * 4
+    assert all(math.isfinite(r["loss"]) and 0.0 <= r["val_miou"] <= 1.0 for r in records)
+    assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
+    assert "encoder_grad: labelled" in (out / "config.yaml").read_text()
