@@ -44,7 +44,7 @@ def build_backbone(
             raise ValueError(f"model.backbone.name={name!r} is not a timm model") from None
         raise
     reductions = model.feature_info.reduction()  # type: ignore[union-attr,operator]
-    if list(reductions) not in ([4, 8, 16, 32], [2, 4, 8, 16]):
+    if list(reductions) != [4, 8, 16, 32]:
         raise ValueError(
             f"backbone {name} with out_indices {out_indices} gives strides {reductions}; "
             f"PCMANet needs [4, 8, 16, 32] (known settings: {KNOWN_BACKBONES})"
