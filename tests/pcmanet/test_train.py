@@ -110,7 +110,8 @@ def test_ddp_two_processes_gloo(tmp_path, s4_root):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
            "2", "-m", "pcmanet.train", "--config", TINY, "--data-root", str(s4_root), "--task",
-           "s4", "--out", str(out), "--device", "cpu", "train.epochs=2", *FAST]
+           "s4", "--out", str(out), "--device", "cpu", "train.epochs=2",
+           "train.encoder_grad=labelled", *FAST]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads([x for x in proc.stdout.splitlines() if x.startswith("{")][-1])
