@@ -182,6 +182,15 @@ def test_record_keeps_frames_masks_audio_and_timeline(tmp_path: Path) -> None:
         assert w.getframerate() == 16000 and w.getnframes() == meta["audio_samples"]
 
 
+def wait_for_timeline(proc: subprocess.Popen[str], rec: Path, lines: int) -> None:
+    """Wait (60 s at most) until the running recording's timeline has `lines` whole lines."""
+    deadline = time.monotonic() + 60
+    while not (rec / "timeline.jsonl").exists() or \
+            (rec / "timeline.jsonl").read_text().count("\n") < lines:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signals_stop_within_two_seconds_and_the_recording_stays_readable(
         tmp_path: Path, sig: int) -> None:
@@ -189,11 +198,7 @@ def test_signals_stop_within_two_seconds_and_the_recording_stays_readable(
     proc = subprocess.Popen([*RUN_LIVE, "--demo", "--record", str(rec), "--zmq",
                              f"tcp://127.0.0.1:{free_port()}"], stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while not (rec / "timeline.jsonl").exists() or \
-                (rec / "timeline.jsonl").read_text().count("\n") < 10:
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.1)
+        wait_for_timeline(proc, rec, 10)
         t0 = time.monotonic()
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=10)
@@ -223,11 +228,7 @@ def test_sigint_stops_a_run_started_with_sigint_ignored(tmp_path: Path) -> None:
                              f"tcp://127.0.0.1:{free_port()}"], stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
-        deadline = time.monotonic() + 60
-        while not (rec / "timeline.jsonl").exists() or \
-                (rec / "timeline.jsonl").read_text().count("\n") < 3:
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.1)
+        wait_for_timeline(proc, rec, 3)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=10)
     finally:
