@@ -83,14 +83,17 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
             for k, v in batch.items()}
 
 
-def forward_batch(model: nn.Module, batch: dict[str, Any]) -> PCMANetOutput:
+def forward_batch(model: nn.Module, batch: dict[str, Any], targets: Tensor | None = None,
+                  grad_rows: Tensor | None = None) -> PCMANetOutput:
     """A (B, T, ...) loader batch on the model's device -> the model's output (four stage
-    logits (B*T, K, H, W), CIM masks)."""
+    logits (B*T, K, H, W), CIM masks). targets / grad_rows: as PCMANet.forward (training
+    decodes, or back-propagates into, only some rows; then the logits have F rows)."""
     frames = batch["frames"].flatten(0, 1)                                  # (B*T, 3, H, W)
     audio = batch["audio"].flatten(0, 1)                                    # (B*T, 1, 96, 64)
     frame_mask = batch["frame_mask"].flatten()                              # (B*T,)
     flag = None if bool((frame_mask == 1).all()) else frame_mask            # AVSS padding
-    return model(frames, audio, flag)  # type: ignore[no-any-return]
+    return model(frames, audio, flag, targets=targets,  # type: ignore[no-any-return]
+                 grad_rows=grad_rows)
 
 
 @torch.no_grad()

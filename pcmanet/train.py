@@ -43,7 +43,7 @@ from pcmanet.config import (
     dump_config,
     load_config,
 )
-from pcmanet.evaluate import evaluate_model, to_device
+from pcmanet.evaluate import evaluate_model, forward_batch, to_device
 from pcmanet.losses import bce_iou_loss, semantic_stage_loss
 from pcmanet.model import PCMANet
 
@@ -107,13 +107,9 @@ def train_forward(net: nn.Module, batch: dict[str, Any], encoder_grad: str
     still feed QSCA's cross-frame audio step, but the backbone learns from labelled frames
     only (about 2x faster S4 steps on a CPU; the reference recipe is "all").
     """
-    frames = batch["frames"].flatten(0, 1)                                  # (B*T, 3, H, W)
-    audio = batch["audio"].flatten(0, 1)                                    # (B*T, 1, 96, 64)
-    frame_mask = batch["frame_mask"].flatten()                              # (B*T,)
-    flag = None if bool((frame_mask == 1).all()) else frame_mask            # AVSS padding
     rows = labelled_rows(batch)
-    grad_rows = rows if encoder_grad == "labelled" else None
-    out = net(frames, audio, flag, targets=rows, grad_rows=grad_rows)
+    out = forward_batch(net, batch, targets=rows,
+                        grad_rows=rows if encoder_grad == "labelled" else None)
     return list(out.logits), rows
 
 
@@ -322,9 +318,8 @@ class Trainer:
         return float(metrics["miou"])
 
     def run(self, max_minutes: float | None) -> dict[str, Any]:
-        deadline = time.monotonic() + 60 * max_minutes if max_minutes else None
-        if max_minutes:
-            self._budget = (time.monotonic(), 60 * max_minutes)
+        self._budget = (time.monotonic(), 60 * max_minutes) if max_minutes else None
+        deadline = sum(self._budget) if self._budget is not None else None
         while self.epoch < self.cfg.train.epochs:
             finished = self.train_epoch(deadline)
             self.epoch += int(finished)
