@@ -21,13 +21,22 @@ KNOWN_BACKBONES: dict[str, tuple[int, ...]] = {
 
 
 def build_backbone(
-    name: str, out_indices: tuple[int, ...], weights: str | None = None
+    name: str, out_indices: tuple[int, ...], weights: str | None = None,
+    stride2: bool = False,
 ) -> nn.Module:
     """A timm `features_only` model returning [(B, C_k, H/s_k, W/s_k)] for s_k = 4, 8, 16, 32.
 
     `weights` is a local file (timm or torchvision state_dict, .pth/.bin/.safetensors); nothing
     is ever downloaded. Channels and strides are in `model.feature_info`.
+    stride2: also return the level before out_indices[0], at stride 2, first in the list
+        (five levels, for model.refine_dim); an error if the backbone has none.
     """
+    if stride2:
+        if out_indices[0] == 0:
+            raise ValueError(f"model.refine_dim needs a stride-2 backbone level, but {name} "
+                             f"has none before out_indices {list(out_indices)}; set "
+                             "model.refine_dim=0")
+        out_indices = (out_indices[0] - 1, *out_indices)
     kwargs: dict[str, Any] = {"features_only": True, "out_indices": out_indices}
     if weights is not None:
         path = Path(weights)
@@ -44,9 +53,10 @@ def build_backbone(
             raise ValueError(f"model.backbone.name={name!r} is not a timm model") from None
         raise
     reductions = model.feature_info.reduction()  # type: ignore[union-attr,operator]
-    if list(reductions) != [4, 8, 16, 32]:
+    wanted = [2, 4, 8, 16, 32] if stride2 else [4, 8, 16, 32]
+    if list(reductions) != wanted:
         raise ValueError(
             f"backbone {name} with out_indices {out_indices} gives strides {reductions}; "
-            f"PCMANet needs [4, 8, 16, 32] (known settings: {KNOWN_BACKBONES})"
+            f"PCMANet needs {wanted} (known settings: {KNOWN_BACKBONES})"
         )
     return model  # type: ignore[no-any-return]

@@ -6,7 +6,7 @@ from torch import nn
 
 from pcmanet.backbone import build_backbone
 from pcmanet.config import ModelConfig, validate_model_config
-from pcmanet.decoder import GuidedFusion, output_head
+from pcmanet.decoder import GuidedFusion, MaskRefiner, output_head
 from pcmanet.fusion import AVGA, QSCA
 from pcmanet.layers import conv_bn_relu
 from pcmanet.model import PCMANet
@@ -32,9 +32,15 @@ def build_pcmanet(cfg: ModelConfig, with_audio_encoder: bool = True) -> PCMANet:
     reference checkpoints do (VGGish is kept apart from them).
     """
     validate_model_config(cfg)
-    backbone = build_backbone(cfg.backbone.name, cfg.backbone.out_indices, cfg.backbone.weights)
+    backbone = build_backbone(cfg.backbone.name, cfg.backbone.out_indices, cfg.backbone.weights,
+                              stride2=cfg.refine_dim > 0)
     channels = backbone.feature_info.channels()  # type: ignore[union-attr,operator]
-    C, n = cfg.dim, len(channels)
+    C = cfg.dim
+    refiner = None
+    if cfg.refine_dim > 0:                       # the stride-2 level comes first
+        refiner = MaskRefiner(channels[0], C, cfg.refine_dim, cfg.num_classes)
+        channels = channels[1:]
+    n = len(channels)
 
     def qsca(k: int) -> QSCA:  # the finest stage's audio token is discarded (PCMANET.md 10)
         return QSCA(C, cfg.num_heads, cfg.head_dim, cfg.scrambled_tokens, cfg.query_grad,
@@ -52,6 +58,7 @@ def build_pcmanet(cfg: ModelConfig, with_audio_encoder: bool = True) -> PCMANet:
         num_frames=cfg.num_frames,
         threshold=cfg.threshold,
         freeze_audio=cfg.audio.frozen,
+        refiner=refiner,
     )
 
 

@@ -56,6 +56,9 @@ class ModelConfig:
     scrambled_tokens: bool = True             # official no-transpose token-to-map reshape
     query_grad: bool = False                  # official: no gradient through selected queries
     gather_max_ratio: float = 0.4             # above this keep ratio QSCA runs dense
+    # Not in the reference: width of a stride-2 refinement of the final mask from the
+    # backbone's stride-2 level (pcmanet/decoder.py MaskRefiner); 0 = off, as the reference.
+    refine_dim: int = 0
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,7 @@ def validate_model_config(cfg: ModelConfig) -> None:
         (0.0 <= cfg.gather_max_ratio <= 1.0, "model.gather_max_ratio", "must lie in [0, 1]"),
         (len(cfg.backbone.out_indices) == 4, "model.backbone.out_indices", "needs four levels"),
         (cfg.audio.embed_dim > 0, "model.audio.embed_dim", "must be > 0"),
+        (cfg.refine_dim >= 0, "model.refine_dim", "must be >= 0 (0 = no refinement)"),
         (cfg.audio.encoder in ("vggish", "light"), "model.audio.encoder",
          "must be vggish or light"),
     ]

@@ -16,12 +16,14 @@ Stage lists are finest first: index 0 is stage 1 (stride 4), index 3 is stage 4 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pcmanet.decoder import MaskRefiner
 from pcmanet.fusion import cim
 from pcmanet.fusion.qsca import QSCA
 
@@ -35,31 +37,48 @@ class FrameFeatures:
     kv: QSCA visual keys|values per stage, (F, N_k, 2*h*d); None at the finest stage, whose
         audio token nothing reads.
     audio: projected audio embedding a0, (F, C).
+    fine: the mask refiner's projected stride-2 features (F, r, H/2, W/2); None without one.
     """
 
     maps: list[Tensor]
     tokens: list[Tensor]
     kv: list[Tensor | None]
     audio: Tensor
+    fine: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.audio.shape[0])
 
+    def apply(self, fn: Callable[[Tensor], Tensor]) -> FrameFeatures:
+        """The same features with `fn` applied to every tensor (e.g. a cast or a clone)."""
+        return FrameFeatures([fn(m) for m in self.maps], [fn(t) for t in self.tokens],
+                             [None if k is None else fn(k) for k in self.kv], fn(self.audio),
+                             None if self.fine is None else fn(self.fine))
+
+    @staticmethod
+    def combine(parts: list[FrameFeatures], fn: Callable[[list[Tensor]], Tensor]) -> FrameFeatures:
+        """Field-wise `fn` over the parts' tensors (None fields stay None)."""
+        def each(xs: tuple[Tensor | None, ...]) -> Tensor | None:
+            return None if xs[0] is None else fn(list(xs))  # type: ignore[arg-type]
+
+        return FrameFeatures(
+            [fn(list(x)) for x in zip(*(p.maps for p in parts), strict=True)],
+            [fn(list(x)) for x in zip(*(p.tokens for p in parts), strict=True)],
+            [each(x) for x in zip(*(p.kv for p in parts), strict=True)],
+            fn([p.audio for p in parts]),
+            each(tuple(p.fine for p in parts)),
+        )
+
     @staticmethod
     def cat(parts: list[FrameFeatures]) -> FrameFeatures:
         """Concatenate along frames (e.g. cached frames into a window)."""
-        return FrameFeatures(
-            [torch.cat(x) for x in zip(*(p.maps for p in parts), strict=True)],
-            [torch.cat(x) for x in zip(*(p.tokens for p in parts), strict=True)],
-            [None if x[0] is None else torch.cat(x)  # type: ignore[arg-type]
-             for x in zip(*(p.kv for p in parts), strict=True)],
-            torch.cat([p.audio for p in parts]),
-        )
+        return FrameFeatures.combine(parts, torch.cat)
 
 
 @dataclass
 class PCMANetOutput:
-    """logits: four stage logits, finest first, each (F, K, H, W) at the input resolution.
+    """logits: four stage logits, finest first, each (F, K, H, W) at the input resolution
+    (the refined finest logits first, with a MaskRefiner).
     keep_ratios: fraction of visual tokens selected as queries at stages 3, 2, 1
     (the reference's `per` = [mean(m4), mean(m3), mean(m2)]).
     masks: the CIM masks [m4 (F, 1, h4, w4), m3, m2] that selected them.
@@ -104,6 +123,8 @@ class PCMANet(nn.Module):
         num_frames: T, frames per clip.
         threshold: CIM threshold (0.99 in the reference).
         freeze_audio: run the audio encoder without gradient, in eval mode (reference recipe).
+        refiner: optional stride-2 MaskRefiner (not in the reference); the backbone then gives
+            a fifth level first, at stride 2, and output 0 is the refined finest logits.
     """
 
     def __init__(
@@ -119,8 +140,10 @@ class PCMANet(nn.Module):
         num_frames: int,
         threshold: float,
         freeze_audio: bool = True,
+        refiner: MaskRefiner | None = None,
     ) -> None:
         super().__init__()
+        self.refiner = refiner
         self.backbone, self.audio_encoder, self.audio_proj = backbone, audio_encoder, audio_proj
         self.lateral, self.avga, self.qsca, self.gf, self.heads = lateral, avga, qsca, gf, heads
         self.num_frames, self.threshold, self.freeze_audio = num_frames, threshold, freeze_audio
@@ -160,6 +183,12 @@ class PCMANet(nn.Module):
             emb = emb * frame_mask[:, None]
         a0 = self.audio_proj(emb)                                           # (F, C)
         feats = self.backbone(frames)                                       # 4 x (F, C_k, H_k, W_k)
+        fine = None
+        if self.refiner is not None:                                        # stride-2 level first
+            fine = self.refiner.project(feats[0])                           # (F, r, H/2, W/2)
+            if frame_mask is not None:
+                fine = fine * frame_mask[:, None, None, None]
+            feats = feats[1:]
         maps = []
         for x, lateral, avga in zip(feats, self.lateral, self.avga, strict=True):
             x = lateral(x)                                                  # (F, C, H_k, W_k)
@@ -173,7 +202,7 @@ class PCMANet(nn.Module):
             t, k = qsca.frame_tokens(m, grid)  # type: ignore[operator]
             tokens.append(t)
             kv.append(k)
-        return FrameFeatures(maps, tokens, kv, a0)
+        return FrameFeatures(maps, tokens, kv, a0, fine)
 
     # -- cross-frame -------------------------------------------------------------------------
     def decode(
@@ -219,6 +248,9 @@ class PCMANet(nn.Module):
                 ratios.append(ratio)
             state = self.gf[k](low, state, guide)                           # (F, C, H_k, W_k)
             out = self.heads[k](state)                                      # (F, K, H_k, W_k)
+            if k == 0 and self.refiner is not None:                         # -> (F, K, H/2, W/2)
+                assert feats.fine is not None, "a refiner model's features carry `fine`"
+                out = self.refiner(feats.fine.index_select(0, targets), state, out)
             logits.append(out)
             if k > 0:
                 # Uncertain tokens at this resolution, restricted to the coarser stage's.
@@ -280,14 +312,9 @@ class PCMANet(nn.Module):
             cold = self.encode_frames(frames[rest], audio[rest], pick(frame_mask, rest))
         warm = self.encode_frames(frames[rows], audio[rows], pick(frame_mask, rows))
 
-        def join(a: Tensor | None, b: Tensor | None) -> Tensor | None:
-            if a is None or b is None:
-                return None
+        def join(xs: list[Tensor]) -> Tensor:
+            a, b = xs
             out = b.new_zeros((BT, *b.shape[1:]))
             return out.index_copy(0, rest, a.to(b.dtype)).index_copy(0, rows, b)
 
-        return FrameFeatures(
-            [join(a, b) for a, b in zip(cold.maps, warm.maps, strict=True)],  # type: ignore[misc]
-            [join(a, b) for a, b in zip(cold.tokens, warm.tokens, strict=True)],  # type: ignore[misc]
-            [join(a, b) for a, b in zip(cold.kv, warm.kv, strict=True)],
-            join(cold.audio, warm.audio))                                   # type: ignore[arg-type]
+        return FrameFeatures.combine([cold, warm], join)

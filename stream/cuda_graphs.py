@@ -16,8 +16,7 @@ from pcmanet.model import FrameFeatures, PCMANet
 
 
 def _clone(f: FrameFeatures) -> FrameFeatures:
-    return FrameFeatures([m.clone() for m in f.maps], [t.clone() for t in f.tokens],
-                         [None if k is None else k.clone() for k in f.kv], f.audio.clone())
+    return f.apply(torch.clone)
 
 
 class GraphedEncoder:

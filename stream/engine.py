@@ -80,9 +80,7 @@ _EMPTY = FrameFeatures([], [], [], torch.empty(1, 0))  # clip mode caches inputs
 
 
 def _cast(feats: FrameFeatures, dtype: torch.dtype) -> FrameFeatures:
-    return FrameFeatures([m.to(dtype) for m in feats.maps], [t.to(dtype) for t in feats.tokens],
-                         [None if k is None else k.to(dtype) for k in feats.kv],
-                         feats.audio.to(dtype))
+    return feats.apply(lambda x: x.to(dtype))
 
 
 class FeatureCache:

@@ -52,6 +52,7 @@ def test_round_trip_and_frozen():
         ("trian: {}\n", r"trian: unknown key"),
         ("train:\n  encoder_grad: some\n", r"train\.encoder_grad: must be all or labelled"),
         ("train:\n  warmup_steps: -1\n", r"train\.warmup_steps: must be >= 0"),
+        ("model:\n  refine_dim: -4\n", r"model\.refine_dim: must be >= 0"),
     ],
 )
 def test_bad_configs_name_the_key_and_file(tmp_path, text, message):

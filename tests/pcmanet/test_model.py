@@ -56,11 +56,19 @@ def test_token_grids_match_reference_at_224():
     assert grids == [(28, 28), (14, 14), (7, 7), (7, 7)]
 
 
-@pytest.mark.parametrize("confident", [False, True])
-def test_streaming_newest_frame_equals_clip_mode(tiny_cfg, confident):
-    """Decode only the last frame of each window from per-frame features: same logits."""
+def _perturb_refiner(model):
+    """The refiner's output conv starts at zero; give it weights so its path really counts."""
+    if model.refiner is not None:
+        torch.nn.init.normal_(model.refiner.out.weight, std=0.5)
+
+
+@pytest.mark.parametrize("confident,refine", [(False, 0), (True, 0), (True, 8)])
+def test_streaming_newest_frame_equals_clip_mode(tiny_cfg, confident, refine):
+    """Decode only the last frame of each window from per-frame features: same logits
+    (with and without the stride-2 mask refiner, whose features the cache then carries)."""
     torch.manual_seed(0)
-    model = _tiny(tiny_cfg).eval()
+    model = _tiny(tiny_cfg, refine_dim=refine).eval()
+    _perturb_refiner(model)
     if confident:  # push the heads' outputs apart so the CIM masks are mixed 0/1
         for head in model.heads:
             head[-1].weight.data *= 200.0
@@ -78,12 +86,14 @@ def test_streaming_newest_frame_equals_clip_mode(tiny_cfg, confident):
         assert (a[targets] - b).abs().max() < 1e-4
 
 
-def test_training_economies_keep_the_chosen_rows_logits(tiny_cfg):
+@pytest.mark.parametrize("refine", [0, 8])
+def test_training_economies_keep_the_chosen_rows_logits(tiny_cfg, refine):
     """forward(targets=rows) decodes only those rows, and forward(grad_rows=rows) encodes the
     other frames without gradient: in eval mode both give the full forward's logits for the
     rows, and the backbone's gradient then comes from the grad rows alone."""
     torch.manual_seed(0)
-    model = _tiny(tiny_cfg).eval()
+    model = _tiny(tiny_cfg, refine_dim=refine).eval()
+    _perturb_refiner(model)
     for head in model.heads:  # mixed CIM masks, so the query gather paths run too
         head[-1].weight.data *= 200.0
     frames, audio = _clip(2, 5, tiny_cfg.audio.embed_dim, seed=4)
@@ -107,6 +117,32 @@ def test_training_economies_keep_the_chosen_rows_logits(tiny_cfg):
     others = torch.ones(10, dtype=torch.bool)
     others[rows] = False
     assert float(per_frame[others].sum()) == 0.0
+
+
+def test_refiner_starts_as_the_unrefined_model_and_learns(tiny_cfg):
+    """A refiner added to a trained model changes nothing until it learns (its output conv
+    starts at zero); it then trains end to end: every parameter of it gets a gradient."""
+    torch.manual_seed(0)
+    plain = _tiny(tiny_cfg).eval()
+    refined = _tiny(tiny_cfg, refine_dim=8).eval()
+    missing, unexpected = refined.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("refiner.") for k in missing)
+    frames, audio = _clip(1, 5, tiny_cfg.audio.embed_dim, seed=5)
+    with torch.no_grad():
+        a, b = plain(frames, audio).logits, refined(frames, audio).logits
+    assert (a[1] - b[1]).abs().max() < 1e-5          # the coarser stages are untouched
+    # Output 0 is the stage-1 logits upsampled twice (stride 4 -> 2 -> input) instead of once.
+    assert (a[0] - b[0]).abs().max() < 0.05 * a[0].abs().max()
+    refined.train()
+    refined(frames, audio).logits[0].sum().backward()
+    assert all(p.grad is not None for p in refined.refiner.parameters())
+
+
+def test_refiner_needs_a_stride2_level(tiny_cfg):
+    cfg = replace(tiny_cfg, refine_dim=8, backbone=replace(
+        tiny_cfg.backbone, name="pvt_v2_b0", out_indices=(0, 1, 2, 3)))
+    with pytest.raises(ValueError, match=r"stride-2 backbone level.*refine_dim=0"):
+        build_pcmanet(cfg, with_audio_encoder=False)
 
 
 def test_frame_mask_zeroes_padded_frames(tiny_cfg):
