@@ -1,19 +1,26 @@
 """Synthetic sounding-objects data sets in the exact AVSBench S4 / MS3 on-disk layout.
 
 ``python -m pcmanet.data.synthetic --out DIR --task s4|ms3|both [--train N --val N --test N]
-[--size 224] [--seed 0] [--pkl]`` writes ``DIR/Single-source`` (S4) and/or ``DIR/Multi-sources``
-(MS3) as docs/AVSBENCH.md sections 0-2 and 4 describe, so the AVSBench loaders, training and
-evaluation run on it unchanged.
+[--size 224] [--seed 0] [--pkl] [--style shapes|alt]`` writes ``DIR/Single-source`` (S4) and/or
+``DIR/Multi-sources`` (MS3) as docs/AVSBENCH.md sections 0-2 and 4 describe, so the AVSBench
+loaders, training and evaluation run on it unchanged.
+
+``--style`` picks the 8 object classes: "shapes" (default, the demo's classes) or "alt", a
+disjoint set with other names, shapes, textures and sounds, for measuring how a model trained on
+the default style fine-tunes on objects it has never seen. An "alt" set also gets its own clip
+names, scenes and sounds for the same seed; ``synthetic_meta.json`` records ``"style"`` for it
+(absent for "shapes", so default-style files stay as they were before styles existed).
 
 The data forces a model to use the audio: clips come in groups that share *identical* frames
 (one scene render) but differ in which object sounds, hence in the audio and the masks. S4: each
 scene of 2-3 objects is written ``group`` times (default 2), each time with another sounding
 object. MS3: scenes of 2-4 objects, 0-2 sounding objects per clip, union masks.
 
-Everything derives from ``--seed``: the same seed gives byte-identical files (PNGs carry no
-time stamps; the pickled log-mel tensors get a fixed storage key, see :func:`dump_tensor`).
-Objects, sounds and the renderer live in :mod:`pcmanet.data.synthetic_scene`; the continuous
-live-demo scene is :class:`DemoScene` (:mod:`pcmanet.data.synthetic_demo`).
+Everything derives from ``--seed`` and ``--style``: the same seed and style give byte-identical
+files (PNGs carry no time stamps; the pickled log-mel tensors get a fixed storage key, see
+:func:`dump_tensor`). Objects, sounds and the renderer live in
+:mod:`pcmanet.data.synthetic_scene`; the continuous live-demo scene is :class:`DemoScene`
+(:mod:`pcmanet.data.synthetic_demo`), always in the default style.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import struct
 import sys
 import time
 import wave
+import zlib
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -50,19 +58,23 @@ from .synthetic_demo import DemoScene, write_demo_video
 from .synthetic_scene import (
     CLASS_NAMES,
     CLIP_SECONDS,
+    DEFAULT_STYLE,
     FRAME_TIMES,
-    OBJECT_CLASSES,
     SAMPLE_RATE,
+    STYLES,
+    ObjectClass,
     ObjectInstance,
     mix_clip,
     random_background,
     sample_instance,
     sample_motion,
+    style_classes,
     visible_masks,
 )
 from .synthetic_scene import render as render_frame
 
-__all__ = ["CLASS_NAMES", "DemoScene", "main", "sample_scene", "write_dataset", "write_demo_video"]
+__all__ = ["CLASS_NAMES", "STYLES", "DemoScene", "main", "sample_scene", "write_dataset",
+           "write_demo_video"]
 
 TASKS = ("s4", "ms3")
 SPLITS = ("train", "val", "test")
@@ -87,11 +99,19 @@ class ClipPlan:
 
 @dataclass(frozen=True)
 class GroupPlan:
-    """Clips sharing one scene render: scene seed key, object classes (bottom to top), clips."""
+    """Clips sharing one scene render: scene seed key, object classes (bottom to top), clips
+    and the style whose classes ``classes`` indexes."""
 
     key: tuple[int, ...]  # numpy SeedSequence entropy of the scene
-    classes: tuple[int, ...]  # indices into OBJECT_CLASSES
+    classes: tuple[int, ...]  # indices into STYLES[style]
     clips: tuple[ClipPlan, ...]
+    style: str = DEFAULT_STYLE
+
+
+def _style_tag(style: str) -> tuple[int, ...]:
+    """Seed entropy appended for a style: none for the default (its files stay as they were), a
+    fixed 32-bit hash of the name otherwise, so other styles get their own ids, scenes, sounds."""
+    return () if style == DEFAULT_STYLE else (zlib.crc32(style.encode()),)
 
 
 def youtube_ids(rng: np.random.Generator, count: int) -> list[str]:
@@ -110,14 +130,15 @@ def youtube_ids(rng: np.random.Generator, count: int) -> list[str]:
 
 
 def _plan_split(task: str, split: str, count: int, group: int, seed: int,
-                ids: list[str], rng: np.random.Generator) -> list[GroupPlan]:
+                ids: list[str], rng: np.random.Generator, style: str = DEFAULT_STYLE
+                ) -> list[GroupPlan]:
     """Groups of one split; consumes ids (S4: one per clip, MS3: one per group)."""
     groups: list[GroupPlan] = []
     cycle: list[int] = []  # S4: sounding classes cycle through shuffled class lists (balanced)
-    n_cls = len(OBJECT_CLASSES)
+    n_cls = len(style_classes(style))
     for g in range(math.ceil(count / group)):
         m = min(group, count - g * group)
-        key = (seed, TASKS.index(task), SPLITS.index(split), g)
+        key = (seed, TASKS.index(task), SPLITS.index(split), g, *_style_tag(style))
         sets: list[tuple[int, ...]] = []  # sounding object indices of each clip
         if task == "s4":
             sounding_cls: list[int] = []
@@ -145,35 +166,37 @@ def _plan_split(task: str, split: str, count: int, group: int, seed: int,
             base = ids.pop(0)
             names = [f"{base}_{int(i)}" for i in rng.choice(40, m, replace=False)]
         clips = tuple(ClipPlan(n, split, int(rng.integers(0, 6)), s) for n, s in zip(names, sets))
-        groups.append(GroupPlan(key, tuple(classes[i] for i in order), clips))
+        groups.append(GroupPlan(key, tuple(classes[i] for i in order), clips, style))
     return groups
 
 
-def plan_dataset(task: str, sizes: dict[str, int], seed: int = 0, group: int = 2
-                 ) -> list[GroupPlan]:
-    """Every group of a task, split by split (train, val, test), deterministic in ``seed``."""
+def plan_dataset(task: str, sizes: dict[str, int], seed: int = 0, group: int = 2,
+                 style: str = DEFAULT_STYLE) -> list[GroupPlan]:
+    """Every group of a task, split by split (train, val, test), deterministic in ``seed`` and
+    ``style`` (a key of :data:`STYLES`; ValueError naming the valid ones otherwise)."""
+    style_classes(style)  # validates
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     max_group = 3 if task == "s4" else 4
     if not 1 <= group <= max_group:
         raise ValueError(f"group must be in 1..{max_group} for {task}, got {group}")
-    rng = np.random.default_rng([seed, TASKS.index(task)])
+    rng = np.random.default_rng([seed, TASKS.index(task), *_style_tag(style)])
     n_ids = sum(sizes.values()) if task == "s4" else sum(math.ceil(n / group)
                                                          for n in sizes.values())
     ids = youtube_ids(rng, n_ids)
     return [g for split in SPLITS
-            for g in _plan_split(task, split, sizes.get(split, 0), group, seed, ids, rng)]
+            for g in _plan_split(task, split, sizes.get(split, 0), group, seed, ids, rng, style)]
 
 
 # ---------------------------------------------------------------------------------------------
 # Scenes and files
 
 
-def sample_scene(rng: np.random.Generator, classes: Sequence[int], size: int,
+def sample_scene(rng: np.random.Generator, classes: Sequence[ObjectClass], size: int,
                  times: Sequence[float] = FRAME_TIMES, min_visible: float = 0.4
                  ) -> tuple[np.ndarray, list[ObjectInstance]]:
-    """Background (size, size, 3) uint8 BGR and objects of ``classes`` (bottom to top) whose
-    visible part is at least ``min_visible`` of their in-frame silhouette at every time."""
+    """Background (size, size, 3) uint8 BGR and one object of each of ``classes`` (bottom to top)
+    whose visible part is at least ``min_visible`` of their in-frame silhouette at every time."""
     background = random_background(size, rng)
     for _attempt in range(200):
         centres: list[np.ndarray] = []
@@ -181,9 +204,9 @@ def sample_scene(rng: np.random.Generator, classes: Sequence[int], size: int,
             c = rng.uniform(0.22, 0.78, 2)
             if all(np.hypot(*(c - o)) > 0.22 for o in centres) or rng.random() < 0.05:
                 centres.append(c)
-        objects = [sample_instance(OBJECT_CLASSES[k], sample_motion(
+        objects = [sample_instance(cls, sample_motion(
             rng, (float(c[0]), float(c[1])), float(rng.uniform(0.09, 0.2)), 0.12), rng)
-            for k, c in zip(classes, centres)]
+            for cls, c in zip(classes, centres)]
         if _visible_enough(objects, times, min_visible):
             return background, objects
     raise RuntimeError(f"no scene with {len(classes)} visible objects in 200 tries")  # ~never
@@ -266,11 +289,12 @@ def write_group(task: str, root: Path, plan: GroupPlan, size: int, pkl: bool = F
                 channels: int = 1) -> None:
     """Render a group's scene once and write all its clips' frames, masks, wav (and pkl)."""
     rng = np.random.default_rng(np.random.SeedSequence(plan.key))
-    background, objects = sample_scene(rng, plan.classes, size)
+    catalogue = style_classes(plan.style)
+    background, objects = sample_scene(rng, [catalogue[k] for k in plan.classes], size)
     frames, masks = zip(*(render_frame(background, objects, t) for t in FRAME_TIMES))
     pngs = [cv2.imencode(".png", img)[1].tobytes() for img in frames]  # one encode per group
     for j, clip in enumerate(plan.clips):
-        category = OBJECT_CLASSES[plan.classes[clip.sounding[0]]].name if task == "s4" else ""
+        category = catalogue[plan.classes[clip.sounding[0]]].name if task == "s4" else ""
         paths = _paths(task, root, clip, category)
         for k, png in enumerate(pngs, 1):
             _write(paths["frame"](k), png)
@@ -313,8 +337,8 @@ class DatasetSummary:
 
 def write_dataset(out: str | os.PathLike[str], task: str, sizes: dict[str, int], *, size: int = 224,
                   seed: int = 0, pkl: bool = False, group: int = 2, channels: int = 1,
-                  workers: int = 1, overwrite: bool = False, progress: bool = False
-                  ) -> DatasetSummary:
+                  workers: int = 1, overwrite: bool = False, progress: bool = False,
+                  style: str = DEFAULT_STYLE) -> DatasetSummary:
     """Write one task's synthetic data set under ``out`` in the AVSBench layout.
 
     Args:
@@ -329,6 +353,11 @@ def write_dataset(out: str | os.PathLike[str], task: str, sizes: dict[str, int],
         workers: processes; the output does not depend on it.
         overwrite: delete an existing task folder first instead of refusing.
         progress: show a tqdm bar.
+        style: the object classes, a key of :data:`STYLES` ("shapes" or "alt").
+
+    Raises:
+        ValueError: a bad option, an unknown style included (the message names the valid ones).
+        FileExistsError: the task folder exists, is not empty and ``overwrite`` is False.
     """
     if channels not in (1, 2):
         raise ValueError(f"channels must be 1 or 2, got {channels}")
@@ -336,7 +365,7 @@ def write_dataset(out: str | os.PathLike[str], task: str, sizes: dict[str, int],
         raise ValueError(f"need size >= 16 and seed >= 0, got size={size}, seed={seed}")
     if any(n < 0 for n in sizes.values()) or set(sizes) - set(SPLITS):
         raise ValueError(f"sizes must map {SPLITS} to counts >= 0, got {sizes}")
-    plans = plan_dataset(task, sizes, seed, group)
+    plans = plan_dataset(task, sizes, seed, group, style)
     root = Path(out) / TASK_FOLDERS[task]
     if root.exists() and any(root.iterdir()):
         if not overwrite:
@@ -360,27 +389,32 @@ def write_dataset(out: str | os.PathLike[str], task: str, sizes: dict[str, int],
             with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
                 for _ in pool.map(_write_group_job, jobs, chunksize=4):
                     bar.update()
-    _write_tables(task, root, plans, seed, size)
+    _write_tables(task, root, plans, seed, size, style)
     clips = {s: sum(c.split == s for p in plans for c in p.clips) for s in SPLITS}
     return DatasetSummary(task, root, clips, len(plans), time.perf_counter() - start)
 
 
-def _write_tables(task: str, root: Path, plans: list[GroupPlan], seed: int, size: int) -> None:
-    """The meta CSV (AVSBench header) and ``synthetic_meta.json`` (groups, objects, sounding)."""
+def _write_tables(task: str, root: Path, plans: list[GroupPlan], seed: int, size: int,
+                  style: str = DEFAULT_STYLE) -> None:
+    """The meta CSV (AVSBench header) and ``synthetic_meta.json`` (groups, objects, sounding;
+    ``"style"`` unless it is the default), with the category names of ``style``'s classes."""
+    names = [c.name for c in style_classes(style)]
     with open(root / f"{task}_meta_data.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["name", "start_time", "category", "split"] if task == "s4"
                    else ["video_id", "split"])
         for p in plans:
             for c in p.clips:
-                w.writerow([c.name, c.start_time, CLASS_NAMES[p.classes[c.sounding[0]]], c.split]
+                w.writerow([c.name, c.start_time, names[p.classes[c.sounding[0]]], c.split]
                            if task == "s4" else [c.name, c.split])
-    groups = [{"split": p.clips[0].split, "objects": [CLASS_NAMES[i] for i in p.classes],
-               "clips": [{"name": c.name, "sounding": [CLASS_NAMES[p.classes[i]]
-                                                       for i in c.sounding]} for c in p.clips]}
+    groups = [{"split": p.clips[0].split, "objects": [names[i] for i in p.classes],
+               "clips": [{"name": c.name, "sounding": [names[p.classes[i]] for i in c.sounding]}
+                         for c in p.clips]}
               for p in plans]
-    meta = {"generator": "pcmanet.data.synthetic", "task": task, "seed": seed, "size": size,
-            "frame_times_s": list(FRAME_TIMES), "classes": list(CLASS_NAMES), "groups": groups}
+    meta: dict[str, Any] = {"generator": "pcmanet.data.synthetic", "task": task, "seed": seed}
+    if style != DEFAULT_STYLE:  # absent: the default, as in sets written before styles existed
+        meta["style"] = style
+    meta.update(size=size, frame_times_s=list(FRAME_TIMES), classes=names, groups=groups)
     (root / "synthetic_meta.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
@@ -405,6 +439,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--channels", type=int, choices=(1, 2), default=1, help="wav channels")
     p.add_argument("--workers", type=int, default=1, help="processes (output is identical)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing task folder")
+    p.add_argument("--style", choices=list(STYLES), default=DEFAULT_STYLE,
+                   help="object classes: shapes (default, the demo's) or alt (8 others: other "
+                        "shapes, textures and sounds)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -417,7 +454,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             s = write_dataset(args.out, task, sizes, size=args.size, seed=args.seed, pkl=args.pkl,
                               group=args.group, channels=args.channels, workers=args.workers,
-                              overwrite=args.overwrite, progress=not args.quiet)
+                              overwrite=args.overwrite, progress=not args.quiet,
+                              style=args.style)
         except (ValueError, FileExistsError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

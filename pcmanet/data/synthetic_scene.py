@@ -3,7 +3,9 @@
 Shared by the AVSBench-layout data set writer (:mod:`pcmanet.data.synthetic`) and the live
 :class:`~pcmanet.data.synthetic.DemoScene`, so a model trained on one segments the other.
 
-* 8 :class:`ObjectClass` es, each with its own shape, texture, hue and :class:`SoundRecipe`.
+* 8 :class:`ObjectClass` es, each with its own shape, texture, hue and :class:`SoundRecipe`
+  (:data:`OBJECT_CLASSES`, style "shapes"), and a disjoint second set of 8 with other shapes,
+  textures and sounds (:data:`ALT_OBJECT_CLASSES`, style "alt"); :data:`STYLES` names both.
 * :class:`ObjectInstance`: a class plus per-instance colours, texture period, smooth
   :class:`Motion` and :class:`Voice` (pitch +-5 %, rate +-10 %, brightness, rhythm offset).
 * :func:`render`: background + objects in depth order -> (H, W, 3) uint8 BGR image and the
@@ -42,6 +44,15 @@ class Shape(enum.Enum):
     CROSS = "cross"
     HEXAGON = "hexagon"
     CRESCENT = "crescent"
+    # style "alt"
+    ELLIPSE = "ellipse"
+    RHOMBUS = "rhombus"
+    ARROW = "arrow"
+    HEART = "heart"
+    BOWTIE = "bowtie"
+    CHEVRON = "chevron"
+    ELL = "ell"  # L shape
+    KEYHOLE = "keyhole"
 
 
 class Texture(enum.Enum):
@@ -52,6 +63,10 @@ class Texture(enum.Enum):
     CHECKER = "checker"
     DOTS = "dots"
     GRADIENT = "gradient"
+    # style "alt"
+    RIPPLES = "ripples"  # concentric rings
+    HATCH = "hatch"  # thin diagonal cross-hatch lines
+    SPOTS = "spots"  # dots of three sizes
 
 
 class NoiseKind(enum.Enum):
@@ -124,6 +139,41 @@ OBJECT_CLASSES: tuple[ObjectClass, ...] = (
 )
 CLASS_NAMES: tuple[str, ...] = tuple(c.name for c in OBJECT_CLASSES)
 
+# A disjoint second set: no shape, name or sound of OBJECT_CLASSES, for fine-tuning on objects a
+# model trained on the default style has never seen.
+ALT_OBJECT_CLASSES: tuple[ObjectClass, ...] = (
+    ObjectClass("ellipse_pluck", Shape.ELLIPSE, Texture.RIPPLES, 15.0, SoundRecipe(
+        f0=196, harmonics=10, rolloff=1.8, inharmonic=0.001, pulse_hz=2.5, duty=0.9,
+        decay_s=0.09)),
+    ObjectClass("rhombus_tom-tom", Shape.RHOMBUS, Texture.HATCH, 60.0, SoundRecipe(
+        f0=75, harmonics=4, rolloff=1.5, sweep_octaves=-0.6, noise_band=(50.0, 300.0),
+        noise_mix=0.5, pulse_hz=2.0, duty=0.45, decay_s=0.07)),
+    ObjectClass("arrow_tremolo", Shape.ARROW, Texture.STRIPES, 105.0, SoundRecipe(
+        f0=440, harmonics=5, rolloff=1.0, noise_band=(400.0, 3000.0), noise_mix=0.2, am_hz=12.0,
+        am_depth=0.9)),
+    ObjectClass("heart_coo", Shape.HEART, Texture.SPOTS, 150.0, SoundRecipe(
+        f0=330, harmonics=4, rolloff=1.4, sweep_octaves=-0.25, pulse_hz=0.8, duty=0.8)),
+    ObjectClass("bowtie_hiss", Shape.BOWTIE, Texture.GRADIENT, 195.0, SoundRecipe(
+        noise_band=(5000.0, 7200.0), noise_mix=1.0, am_hz=0.4, am_depth=0.8)),
+    ObjectClass("chevron_falling-whistle", Shape.CHEVRON, Texture.DOTS, 240.0, SoundRecipe(
+        f0=1800, harmonics=2, rolloff=2.0, sweep_octaves=-1.5, pulse_hz=1.4, duty=0.85)),
+    ObjectClass("ell_ticking", Shape.ELL, Texture.CHECKER, 285.0, SoundRecipe(
+        noise_band=(1000.0, 2500.0), noise_mix=1.0, pulse_hz=8.0, duty=0.3, decay_s=0.02)),
+    ObjectClass("keyhole_trill", Shape.KEYHOLE, Texture.RIPPLES, 330.0, SoundRecipe(
+        f0=950, harmonics=3, rolloff=1.5, vibrato_hz=14.0, vibrato_depth=0.06,
+        noise_band=(800.0, 3000.0), noise_mix=0.15, pulse_hz=0.7, duty=0.75)),
+)
+DEFAULT_STYLE = "shapes"
+STYLES: dict[str, tuple[ObjectClass, ...]] = {"shapes": OBJECT_CLASSES, "alt": ALT_OBJECT_CLASSES}
+
+
+def style_classes(style: str) -> tuple[ObjectClass, ...]:
+    """The object classes of a style ("shapes": :data:`OBJECT_CLASSES`, "alt":
+    :data:`ALT_OBJECT_CLASSES`); ValueError naming the valid styles for any other name."""
+    if style not in STYLES:
+        raise ValueError(f"unknown style {style!r}; valid styles: {', '.join(STYLES)}")
+    return STYLES[style]
+
 
 def _regular(n: int, radius: float, start: float = -math.pi / 2) -> np.ndarray:
     a = start + 2 * math.pi * np.arange(n) / n
@@ -135,8 +185,37 @@ def _star(points: int, outer: float, inner: float) -> np.ndarray:
     return _regular(2 * points, 1.0) * radii[:, None]  # (2 points, 2)
 
 
+def _ellipse(rx: float, ry: float, n: int = 64) -> np.ndarray:
+    return _regular(n, 1.0) * np.array([rx, ry])  # (n, 2)
+
+
+def _centred(poly: np.ndarray) -> np.ndarray:
+    """(n, 2) simple polygon moved so that its area centroid is the origin (rotation centre)."""
+    nxt = np.roll(poly, -1, axis=0)  # (n, 2) next vertex
+    cross = poly[:, 0] * nxt[:, 1] - nxt[:, 0] * poly[:, 1]  # (n,) shoelace terms
+    centroid = ((poly + nxt) * cross[:, None]).sum(0) / (3 * cross.sum())  # (2,)
+    return poly - centroid
+
+
+def _heart(n: int = 64, radius: float = 1.05) -> np.ndarray:
+    """(n, 2) heart curve, point down in image coordinates, scaled to ``radius``."""
+    a = 2 * math.pi * np.arange(n) / n
+    x = 16 * np.sin(a) ** 3
+    y = -(13 * np.cos(a) - 5 * np.cos(2 * a) - 2 * np.cos(3 * a) - np.cos(4 * a))  # image y down
+    poly = _centred(np.stack([x, y], 1))
+    return poly * radius / np.hypot(*poly.T).max()
+
+
 _CROSS = np.array([(-0.32, -1), (0.32, -1), (0.32, -0.32), (1, -0.32), (1, 0.32), (0.32, 0.32),
                    (0.32, 1), (-0.32, 1), (-0.32, 0.32), (-1, 0.32), (-1, -0.32), (-0.32, -0.32)])
+_ARROW = _centred(np.array([(-1.0, -0.24), (0.15, -0.24), (0.15, -0.62), (1.05, 0.0),
+                            (0.15, 0.62), (0.15, 0.24), (-1.0, 0.24)]))
+_BOWTIE = np.array([(-0.85, -1.0), (0.85, -1.0), (0.16, 0.0), (0.85, 1.0), (-0.85, 1.0),
+                    (-0.16, 0.0)])  # hourglass with a narrow waist
+_CHEVRON = _centred(np.array([(0.0, -0.8), (1.0, 0.25), (1.0, 0.8), (0.0, -0.15), (-1.0, 0.8),
+                              (-1.0, 0.25)]))
+_ELL = _centred(np.array([(-0.75, -1.05), (-0.15, -1.05), (-0.15, 0.45), (0.85, 0.45),
+                          (0.85, 1.05), (-0.75, 1.05)]))
 # Unit-radius parts drawn in order: True fills, False cuts a hole (each object has its own mask).
 SHAPE_PARTS: dict[Shape, tuple[tuple[np.ndarray, bool], ...]] = {
     Shape.DISC: ((_regular(64, 0.92), True),),
@@ -148,6 +227,15 @@ SHAPE_PARTS: dict[Shape, tuple[tuple[np.ndarray, bool], ...]] = {
     Shape.HEXAGON: ((_regular(6, 0.98, 0.0), True),),
     Shape.CRESCENT: ((_regular(64, 1.0), True),
                      (_regular(64, 0.82) + np.array([0.45, -0.1]), False)),
+    Shape.ELLIPSE: ((_ellipse(1.05, 0.55), True),),
+    Shape.RHOMBUS: ((np.array([(0.0, -1.12), (0.62, 0.0), (0.0, 1.12), (-0.62, 0.0)]), True),),
+    Shape.ARROW: ((_ARROW, True),),
+    Shape.HEART: ((_heart(), True),),
+    Shape.BOWTIE: ((_BOWTIE, True),),
+    Shape.CHEVRON: ((_CHEVRON, True),),
+    Shape.ELL: ((_ELL, True),),
+    Shape.KEYHOLE: ((_regular(48, 0.5) + np.array([0.0, -0.45]), True),  # head and flared foot
+                    (np.array([(-0.2, -0.3), (0.2, -0.3), (0.48, 1.0), (-0.48, 1.0)]), True)),
 }
 
 
@@ -293,6 +381,31 @@ def visible_masks(objects: Sequence[ObjectInstance], t: float, size: int) -> np.
     return visible
 
 
+def _texture_weight(tex: Texture, u: np.ndarray, v: np.ndarray, p: float) -> np.ndarray:
+    """(h, w) float64 weight in [0, 1] of the secondary colour at object coordinates u, v (h, w)
+    (unit object radius), for texture period p in object radii."""
+    if tex is Texture.STRIPES:
+        return (np.sin(2 * math.pi * u / p) > 0).astype(np.float64)
+    if tex is Texture.CHECKER:
+        return ((np.floor(u / p) + np.floor(v / p)) % 2).astype(np.float64)
+    if tex is Texture.DOTS:
+        du, dv = u / p - np.floor(u / p) - 0.5, v / p - np.floor(v / p) - 0.5
+        return (du**2 + dv**2 < 0.09).astype(np.float64)
+    if tex is Texture.GRADIENT:
+        return np.clip((u + 1) / 2, 0, 1)
+    if tex is Texture.RIPPLES:  # rings around the object centre, half a period wide
+        return (np.sin(2 * math.pi * np.hypot(u, v) / p) > 0).astype(np.float64)
+    if tex is Texture.HATCH:  # lines a quarter period wide along both diagonals
+        a, b = (u + v) / p, (u - v) / p
+        return ((a - np.floor(a) < 0.25) | (b - np.floor(b) < 0.25)).astype(np.float64)
+    if tex is Texture.SPOTS:  # one dot per cell, radius 0.15, 0.25 or 0.35 periods by cell
+        i, j = np.floor(u / p), np.floor(v / p)
+        du, dv = u / p - i - 0.5, v / p - j - 0.5
+        radius = 0.15 + 0.1 * ((i + 2 * j) % 3)
+        return (du**2 + dv**2 < radius**2).astype(np.float64)
+    return np.zeros_like(u)
+
+
 def _paint(image: np.ndarray, obj: ObjectInstance, mask: np.ndarray, t: float) -> None:
     """Fill ``mask`` (H, W) bool of ``image`` with the object's texture, in place."""
     ys, xs = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
@@ -304,20 +417,7 @@ def _paint(image: np.ndarray, obj: ObjectInstance, mask: np.ndarray, t: float) -
     dy = np.arange(y0, y1)[:, None] - cy  # (h, 1)
     u = (math.cos(a) * dx + math.sin(a) * dy) / r  # (h, w) object coordinates, radius 1
     v = (-math.sin(a) * dx + math.cos(a) * dy) / r
-    p = obj.period
-    tex = obj.cls.texture
-    w: np.ndarray  # (h, w) weight of the secondary colour
-    if tex is Texture.STRIPES:
-        w = (np.sin(2 * math.pi * u / p) > 0).astype(np.float64)
-    elif tex is Texture.CHECKER:
-        w = ((np.floor(u / p) + np.floor(v / p)) % 2).astype(np.float64)
-    elif tex is Texture.DOTS:
-        du, dv = u / p - np.floor(u / p) - 0.5, v / p - np.floor(v / p) - 0.5
-        w = (du**2 + dv**2 < 0.09).astype(np.float64)
-    elif tex is Texture.GRADIENT:
-        w = np.clip((u + 1) / 2, 0, 1)
-    else:
-        w = np.zeros_like(u)
+    w = _texture_weight(obj.cls.texture, u, v, obj.period)
     shade = 1.0 - 0.2 * np.minimum(u**2 + v**2, 1.5)  # dome shading
     c0, c1 = np.array(obj.colours[0]), np.array(obj.colours[1])
     colour = (c0 * (1 - w[..., None]) + c1 * w[..., None]) * shade[..., None]  # (h, w, 3)

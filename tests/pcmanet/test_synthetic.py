@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import itertools
 import json
+import math
 import pickle
 import re
 import threading
@@ -19,6 +21,7 @@ import torch
 from PIL import Image
 
 from pcmanet.audio import log_mel
+from pcmanet.data import build_dataset
 from pcmanet.data.synthetic import (
     CLASS_NAMES,
     DemoScene,
@@ -29,9 +32,18 @@ from pcmanet.data.synthetic import (
     youtube_ids,
 )
 from pcmanet.data.synthetic_scene import (
+    ALT_OBJECT_CLASSES,
     FRAME_TIMES,
     OBJECT_CLASSES,
+    STYLES,
+    Motion,
+    ObjectClass,
+    ObjectInstance,
+    Shape,
+    Voice,
     mix_clip,
+    object_mask,
+    render,
     sample_instance,
     sample_motion,
     synthesize,
@@ -43,9 +55,9 @@ SIZE = 64
 NAME = re.compile(r"^[A-Za-z0-9_-]{11}$")
 
 
-def _generate(root: Path, seed: int = 0) -> Path:
+def _generate(root: Path, seed: int = 0, style: str = "shapes") -> Path:
     for task in ("s4", "ms3"):
-        write_dataset(root, task, SIZES, size=SIZE, seed=seed, pkl=True)
+        write_dataset(root, task, SIZES, size=SIZE, seed=seed, pkl=True, style=style)
     return root
 
 
@@ -66,6 +78,11 @@ def _one_torch_thread():
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _generate(tmp_path_factory.mktemp("synthetic"))
+
+
+@pytest.fixture(scope="module")
+def alt_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _generate(tmp_path_factory.mktemp("synthetic_alt"), style="alt")
 
 
 def _rows(path: Path) -> tuple[list[str], list[list[str]]]:
@@ -211,14 +228,15 @@ def test_youtube_ids_unique() -> None:
     assert len(set(ids)) == 500 and all(NAME.match(i) for i in ids)
 
 
-def test_class_sounds_are_distinguishable() -> None:
+@pytest.mark.parametrize("style", list(STYLES))
+def test_class_sounds_are_distinguishable(style: str) -> None:
     """Clean sounds: the class-mean log-mel envelopes (5-band smoothed, so +-5 % pitch does not
     move single harmonics between bands) of disjoint instances are far apart between classes and
     close within. With background noise at 6-20 dB SNR, a nearest-centroid classifier on the
     per-band 90th percentile still names the class of held-out clips."""
-    rng, n_cls = np.random.default_rng(0), len(OBJECT_CLASSES)
+    rng, n_cls = np.random.default_rng(0), len(STYLES[style])
     clean, noisy, labels = [], [], []
-    for c, cls in enumerate(OBJECT_CLASSES):
+    for c, cls in enumerate(STYLES[style]):
         for _ in range(4):
             obj = sample_instance(cls, sample_motion(rng, (0.5, 0.5), 0.1, 0.0), rng)
             spectrum = log_mel(0.1 * synthesize(cls.sound, obj.voice, 5 * 16000, rng), 16000)
@@ -274,6 +292,108 @@ def test_cli_writes_and_refuses_to_overwrite(tmp_path: Path, capsys: pytest.Capt
     assert main([*args, "--overwrite", "--channels", "2"]) == 0
     _, p = _read_wav(next(tmp_path.rglob("*.wav")))
     assert p.nchannels == 2 and p.nframes == 80000
+
+
+# -- the "alt" style -----------------------------------------------------------------------------
+
+ALT_NAMES = tuple(c.name for c in ALT_OBJECT_CLASSES)
+
+
+def test_alt_classes_share_nothing_with_the_default_ones() -> None:
+    assert len(set(ALT_NAMES)) == len(ALT_NAMES) == len(CLASS_NAMES)
+    assert not set(ALT_NAMES) & set(CLASS_NAMES)
+    assert not {c.shape for c in ALT_OBJECT_CLASSES} & {c.shape for c in OBJECT_CLASSES}
+    assert not {c.sound for c in ALT_OBJECT_CLASSES} & {c.sound for c in OBJECT_CLASSES}
+    assert len({c.shape for c in ALT_OBJECT_CLASSES}) == len(ALT_OBJECT_CLASSES)
+    new_textures = {c.texture for c in ALT_OBJECT_CLASSES} - {c.texture for c in OBJECT_CLASSES}
+    assert len(new_textures) >= 2
+    hues = sorted(c.hue % 360 for c in ALT_OBJECT_CLASSES)
+    assert min(np.diff([*hues, hues[0] + 360])) >= 30  # spread around the circle
+
+
+@pytest.mark.parametrize("task", ["s4", "ms3"])
+def test_alt_style_reads_with_the_avsbench_loader(alt_data: Path, task: str) -> None:
+    folder = {"s4": "Single-source", "ms3": "Multi-sources"}[task]
+    meta = json.loads((alt_data / folder / "synthetic_meta.json").read_text())
+    assert meta["style"] == "alt" and meta["classes"] == list(ALT_NAMES)
+    sounding = {c["name"]: c["sounding"] for g in meta["groups"] for c in g["clips"]}
+    assert all(set(g["objects"]) <= set(ALT_NAMES) for g in meta["groups"])
+    for split, n in SIZES.items():
+        dataset = build_dataset(task, alt_data, split)
+        assert len(dataset) == n
+        for i in range(n):
+            item = dataset[i]
+            assert item["frames"].shape == (5, 3, SIZE, SIZE)
+            assert item["audio"].shape == (5, 1, 96, 64)
+            assert set(sounding[item["name"]]) <= set(ALT_NAMES)
+            if task == "s4":
+                assert item["category"] == sounding[item["name"]][0]
+            areas = item["masks"].sum((1, 2, 3))[item["mask_valid"] > 0]  # labelled frames
+            if sounding[item["name"]]:  # the sounding objects are visible in every frame
+                assert (areas >= 4).all()
+            else:
+                assert (areas == 0).all()
+
+
+def test_alt_style_is_deterministic_and_new(alt_data: Path, data: Path, tmp_path: Path) -> None:
+    first = _files(alt_data)
+    assert _files(_generate(tmp_path / "again", seed=0, style="alt")) == first
+    _, rows = _rows(alt_data / "Single-source" / "s4_meta_data.csv")
+    assert {r[2] for r in rows} <= set(ALT_NAMES)
+    _, default_rows = _rows(data / "Single-source" / "s4_meta_data.csv")  # same seed
+    assert not {r[0] for r in rows} & {r[0] for r in default_rows}  # own clip names
+    frames = lambda files: {v for k, v in files.items() if "visual_frames" in k}  # noqa: E731
+    assert not frames(first) & frames(_files(data))  # own scenes
+
+
+def test_unknown_style_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ValueError, match=r"'cartoon'; valid styles: shapes, alt"):
+        write_dataset(tmp_path, "s4", SIZES, size=SIZE, style="cartoon")
+    with pytest.raises(ValueError, match="valid styles: shapes, alt"):
+        plan_dataset("ms3", SIZES, style="")
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path), "--task", "s4", "--style", "cartoon", "--quiet"])
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # after the usage lines
+    assert "--style" in error and "shapes" in error and "alt" in error
+    assert not any(tmp_path.iterdir())
+
+
+def _still(cls: ObjectClass, radius: float = 0.3, angle: float = 0.0, period: float = 0.4
+           ) -> ObjectInstance:
+    """An unmoving object of ``cls`` at the frame centre (radius: fraction of the frame side),
+    primary colour pure red, secondary pure blue (BGR)."""
+    motion = Motion((0.5, 0.5), (0.0, 0.0), (0.0, 0.0), (0.0, 0.0), radius, 0.0, 0.0, 0.0, angle,
+                    0.0)
+    return ObjectInstance(cls, ((0.0, 0.0, 255.0), (255.0, 0.0, 0.0)), period, motion, Voice())
+
+
+@pytest.mark.parametrize("cls", ALT_OBJECT_CLASSES, ids=ALT_NAMES)
+def test_alt_shapes_are_solid_and_distinct(cls: ObjectClass) -> None:
+    size, radius = 96, 0.3
+    disc_area = math.pi * (radius * size) ** 2
+    angles = [2 * math.pi * k / 24 for k in range(24)]
+    mine = object_mask(_still(cls, radius), 0.0, size)
+    for a in angles[::3]:
+        mask = object_mask(_still(cls, radius, a), 0.0, size)
+        assert 0.3 < mask.sum() / disc_area < 1.0
+        assert not (mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
+    for shape in set(Shape) - {cls.shape}:  # no other silhouette matches it at any rotation
+        other = dataclasses.replace(cls, shape=shape)
+        for a in angles:
+            theirs = object_mask(_still(other, radius, a), 0.0, size)
+            assert (mine & theirs).sum() / (mine | theirs).sum() < 0.85, shape
+
+
+@pytest.mark.parametrize("cls", [c for c in ALT_OBJECT_CLASSES if c.texture not in
+                                 {o.texture for o in OBJECT_CLASSES}], ids=lambda c: c.name)
+@pytest.mark.parametrize("period", [0.3, 0.5])
+def test_new_textures_paint_two_colours(cls: ObjectClass, period: float) -> None:
+    obj = _still(cls, 0.35, angle=0.4, period=period)
+    image, masks = render(np.zeros((128, 128, 3), np.uint8), [obj], 0.0)
+    pixels = image[masks[0]].astype(int)  # (n, 3) BGR; the shading scales both colours alike
+    blue = (pixels[:, 0] > pixels[:, 2]).mean()
+    assert 0.1 < blue < 0.9, blue
 
 
 # -- live demo scene -----------------------------------------------------------------------------
