@@ -168,6 +168,12 @@ def pick_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {name}: CUDA is not available here "
                         "(torch.cuda.is_available() is False); use --device cpu")
+    if device.type == "cuda":
+        from stream.cupy_check import cupy_mismatch
+
+        mismatch = cupy_mismatch()
+        if mismatch is not None:
+            raise UserError(f"--device {name}: {mismatch}")
     return device
 
 

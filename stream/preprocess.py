@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pcmanet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from stream.cupy_check import cupy_mismatch
 
 
 def aa_weights(in_size: int, out_size: int) -> np.ndarray:
@@ -100,9 +101,14 @@ class Preprocessor:
     def __init__(self, size: int, device: torch.device | str = "cpu",
                  use_cupy: bool | None = None) -> None:
         self.size, self.device = size, torch.device(device)
+        if self.device.type == "cuda" and use_cupy is not False:
+            mismatch = cupy_mismatch()
+            if mismatch is not None:
+                raise ValueError(mismatch)
         can = self.device.type == "cuda" and cupy_available()
         if use_cupy and not can:
-            raise ValueError("use_cupy needs a CUDA device and CuPy (pip install '.[gpu]')")
+            raise ValueError("use_cupy needs a CUDA device and CuPy "
+                             "(pip install -c constraints.txt -e '.[gpu]')")
         self.use_cupy = can if use_cupy is None else use_cupy
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)

@@ -104,6 +104,7 @@ def test_bad_inputs_exit_with_one_clear_line(tmp_path, s4_root, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.races
 @pytest.mark.skipif(sys.platform != "linux", reason="torchrun gloo test runs on Linux")
 def test_ddp_two_processes_gloo(tmp_path, s4_root):
     out = tmp_path / "ddp"

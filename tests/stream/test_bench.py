@@ -54,6 +54,7 @@ def test_drop_accounting():
     assert rep["e2e_ms"]["p50"] == pytest.approx(25.0)
 
 
+@pytest.mark.races
 def test_bench_runs_the_pipeline_with_a_subscriber_process(tmp_path):
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"
     res = subprocess.run([sys.executable, "-m", "stream.bench", "--source", "demo", "--duration",

@@ -128,6 +128,7 @@ def test_invalid_capacity():
         FrameRing(0)
 
 
+@pytest.mark.races
 def test_frame_ring_threads_smoke():
     """One writer, one reader, no sleeps: counts balance and the reader sees increasing
     indices."""
@@ -275,33 +276,55 @@ def test_audio_ring_read_during_write_of_its_range_returns_none():
     np.testing.assert_array_equal(got[1], ramp(600, 100))
 
 
+@pytest.mark.races
 def test_audio_ring_threads_smoke():
-    """A writer thread and a reader thread: every successful read is exactly the ramp."""
+    """A writer thread and a reader thread: every successful read is exactly the ramp. Reads
+    race the writes throughout; every 100 writes the writer also waits until the reader has
+    made one read (handshake on events, not on timing), so reads interleave with the writes
+    however the threads are scheduled."""
     ring = AudioRing(2048)
-    done = threading.Event()
+    done, turn, ack = threading.Event(), threading.Event(), threading.Event()
     bad: list[int] = []
-    reads = [0, 0]  # ok, refused
+    reads = [0, 0, 0]  # racing reads ok, racing reads refused, quiet reads
 
     def write() -> None:
         for i in range(3000):
             ring.write(ramp(i * 160, 160))
+            if i % 100 == 99:
+                turn.set()
+                assert ack.wait(timeout=20), "the reader stopped answering"
+                ack.clear()
         done.set()
+
+    def check(k: int, n: int) -> None:
+        got = ring.peek(k, n)
+        if got is None:
+            reads[1] += 1
+        else:
+            reads[0] += 1
+            if not np.array_equal(got, ramp(k, got.shape[0])):
+                bad.append(k)
 
     def read() -> None:
         rng = np.random.default_rng(2)
         while not done.is_set():
             end = ring.end_sample
             k = max(0, end - int(rng.integers(1, 2600)))
-            got = ring.peek(k, min(400, end - k))
-            if got is None:
-                reads[1] += 1
-            else:
-                reads[0] += 1
-                if not np.array_equal(got, ramp(k, got.shape[0])):
-                    bad.append(k)
+            check(k, min(400, end - k))                      # racing the writer
+            if turn.is_set():                                # the writer waits: quiet reads
+                end = ring.end_sample
+                held = ring.peek(end - 2048, 2048)           # all it holds: exactly the ramp
+                if held is None or not np.array_equal(held, ramp(end - 2048, 2048)):
+                    bad.append(end - 2048)
+                if ring.peek(end - 2049, 1) is not None:     # one sample older: overwritten
+                    bad.append(end - 2049)
+                reads[2] += 1
+                turn.clear()
+                ack.set()
 
     run_concurrently(write, read)
-    assert not bad and reads[0] > 0
+    assert not bad, bad
+    assert reads[2] == 30, reads
 
 
 # -- MelRing ---------------------------------------------------------------------------------

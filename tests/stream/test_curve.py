@@ -22,7 +22,8 @@ from stream.subscribe import CurveClientKeys, MaskSubscriber
 from stream.subscribe import main as subscribe_main
 from tests.stream.test_run_live import RUN_LIVE, free_port
 
-pytestmark = pytest.mark.skipif(not zmq.has("curve"), reason="libzmq built without CurveZMQ")
+pytestmark = [pytest.mark.skipif(not zmq.has("curve"), reason="libzmq built without CurveZMQ"),
+              pytest.mark.races]
 NOTHING_S = 1.5  # how long a refused subscriber is watched for any message
 
 

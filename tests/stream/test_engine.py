@@ -175,7 +175,7 @@ def test_cupy_preprocessing_matches_torch_on_gpu():
     from stream.preprocess import cupy_available
 
     if not cupy_available():
-        pytest.skip("CuPy is not installed (pip install '.[gpu]')")
+        pytest.skip("CuPy is not installed (pip install -c constraints.txt -e '.[gpu]')")
     image = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
     a = Preprocessor(128, "cuda", use_cupy=True)(image)
     b = Preprocessor(128, "cuda", use_cupy=False)(image)

@@ -33,6 +33,8 @@ from stream.subscribe import MaskMessage, MaskSubscriber
 from tests.stream.test_network_camera import UdpTestStream
 from tests.stream.test_run_live import RUN_LIVE, free_port
 
+pytestmark = pytest.mark.races  # threads/sockets/processes: bench/stress_races.py
+
 
 class Watch:
     """Receives masks and stats of one stream in this process and keeps what matters."""

@@ -24,6 +24,8 @@ from stream.resample import StreamingResampler
 from stream.sources import SourceError
 from tests.stream.audio_env import SINK_RATE, PulseAudioEnv, write_wav
 
+pytestmark = pytest.mark.races  # threads/sockets/processes: bench/stress_races.py
+
 SR = 16_000
 TONE_HZ = 1000.0
 REPO = Path(__file__).resolve().parents[2]

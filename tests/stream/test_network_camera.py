@@ -17,6 +17,8 @@ from stream.frames import Frame
 from stream.reconnect import Backoff, ReconnectPolicy
 from stream.sources import CameraSource, SourceError
 
+pytestmark = pytest.mark.races  # threads/sockets/processes: bench/stress_races.py
+
 W, H, FPS = 160, 120, 15
 
 

@@ -44,6 +44,8 @@ from stream.publish import (
 )
 from stream.subscribe import CurveClientKeys, MaskSubscriber, format_line, main
 
+pytestmark = pytest.mark.races  # threads/sockets/processes: bench/stress_races.py
+
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 5.0                    # any single wait for a message
 TRANSPORTS = ("inproc", "tcp")

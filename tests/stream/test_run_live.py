@@ -25,6 +25,8 @@ import torch
 from pcmanet.data.synthetic_demo import DemoScene, write_demo_video
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.races  # threads/sockets/processes: bench/stress_races.py
+
 RUN_LIVE = [sys.executable, str(REPO / "run_live.py")]
 # Scene seed 12 (disc, hexagon, triangle sounding in turn): offline, the demo model scores 0.90
 # on it; over seeds 0-23 it scores 0.81 on average (0.46-0.90; weak on some classes, README).

@@ -72,6 +72,7 @@ def test_rss_is_read() -> None:
     assert 10 < rss_mb() < 1e6
 
 
+@pytest.mark.races
 def test_short_soak_run_reports_every_target(tmp_path) -> None:
     out = tmp_path / "soak.json"
     res = subprocess.run([sys.executable, "-m", "stream.soak", "--minutes", "0.15", "--interval",

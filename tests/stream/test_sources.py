@@ -17,6 +17,8 @@ from stream.buffers import AudioRing, FrameRing
 from stream.frames import Frame
 from stream.sources import CameraSource, DemoSource, MediaFileSource, SourceError
 
+pytestmark = pytest.mark.races  # threads/sockets/processes: bench/stress_races.py
+
 FPS, SIZE, SECONDS = 30, 64, 2.0
 NUM_FRAMES = round(FPS * SECONDS)
 SR = 16_000
