@@ -14,9 +14,9 @@ from pathlib import Path
 from torch import Tensor
 
 from pcmanet.build import build_pcmanet
-from pcmanet.checkpoint import CheckpointError, as_state_dict, load_exact, read_weights_file
 from pcmanet.model import PCMANet
 from pcmanet.variants import reference_config
+from pcmanet.weights_file import CheckpointError, as_state_dict, load_exact, read_weights_file
 
 # (pattern, replacement); the first matching rule wins. Official stage k is our index k-1.
 _DECODER_RULES: list[tuple[str, str]] = [

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from pcmanet.checkpoint import (  # one error type for every weights file
+from pcmanet.weights_file import (  # one error type for every weights file
     CheckpointError,
     CheckpointNotFoundError,
     as_state_dict,
