@@ -39,10 +39,11 @@ from pcmanet.model import PCMANet
 from pcmanet.variants import PCMANET_VARIANTS
 from stream.buffers import AudioRing, FrameRing
 from stream.config import LiveConfig, load_live_config, validate_live_config
+from stream.curve import CurveClientKeys, CurveServerKeys
 from stream.engine import StreamingEngine
 from stream.messages import ENCODINGS
 from stream.pipeline import LivePipeline, PipelineError, Sink
-from stream.publish import BindError, CurveServerKeys, DropPolicy, MaskPublisher
+from stream.publish import BindError, DropPolicy, MaskPublisher
 from stream.sources import SAMPLE_RATE, CameraSource, DemoSource, MediaFileSource, SourceError
 
 logger = logging.getLogger("run_live")
@@ -73,6 +74,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override one setting, e.g. --set live.engine.threads=1")
     p.add_argument("--zmq", help="publish address (default tcp://127.0.0.1:5555)")
+    p.add_argument("--zmq-connect", metavar="URL",
+                   help="publish into a stream.proxy frontend at URL (connect, not bind)")
     p.add_argument("--stream", help="stream name: topic mask/<stream> (default cam0)")
     p.add_argument("--encoding", choices=ENCODINGS, help="mask payload encoding (default mono8)")
     p.add_argument("--device", help="cpu | cuda | cuda:N (default cpu)")
@@ -99,6 +102,10 @@ def resolve_config(args: argparse.Namespace) -> LiveConfig:
     publish, engine, source = cfg.publish, cfg.engine, cfg.source
     if args.zmq:
         publish = replace(publish, zmq=args.zmq)
+    if args.zmq_connect:
+        if args.zmq:
+            raise UserError("--zmq binds and --zmq-connect connects to a proxy: give one")
+        publish = replace(publish, connect=args.zmq_connect)
     if args.stream:
         publish = replace(publish, stream=args.stream)
     if args.encoding:
@@ -153,13 +160,16 @@ def load_model(args: argparse.Namespace, default: str | None = None
     return model, size, f"{cfg.name}:{weights.name}"
 
 
-def curve_keys(cfg: LiveConfig) -> CurveServerKeys | None:
-    """The publisher's CurveZMQ keys from ``live.publish.curve`` (None: CurveZMQ off)."""
+def curve_keys(cfg: LiveConfig) -> CurveServerKeys | CurveClientKeys | None:
+    """The publisher's CurveZMQ keys from ``live.publish.curve`` (None: CurveZMQ off): server
+    keys to bind, client keys to connect into a proxy."""
     c = cfg.publish.curve
+    from stream.keys import client_keys, server_keys
+
+    if c.server_key_file is not None:
+        return client_keys(c.server_key_file, c.client_secret_file)
     if c.server_secret_file is None:
         return None
-    from stream.keys import server_keys
-
     return server_keys(c.server_secret_file, c.allowed_clients_dir)
 
 
@@ -278,7 +288,8 @@ def live_session(args: argparse.Namespace, cfg: LiveConfig, engine_mode: str = "
                              mode=engine_mode, audio_rate_hz=cfg.engine.audio_rate_hz,
                              precision=cfg.engine.precision,
                              cuda_graphs=cfg.engine.cuda_graphs)
-    publisher = MaskPublisher(cfg.publish.zmq, cfg.publish.stream, cfg.publish.encoding,
+    publisher = MaskPublisher(cfg.publish.connect or cfg.publish.zmq, cfg.publish.stream,
+                              cfg.publish.encoding, connect=cfg.publish.connect is not None,
                               sndhwm=cfg.publish.sndhwm, curve=curve,
                               drop_policy=DropPolicy(cfg.publish.drop_policy),
                               stats_interval_s=cfg.publish.stats_interval_s,
@@ -331,7 +342,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"# weights: {args.weights or cfg.engine.weights or DEMO_CHECKPOINT}")
         return 0
     with live_session(args, cfg) as s:
-        print(f"publishing mask/{cfg.publish.stream} on {s.publisher.endpoint} "
+        where = "into the proxy at" if s.publisher.connect else "on"
+        print(f"publishing mask/{cfg.publish.stream} {where} {s.publisher.endpoint} "
               f"({cfg.publish.encoding}, auth {s.publisher.auth_mode}); model {s.model_name} "
               f"at {s.size}x{s.size} on {s.device}; Ctrl-C stops", file=sys.stderr, flush=True)
         t0 = time.monotonic()

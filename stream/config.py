@@ -65,11 +65,14 @@ class EngineSettings:
 class CurveSettings:
     server_secret_file: str | None = None   # publisher's .key_secret (python -m stream.keys)
     allowed_clients_dir: str | None = None  # *.key of the clients let in (None: any client)
+    server_key_file: str | None = None      # with publish.connect: the proxy's server.key
+    client_secret_file: str | None = None   # with publish.connect: this publisher's .key_secret
 
 
 @dataclass(frozen=True)
 class PublishSettings:
     zmq: str = "tcp://127.0.0.1:5555"  # bind address (loopback unless told otherwise)
+    connect: str | None = None        # a stream.proxy frontend to connect to instead of binding
     stream: str = "cam0"              # topic mask/<stream>
     encoding: str = "mono8"           # mono8 | png | rle | prob16
     threshold: float = 0.5            # mask = prob > threshold
@@ -147,6 +150,16 @@ def validate_live_config(cfg: LiveConfig) -> None:
         (cfg.publish.curve.allowed_clients_dir is None
          or cfg.publish.curve.server_secret_file is not None,
          "live.publish.curve.allowed_clients_dir", "needs live.publish.curve.server_secret_file"),
+        (cfg.publish.connect is None or cfg.publish.curve.server_secret_file is None,
+         "live.publish.curve.server_secret_file", "is for a bound publisher; with "
+         "live.publish.connect use server_key_file (the proxy's) and client_secret_file"),
+        (cfg.publish.connect is not None or (cfg.publish.curve.server_key_file is None
+                                             and cfg.publish.curve.client_secret_file is None),
+         "live.publish.curve.server_key_file", "and client_secret_file need "
+         "live.publish.connect (or --zmq-connect)"),
+        (cfg.publish.curve.client_secret_file is None
+         or cfg.publish.curve.server_key_file is not None,
+         "live.publish.curve.client_secret_file", "needs live.publish.curve.server_key_file"),
     ]
     for ok, key, why in checks:
         if not ok:

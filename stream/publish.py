@@ -9,6 +9,13 @@ The socket is an XPUB (a PUB on the wire, so plain SUB sockets connect as usual)
 reports subscriptions, which gives `wait_for_subscriber` (no slow-joiner guessing) and, with
 `DropPolicy.COUNTED`, `XPUB_NODROP`: a plain PUB socket drops for a slow subscriber silently,
 so the drops could never be counted.
+
+With `connect=True` the XPUB connects to a proxy's XSUB side (`stream.proxy`) instead of
+binding: the proxy forwards its subscribers' subscriptions, so `wait_for_subscriber` still
+works, and the proxy is this socket's only peer. Then `subscribers` in stats counts the link to
+the proxy (0 or 1), heartbeats watch that link (libzmq reconnects by itself), and
+`DropPolicy.COUNTED` counts masks the link could not take; a subscriber behind the proxy that
+reads too slowly loses masks at the proxy, seen only as `seq` gaps there.
 """
 
 from __future__ import annotations
@@ -18,7 +25,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -27,12 +33,21 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
+from .curve import (
+    AllowList,
+    CurveClientKeys,
+    CurveServerKeys,
+    apply_client,
+    apply_server,
+    start_zap,
+)
 from .messages import ENCODINGS, SCHEMA_VERSION, STREAM_NAME, MaskHeader, dumps, encode_mask
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_URL = "tcp://127.0.0.1:5555"
 _ALL_INTERFACES = ("*", "0.0.0.0", "::", "[::]", "[*]", "")
+CONNECT_LINGER_MS = 1000   # connect mode: how long `stop` may take to hand queued masks over
 
 
 class DropPolicy(enum.Enum):
@@ -46,43 +61,16 @@ class DropPolicy(enum.Enum):
     it, so `dropped_at_socket` stays 0 and only the subscriber's seq gaps show the loss."""
 
 
-@dataclass(frozen=True)
-class CurveServerKeys:
-    """CurveZMQ server key pair (z85 bytes, `zmq.curve_keypair()`); clients need `public`.
-
-    Encrypts the stream. `allowed_clients` (z85 public keys) turns on authentication: a ZAP
-    handler (`zmq.auth.thread.ThreadAuthenticator`) admits only those clients; a subscriber with
-    another key, or without CurveZMQ, receives nothing. None: any client holding `public` may
-    subscribe. `stream.keys` reads both from key files.
-    """
-
-    public: bytes
-    secret: bytes
-    allowed_clients: frozenset[bytes] | None = None
-
-
-class _AllowList:
-    """ZAP credentials provider: admits the listed z85 client keys, counts the others."""
-
-    def __init__(self, keys: frozenset[bytes]) -> None:
-        self.keys, self.denied = keys, 0
-
-    def callback(self, domain: str, key: bytes) -> bool:
-        if key in self.keys:
-            return True
-        self.denied += 1
-        if self.denied <= 3 or self.denied % 100 == 0:
-            logger.warning("CurveZMQ: refused a subscriber with a key not in the allowed "
-                           "clients (%d refused so far)", self.denied)
-        return False
-
-
 class BindError(OSError):
     """The publisher could not bind its URL."""
 
 
 class AddressInUseError(BindError):
     """Another socket already holds the URL."""
+
+
+class ConnectError(BindError):
+    """The publisher could not connect to its URL (connect mode: a malformed address)."""
 
 
 def exposure_warning(url: str, curve: bool = False, allowlist: bool = False) -> str | None:
@@ -112,7 +100,8 @@ class MaskPublisher:
     """Publishes `mask/<stream>` messages and a `stats/<stream>` message every `stats_interval_s`.
 
     Args:
-        url: where to bind; loopback by default. `tcp://127.0.0.1:*` picks a free port
+        url: where to bind (with `connect`: the proxy's frontend to connect to); loopback by
+            default. `tcp://127.0.0.1:*` picks a free port
             (read it back from `endpoint`).
         stream: the stream name in topics and headers (letters, digits, `_.:-`).
         encoding: payload encoding, one of `messages.ENCODINGS`.
@@ -121,7 +110,8 @@ class MaskPublisher:
             needs publisher and subscriber on one context).
         curve: CurveZMQ server keys, for subscribers on other machines. With
             `curve.allowed_clients` and no `context`, the publisher uses a context of its own
-            for the ZAP authenticator (one per context), and terminates it on `stop`.
+            for the ZAP authenticator (one per context), and terminates it on `stop`. With
+            `connect`: `CurveClientKeys` for the proxy (its public key, this publisher's pair).
         stats_interval_s: period of the stats thread; None: no thread (call `publish_stats`).
         stats_provider: returns the pipeline's counters (a JSON-able dict), sent in stats
             headers under `counters`; its errors are logged, never raised into the pipeline.
@@ -132,9 +122,11 @@ class MaskPublisher:
             disconnected. A frozen subscriber process, or one behind a dead link, would
             otherwise keep its queue full and, with `DropPolicy.COUNTED`, hold up the masks
             of every other subscriber. None: no heartbeats.
+        connect: connect to `url` (a `stream.proxy` frontend) instead of binding it.
 
     Lifecycle: `start()` binds and starts the stats thread, `stop()` (alias `close()`) stops
-    it and closes the socket with LINGER 0 (masks still queued are discarded). `publish` may
+    it and closes the socket with LINGER 0 (masks still queued are discarded; connect mode:
+    they get `CONNECT_LINGER_MS` to reach the proxy). `publish` may
     run on one thread while the stats thread sends: a lock serialises the socket.
     """
 
@@ -145,7 +137,7 @@ class MaskPublisher:
         encoding: str = "mono8",
         sndhwm: int = 2,
         context: zmq.Context[Any] | None = None,
-        curve: CurveServerKeys | None = None,
+        curve: CurveServerKeys | CurveClientKeys | None = None,
         *,
         stats_interval_s: float | None = 1.0,
         stats_provider: Callable[[], Mapping[str, Any]] | None = None,
@@ -153,6 +145,7 @@ class MaskPublisher:
         clock: Callable[[], int] = time.monotonic_ns,
         heartbeat_s: float | None = 0.5,
         heartbeat_timeout_s: float = 1.5,
+        connect: bool = False,
     ) -> None:
         if not STREAM_NAME.fullmatch(stream):
             raise ValueError(f"stream name {stream!r}: use letters, digits and _.:- only")
@@ -160,13 +153,16 @@ class MaskPublisher:
             raise ValueError(f"unknown encoding {encoding!r}; expected one of {ENCODINGS}")
         if sndhwm < 1:
             raise ValueError(f"sndhwm must be >= 1 (0 would mean unbounded), got {sndhwm}")
+        if curve is not None and isinstance(curve, CurveClientKeys) != connect:
+            raise ValueError("curve: CurveServerKeys to bind, CurveClientKeys to connect")
         self.url, self.stream, self.encoding, self.sndhwm = url, stream, encoding, sndhwm
         self.mask_topic, self.stats_topic = f"mask/{stream}", f"stats/{stream}"
         self.endpoint: str | None = None          # the bound address, port resolved
+        self.connect = connect
         self._context, self._curve = context, curve
         self._own_context: zmq.Context[Any] | None = None
         self._auth: ThreadAuthenticator | None = None
-        self._allow: _AllowList | None = None
+        self._allow: AllowList | None = None
         self._stats_interval_s, self._stats_provider = stats_interval_s, stats_provider
         self._drop_policy, self._clock = drop_policy, clock
         self._heartbeat_s, self._heartbeat_timeout_s = heartbeat_s, heartbeat_timeout_s
@@ -187,14 +183,14 @@ class MaskPublisher:
         if self._socket is not None:
             raise RuntimeError("publisher already started")
         context = self._context or zmq.Context.instance()
+        if self.connect and self._context is None:       # term() on stop flushes the queue
+            context = self._own_context = zmq.Context()
         curve = self._curve
-        if curve is not None and curve.allowed_clients is not None:
+        if isinstance(curve, CurveServerKeys) and curve.allowed_clients is not None:
             if self._context is None:
                 context = self._own_context = zmq.Context()
-            self._allow = _AllowList(curve.allowed_clients)
-            self._auth = ThreadAuthenticator(context, log=logging.getLogger(__name__ + ".zap"))
-            self._auth.start()
-            self._auth.configure_curve_callback("*", credentials_provider=self._allow)
+            self._allow = AllowList(curve.allowed_clients)
+            self._auth = start_zap(context, {"*": self._allow})
         try:
             return self._bind(context)
         except BaseException:
@@ -207,30 +203,35 @@ class MaskPublisher:
         sock.setsockopt(zmq.SNDHWM, self.sndhwm)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.XPUB_NODROP, int(self._drop_policy is DropPolicy.COUNTED))
-        if self._curve is not None:
-            sock.setsockopt(zmq.CURVE_SERVER, 1)
-            sock.setsockopt(zmq.CURVE_SECRETKEY, self._curve.secret)
-            sock.setsockopt(zmq.CURVE_PUBLICKEY, self._curve.public)
+        if isinstance(self._curve, CurveServerKeys):
+            apply_server(sock, self._curve)
+        elif isinstance(self._curve, CurveClientKeys):
+            apply_client(sock, self._curve)
         if self._heartbeat_s is not None:
             sock.setsockopt(zmq.HEARTBEAT_IVL, round(self._heartbeat_s * 1000))
             sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, round(self._heartbeat_timeout_s * 1000))
         if "[" in self.url or "::" in self.url:
             sock.setsockopt(zmq.IPV6, 1)
         try:
-            sock.bind(self.url)
+            (sock.connect if self.connect else sock.bind)(self.url)
         except zmq.ZMQError as e:
             sock.close(linger=0)
+            if self.connect:
+                raise ConnectError(e.errno, f"cannot connect to {self.url}: {e.strerror}"
+                                   ) from None
             if e.errno == zmq.EADDRINUSE:
                 raise AddressInUseError(
                     e.errno, f"{self.url} is already in use: pick another --zmq port") from None
             raise BindError(e.errno, f"cannot bind {self.url}: {e.strerror}") from None
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT) or self.url
-        self._monitor = sock.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
-        warning = exposure_warning(self.url, curve=self._curve is not None,
-                                   allowlist=self._allow is not None)
+        self._monitor = sock.get_monitor_socket(
+            zmq.EVENT_ACCEPTED | zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        warning = None if self.connect else exposure_warning(
+            self.url, curve=self._curve is not None, allowlist=self._allow is not None)
         if warning:
             logger.warning(warning)
-        logger.info("publishing %s on %s (%s)", self.mask_topic, self.endpoint, self.encoding)
+        logger.info("publishing %s %s %s (%s)", self.mask_topic,
+                    "into the proxy at" if self.connect else "on", self.endpoint, self.encoding)
         self._socket = sock
         self._stop.clear()
         if self._stats_interval_s is not None:
@@ -241,7 +242,8 @@ class MaskPublisher:
         return self
 
     def stop(self, timeout_s: float = 2.0) -> None:
-        """Stop the stats thread and close the socket (LINGER 0); idempotent."""
+        """Stop the stats thread and close the socket (LINGER 0; connect mode: masks still
+        queued get up to `CONNECT_LINGER_MS` to reach the proxy); idempotent."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
@@ -249,7 +251,7 @@ class MaskPublisher:
         with self._lock:
             if self._socket is not None:
                 self._socket.disable_monitor()
-                self._socket.close(linger=0)
+                self._socket.close(linger=CONNECT_LINGER_MS if self.connect else 0)
                 self._socket = None
             if self._monitor is not None:
                 self._monitor.close(linger=0)
@@ -330,6 +332,7 @@ class MaskPublisher:
                       "subscribers_lost": self._disconnected,
                       "encoding": self.encoding, "drop_policy": self._drop_policy.value,
                       "interval_s": self._stats_interval_s, "auth": self.auth_mode,
+                      "connect": self.connect,
                       "curve_denied": self._allow.denied if self._allow else 0,
                       "counters": counters}
             try:
@@ -347,9 +350,12 @@ class MaskPublisher:
 
     @property
     def auth_mode(self) -> str:
-        """"none", "curve" (encrypted, any client with the server key) or "curve+allowlist"."""
+        """"none", "curve" (encrypted, any client with the server key), "curve+allowlist", or
+        "curve-client" (connect mode: this publisher is a client of the proxy)."""
         if self._curve is None:
             return "none"
+        if isinstance(self._curve, CurveClientKeys):
+            return "curve-client"
         return "curve" if self._curve.allowed_clients is None else "curve+allowlist"
 
     def counters(self) -> dict[str, int]:
@@ -401,7 +407,8 @@ class MaskPublisher:
 
     def _drain_monitor(self) -> None:
         """Count subscriber connections and disconnections (heartbeat timeouts, closed or
-        killed subscribers) from the socket monitor; lock held."""
+        killed subscribers; connect mode: the link to the proxy) from the socket monitor;
+        lock held."""
         if self._monitor is None:
             return
         while True:
@@ -409,7 +416,7 @@ class MaskPublisher:
                 event = recv_monitor_message(self._monitor, zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if event["event"] == zmq.EVENT_ACCEPTED:
+            if event["event"] in (zmq.EVENT_ACCEPTED, zmq.EVENT_CONNECTED):
                 self._connected += 1
             elif event["event"] == zmq.EVENT_DISCONNECTED:
                 self._disconnected += 1

@@ -32,6 +32,7 @@ from typing import Any, Literal
 import numpy as np
 import zmq
 
+from .curve import CurveClientKeys, apply_client
 from .messages import MessageError, parse_message
 
 logger = logging.getLogger(__name__)
@@ -69,21 +70,6 @@ class MaskMessage:
         if self.mask.dtype == np.float32:
             return float((self.mask > self.header["threshold"]).mean())
         return float(self.mask.mean())
-
-
-@dataclass(frozen=True)
-class CurveClientKeys:
-    """CurveZMQ keys of a subscriber: the publisher's public key and this client's pair."""
-
-    server_public: bytes
-    public: bytes
-    secret: bytes
-
-    @classmethod
-    def generate(cls, server_public: bytes) -> CurveClientKeys:
-        """A fresh client key pair for the server `server_public`."""
-        public, secret = zmq.curve_keypair()
-        return cls(server_public, public, secret)
 
 
 class MaskSubscriber:
@@ -128,9 +114,7 @@ class MaskSubscriber:
         sock.setsockopt(zmq.RCVHWM, rcvhwm)
         sock.setsockopt(zmq.LINGER, 0)
         if curve is not None:
-            sock.setsockopt(zmq.CURVE_SERVERKEY, curve.server_public)
-            sock.setsockopt(zmq.CURVE_PUBLICKEY, curve.public)
-            sock.setsockopt(zmq.CURVE_SECRETKEY, curve.secret)
+            apply_client(sock, curve)
         for t in self.topics:
             sock.setsockopt(zmq.SUBSCRIBE, t.encode())
         try:
@@ -175,6 +159,11 @@ class MaskSubscriber:
         """Messages until a `recv` times out (never, with timeout_s=None)."""
         while (msg := self.recv()) is not None:
             yield msg
+
+    @property
+    def heard(self) -> bool:
+        """Whether any message at all has arrived (valid, malformed, or of another topic)."""
+        return self.received + self.rejected + self.ignored > 0
 
     def counters(self) -> dict[str, int]:
         """received, rejected, ignored, missed, skipped."""
@@ -295,6 +284,22 @@ def format_line(msg: MaskMessage, as_json: bool) -> str:
             f"area={msg.area:.4f}{late}")
 
 
+def silence_hint(url: str, after_s: float, server_key: str | None, client_key: str | None
+                 ) -> str:
+    """The one stderr line for a subscriber that has heard nothing at all for `after_s`."""
+    head = f"warning: nothing received from {url} in {after_s:g} s"
+    if server_key is None:
+        why = ("the publisher may require CurveZMQ keys: pass --server-key SERVER.key and "
+               "--client-key NAME.key_secret")
+    elif client_key is None:
+        why = ("the publisher may admit only allowed clients: pass --client-key "
+               "NAME.key_secret of a client it allows (and check --server-key is its key)")
+    else:
+        why = (f"the publisher may not allow {client_key} (is its public key in the allowed "
+               "clients folder?) or --server-key is not its key")
+    return f"{head}; {why} (or nothing is published on the topic yet); still waiting"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit code (1 when --timeout passes before --count)."""
     parser = argparse.ArgumentParser(
@@ -314,13 +319,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--client-key", metavar="FILE",
                         help="CurveZMQ: this client's NAME.key_secret (one the publisher "
                              "allows); without it a fresh pair is used")
+    parser.add_argument("--warn-after", type=float, default=5.0, metavar="S",
+                        help="nothing at all received for S seconds: say once on stderr that "
+                             "the publisher may require CurveZMQ keys (0: never; default 5)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     curve = None
     if args.client_key and not args.server_key:
         parser.error("--client-key needs --server-key")
     if args.server_key:
-        from .keys import KeyFileError, client_keys
+        from .keys import KeyFileError, client_keys  # here: stream.keys imports pcmanet (torch)
 
         try:
             curve = client_keys(args.server_key, args.client_key)
@@ -328,17 +336,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
     n, code = 0, 0
+    warn_at = time.monotonic() + args.warn_after if args.warn_after > 0 else None
     with MaskSubscriber(args.url, topic=args.topic or ["mask/cam0"], curve=curve,
-                        keep_latest=args.keep_latest, timeout_s=args.timeout) as sub:
+                        keep_latest=args.keep_latest) as sub:
         try:
+            deadline = None if args.timeout is None else time.monotonic() + args.timeout
             while args.count is None or n < args.count:
-                msg = sub.recv()
+                wake = min((t for t in (deadline, warn_at) if t is not None), default=None)
+                msg = sub.recv(None if wake is None else max(0.0, wake - time.monotonic()))
+                now = time.monotonic()
+                if warn_at is not None and (sub.heard or msg is not None):
+                    warn_at = None                      # the connection works: no hint
                 if msg is None:
-                    print(f"no message for {args.timeout} s", file=sys.stderr)
-                    code = 1
-                    break
+                    if deadline is not None and now >= deadline:
+                        print(f"no message for {args.timeout} s", file=sys.stderr)
+                        code = 1
+                        break
+                    if warn_at is not None and now >= warn_at:
+                        print(silence_hint(args.url, args.warn_after, args.server_key,
+                                           args.client_key), file=sys.stderr, flush=True)
+                        warn_at = None
+                    continue
                 print(format_line(msg, args.json), flush=True)
                 n += 1
+                deadline = None if args.timeout is None else now + args.timeout
         except KeyboardInterrupt:
             pass
         except BrokenPipeError:                     # `| head`: the reader went away

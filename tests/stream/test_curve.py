@@ -4,6 +4,7 @@ and no CurveZMQ at all, over real TCP on loopback. Every wait is bounded."""
 
 from __future__ import annotations
 
+import select
 import stat
 import subprocess
 import sys
@@ -64,15 +65,20 @@ def allowlisted(keydir: Path) -> Iterator[MaskPublisher]:
 
 def test_keys_cli_writes_certificates(keydir: Path) -> None:
     names = sorted(p.relative_to(keydir).as_posix() for p in keydir.rglob("*") if p.is_file())
-    assert names == ["clients/alice.key", "clients/alice.key_secret", "clients/bob.key",
-                     "clients/bob.key_secret", "server.key", "server.key_secret"]
+    assert names == ["client-alice/alice.key", "client-alice/alice.key_secret",
+                     "client-alice/server.key", "client-bob/bob.key", "client-bob/bob.key_secret",
+                     "client-bob/server.key", "clients/alice.key", "clients/bob.key",
+                     "server.key", "server.key_secret"]
+    assert not list((keydir / "clients").glob("*.key_secret"))   # the allow-list: public only
     for secret in keydir.rglob("*.key_secret"):
         assert stat.S_IMODE(secret.stat().st_mode) == 0o600
     keys = server_keys(keydir / "server.key_secret", keydir / "clients")
-    alice = client_keys(keydir / "server.key", keydir / "clients/alice.key_secret")
+    alice = client_keys(keydir / "client-alice/server.key",
+                        keydir / "client-alice/alice.key_secret")
     assert alice.server_public == keys.public and keys.allowed_clients is not None
     assert alice.public in keys.allowed_clients and len(keys.allowed_clients) == 2
     assert main([str(keydir)]) == 2                               # never overwrites
+    assert main([str(keydir / "other"), "--client", "server"]) == 2   # a name taken twice
 
 
 @pytest.mark.parametrize(("make", "expected"), [
@@ -93,7 +99,7 @@ def test_bad_key_files_are_one_clear_line(keydir: Path, make, expected: str) -> 
 def test_only_allowed_clients_receive_masks(keydir: Path, allowlisted: MaskPublisher) -> None:
     url = allowlisted.endpoint
     assert url is not None
-    alice = client_keys(keydir / "server.key", keydir / "clients/alice.key_secret")
+    alice = client_keys(keydir / "server.key", keydir / "client-alice/alice.key_secret")
     stranger = CurveClientKeys.generate(alice.server_public)    # valid keys, not allowed
     with MaskSubscriber(url, curve=alice, timeout_s=5.0) as ok, \
             MaskSubscriber(url, curve=stranger, timeout_s=NOTHING_S) as refused, \
@@ -112,7 +118,7 @@ def test_subscribe_cli_with_client_key(keydir: Path, allowlisted: MaskPublisher,
     assert url is not None
     server = str(keydir / "server.key")
     assert subscribe_main([url, "--server-key", server, "--client-key",
-                           str(keydir / "clients/bob.key_secret"), "--count", "2",
+                           str(keydir / "client-bob/bob.key_secret"), "--count", "2",
                            "--timeout", "5"]) == 0
     assert capsys.readouterr().out.count("mask/cam0 seq=") == 2
     # a fresh key pair is not on the list: nothing arrives
@@ -122,9 +128,34 @@ def test_subscribe_cli_with_client_key(keydir: Path, allowlisted: MaskPublisher,
     assert "nope.key not found" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("keys", "expected"), [
+    ([], "may require CurveZMQ keys: pass --server-key"),
+    (["--server-key", "server.key"], "may admit only allowed clients: pass --client-key"),
+])
+def test_subscribe_cli_says_keys_may_be_needed(keydir: Path, allowlisted: MaskPublisher,
+                                               keys: list[str], expected: str) -> None:
+    """A subscriber the CurveZMQ publisher refuses hears nothing: after --warn-after it says
+    why on stderr, once, and keeps waiting."""
+    assert allowlisted.endpoint is not None
+    args = [str(keydir / k) if k.endswith(".key") else k for k in keys]
+    proc = subprocess.Popen([sys.executable, "-m", "stream.subscribe", allowlisted.endpoint,
+                             "--warn-after", "1", *args], stderr=subprocess.PIPE, text=True,
+                            stdout=subprocess.DEVNULL)
+    try:
+        assert proc.stderr is not None
+        ready, _, _ = select.select([proc.stderr], [], [], 60.0)   # bounded: no hang
+        assert ready, "no line on stderr in 60 s"
+        line = proc.stderr.readline()                             # the hint is its first line
+        assert line.startswith("warning: nothing received from") and expected in line, line
+        assert "still waiting" in line and proc.poll() is None      # not an exit
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def test_stats_say_curve_is_on_and_count_refusals(keydir: Path) -> None:
     keys = server_keys(keydir / "server.key_secret", keydir / "clients")
-    alice = client_keys(keydir / "server.key", keydir / "clients/alice.key_secret")
+    alice = client_keys(keydir / "server.key", keydir / "client-alice/alice.key_secret")
     with MaskPublisher("tcp://127.0.0.1:*", curve=keys, stats_interval_s=0.1) as pub:
         assert pub.endpoint is not None
         with MaskSubscriber(pub.endpoint, curve=CurveClientKeys.generate(keys.public),
@@ -155,7 +186,7 @@ def test_run_live_publishes_to_allowed_clients_only(keydir: Path, tmp_path: Path
     cfg.write_text(f"live:\n  publish:\n    curve: {{server_secret_file: "
                    f"{keydir / 'server.key_secret'}, allowed_clients_dir: {keydir / 'clients'}}}\n")
     url = f"tcp://127.0.0.1:{free_port()}"
-    alice = client_keys(keydir / "server.key", keydir / "clients/alice.key_secret")
+    alice = client_keys(keydir / "server.key", keydir / "client-alice/alice.key_secret")
     stranger = CurveClientKeys.generate(alice.server_public)
     with MaskSubscriber(url, curve=alice, topic="mask/sec", timeout_s=60) as ok, \
             MaskSubscriber(url, curve=stranger, topic="mask/sec", timeout_s=0.1) as refused, \
