@@ -36,6 +36,8 @@ from stream.subscribe import MaskSubscriber
 from tests.conftest import REPO
 from tests.stream.test_run_live import RUN_LIVE, free_port
 
+pytestmark = pytest.mark.races  # threads/sockets/processes: bench/stress_races.py
+
 WAIT_S = 60.0          # longest wait for any one event (loaded 2-core machines)
 FRAMES = 8             # masks each finishing publisher sends
 
