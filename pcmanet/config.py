@@ -71,7 +71,9 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 15                          # paper: 15 (S4), 30 (MS3), 60 (AVSS)
+    # paper: 15 (S4), 30 (MS3), 60 (AVSS); null = no epoch limit, train until the
+    # train.max_minutes deadline (which must then be given)
+    epochs: int | None = 15
     batch_size: int = 4                       # clips per step (per process under torchrun)
     lr: float = 1e-4                          # Adam, as the reference
     min_lr_ratio: float = 1.0                 # cosine decay to lr*ratio; 1.0 = constant lr
@@ -80,9 +82,10 @@ class TrainConfig:
     grad_clip: float | None = None            # max gradient norm, or None
     seed: int = 123
     val_every: int = 1                        # epochs between validations
+    val_share: float = 1.0                    # validation's share of the run's time at most
     val_batch_size: int = 1
     amp: bool = True                          # mixed precision, CUDA only
-    max_minutes: float | None = None          # stop cleanly after this much training time
+    max_minutes: float | None = None          # the run's wall-time budget (across --resume)
     warmup_steps: int = 0                     # linear lr warm-up over the first steps
     encoder_grad: str = "all"                 # all | labelled: S4 economy, see pcmanet/train.py
     init: str | None = None                   # start from this checkpoint's matching weights
@@ -103,13 +106,15 @@ def validate_run_config(cfg: RunConfig) -> None:
         (d.image_size is None or d.image_size >= 32, "data.image_size", "must be >= 32 or null"),
         (d.audio_source in ("wav", "pkl"), "data.audio_source", "must be wav or pkl"),
         (d.num_workers >= 0, "data.num_workers", "must be >= 0"),
-        (t.epochs >= 1, "train.epochs", "must be >= 1"),
+        (t.epochs is None or t.epochs >= 1, "train.epochs",
+         "must be >= 1 (or null: until the train.max_minutes deadline)"),
         (t.batch_size >= 1 and t.val_batch_size >= 1, "train.batch_size", "must be >= 1"),
         (t.lr > 0, "train.lr", "must be > 0"),
         (0.0 <= t.min_lr_ratio <= 1.0, "train.min_lr_ratio", "must lie in [0, 1]"),
         (t.weight_decay >= 0, "train.weight_decay", "must be >= 0"),
         (len(t.stage_weights) == 4, "train.stage_weights", "needs one weight per stage (4)"),
         (t.val_every >= 1, "train.val_every", "must be >= 1"),
+        (0.0 < t.val_share <= 1.0, "train.val_share", "must lie in (0, 1]"),
         (t.max_minutes is None or t.max_minutes > 0, "train.max_minutes", "must be > 0"),
         (t.grad_clip is None or t.grad_clip > 0, "train.grad_clip", "must be > 0"),
         (t.warmup_steps >= 0, "train.warmup_steps", "must be >= 0"),

@@ -6,6 +6,13 @@
 DIR holds `Single-source/` and `Multi-sources/` (S4, MS3) or is the AVSS root. Writes
 RUN_DIR/config.yaml (the resolved config), RUN_DIR/last.pt (every epoch, with the optimizer
 state for --resume) and RUN_DIR/best.pt (best validation mIoU), both in our checkpoint format.
+
+The run ends after train.epochs epochs or at the --max-minutes deadline (train.max_minutes,
+the run's wall time including validation, kept across --resume), whichever comes first;
+train.epochs=null trains until the deadline. The cosine lr decay ends at that same end.
+Validation runs every train.val_every epochs but, while train.val_share < 1, only once it can
+have taken no more than that share of the time since the previous one; the run always
+validates at its end. The final JSON line reports how much of the time validation took.
 Under `torchrun --nproc_per_node N` it trains data-parallel (DistributedDataParallel; gloo on
 CPU, NCCL on CUDA); only rank 0 writes files.
 """
@@ -19,7 +26,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +46,7 @@ from pcmanet.checkpoint import (
 from pcmanet.config import (
     ConfigError,
     RunConfig,
+    TrainConfig,
     config_to_dict,
     dump_config,
     load_config,
@@ -58,7 +66,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="run directory for config and checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     p.add_argument("--max-minutes", type=float, default=None,
-                   help="stop cleanly after this many minutes of training (checkpoints kept)")
+                   help="wall-time budget of the run in minutes: it trains until then (unless "
+                   "train.epochs ends it first), the lr decay ends then, checkpoints are kept")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. train.epochs=5")
     return p.parse_args(argv)
@@ -157,16 +166,31 @@ def init_from_checkpoint(model: nn.Module, path: str) -> str:
                if skipped else ""))
 
 
-def lr_scale(step: int, total_steps: int, time_fraction: float, min_ratio: float,
+def lr_scale(step: int, total_steps: int | None, time_fraction: float, min_ratio: float,
              warmup_steps: int) -> float:
     """Multiplier of train.lr at `step` (0-based): cosine from 1 to min_ratio over progress =
     max(step / total_steps, time_fraction), both clipped to [0, 1], times a linear warm-up
-    (step + 1) / warmup_steps during the first warmup_steps steps."""
-    progress = min(1.0, max(step / max(1, total_steps), time_fraction))
+    (step + 1) / warmup_steps during the first warmup_steps steps. total_steps=None (no
+    epoch limit) leaves the progress to the time alone."""
+    step_fraction = 0.0 if total_steps is None else step / max(1, total_steps)
+    progress = min(1.0, max(step_fraction, time_fraction))
     scale = min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     if step < warmup_steps:
         scale *= (step + 1) / warmup_steps
     return scale
+
+
+def require_an_end(t: TrainConfig) -> None:
+    """A run needs an epoch count, a time budget or both."""
+    if t.epochs is None and t.max_minutes is None:
+        raise ConfigError("train.epochs: null means 'train until the deadline', but no "
+                          "deadline is given; add --max-minutes M or set train.epochs=N")
+
+
+def next_validation_after(end: float, seconds: float, share: float) -> float:
+    """Run time before which the next (non-final) validation waits: one that took `seconds`
+    and ended at `end` may use at most `share` of the time up to the next one."""
+    return end + seconds * (1.0 - share) / share
 
 
 # ------------------------------------------------------------------------------------------
@@ -174,12 +198,19 @@ def lr_scale(step: int, total_steps: int, time_fraction: float, min_ratio: float
 
 
 class Trainer:
-    """Owns model, optimizer, loaders and checkpoints of one run (one process)."""
+    """Owns model, optimizer, loaders and checkpoints of one run (one process).
+
+    clock: seconds, monotonic; the run's time budget, lr schedule and validation schedule
+    read only this clock (tests inject a fake one).
+    """
 
     def __init__(self, cfg: RunConfig, task: str, data_root: str, out: Path,
-                 device: torch.device, rank: int, world: int) -> None:
+                 device: torch.device, rank: int, world: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         from pcmanet.data import build_dataset
 
+        require_an_end(cfg.train)
+        self.clock = clock
         self.cfg, self.task, self.out, self.device = cfg, task, out, device
         self.rank, self.world = rank, world
         torch.manual_seed(cfg.train.seed + rank)
@@ -216,15 +247,23 @@ class Trainer:
             self.net = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=not cfg.model.query_grad)
-        self.epoch, self.step, self.best = 0, 0, -math.inf
-        self.train_seconds = 0.0
-        self._budget: tuple[float, float] | None = None        # (start, seconds) of --max-minutes
+        self.epoch, self.step, self.best, self.best_step = 0, 0, -math.inf, -1
+        self.train_seconds = 0.0        # optimizer steps only
+        self.run_seconds = 0.0          # run wall time, all sessions: what the budget counts
+        self.val_seconds, self.validations = 0.0, 0
+        self.val_after = 0.0            # run time before which no scheduled validation starts
+        self.val_step = 0               # step of the latest validation
+        self._budget: float | None = None                       # seconds of --max-minutes
+        self._t0: float | None = None   # clock() at run time 0, once run() started
         self.history: list[dict[str, float]] = []
 
     # -- checkpoints -------------------------------------------------------------------------
     def _extra(self, miou: float | None) -> dict[str, Any]:
         return {"epoch": self.epoch, "step": self.step, "best_miou": self.best,
-                "val_miou": miou, "task": self.task, "train_seconds": self.train_seconds,
+                "best_step": self.best_step, "val_miou": miou, "task": self.task,
+                "train_seconds": self.train_seconds, "run_seconds": self.run_time(),
+                "val_seconds": self.val_seconds, "validations": self.validations,
+                "val_after": self.val_after, "val_step": self.val_step,
                 "data": config_to_dict(self.cfg.data), "train": config_to_dict(self.cfg.train)}
 
     def save(self, name: str, miou: float | None) -> None:
@@ -244,7 +283,14 @@ class Trainer:
         extra = obj.get("extra", {})
         self.epoch, self.step = int(extra["epoch"]), int(extra["step"])
         self.best = float(extra.get("best_miou", -math.inf))
+        self.best_step = int(extra.get("best_step", -1))
         self.train_seconds = float(extra.get("train_seconds", 0.0))
+        # Older checkpoints lack these: their run then starts a fresh budget.
+        self.run_seconds = float(extra.get("run_seconds", 0.0))
+        self.val_seconds = float(extra.get("val_seconds", 0.0))
+        self.validations = int(extra.get("validations", 0))
+        self.val_after = float(extra.get("val_after", 0.0))
+        self.val_step = int(extra.get("val_step", self.step))
         self._log(f"resumed from {path} at epoch {self.epoch}, step {self.step}")
 
     def _log(self, text: str) -> None:
@@ -260,24 +306,29 @@ class Trainer:
     def _batches(self) -> Iterator[dict[str, Any]]:
         if self.sampler is not None:
             self.sampler.set_epoch(self.epoch)
-        bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{self.cfg.train.epochs}",
+        epochs = self.cfg.train.epochs
+        bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}" + (f"/{epochs}" if epochs else ""),
                    disable=self.rank != 0, leave=False, dynamic_ncols=True)
-        for batch in bar:
-            yield batch
-            bar.set_postfix(loss=f"{self._last_loss:.3f}")
+        try:
+            for batch in bar:
+                yield batch
+                bar.set_postfix(loss=f"{self._last_loss:.3f}")
+        finally:
+            bar.close()
 
-    def train_epoch(self, deadline: float | None) -> bool:
-        """One epoch; False if the time budget ran out inside it."""
+    def train_epoch(self) -> bool:
+        """One epoch; False if the time budget ran out before its last batch."""
         self.net.train()
         self._last_loss, total, n = 0.0, 0.0, 0
+        finished = True
         for batch in self._batches():
-            start = time.monotonic()
+            start = self.clock()
+            self._set_lr()
             batch = to_device(batch, self.device)
             with self._autocast():
                 logits, rows = train_forward(self.net, batch, self.cfg.train.encoder_grad)
             loss = clip_loss([x.float() for x in logits], batch, self.cfg.train.stage_weights,
                              rows)
-            self._set_lr()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.cfg.train.grad_clip is not None:
@@ -286,67 +337,107 @@ class Trainer:
             self.step += 1
             self._last_loss = float(loss.detach())
             total, n = total + self._last_loss, n + 1
-            self.train_seconds += time.monotonic() - start
-            if deadline is not None and self._out_of_time(deadline):
-                self._epoch_loss = total / max(n, 1)
-                return False
+            self.train_seconds += self.clock() - start
+            if self._out_of_time():
+                finished = n == len(self.loader)
+                break
         self._epoch_loss = total / max(n, 1)
-        return True
+        return finished
+
+    def run_time(self) -> float:
+        """Seconds of this run so far, earlier sessions (--resume) included."""
+        return self.run_seconds if self._t0 is None else self.clock() - self._t0
 
     def _set_lr(self) -> None:
         """Linear warm-up over train.warmup_steps, then cosine from train.lr to
         lr*min_lr_ratio (constant at ratio 1). Progress is the larger of steps done / the run's
-        steps and, under --max-minutes, time spent / the time budget, so a time-boxed run
-        still ends its decay at its deadline."""
+        steps (none without an epoch limit) and, under --max-minutes, run time / the budget,
+        so the decay ends at whichever end comes first."""
         t = self.cfg.train
         spent = 0.0
         if self._budget is not None:
-            start, seconds = self._budget
-            spent = _mean_across((time.monotonic() - start) / seconds, self.world)
-        scale = lr_scale(self.step, t.epochs * len(self.loader), spent, t.min_lr_ratio,
-                         t.warmup_steps)
+            spent = _mean_across(self.run_time() / self._budget, self.world)
+        total = None if t.epochs is None else t.epochs * len(self.loader)
+        scale = lr_scale(self.step, total, spent, t.min_lr_ratio, t.warmup_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = t.lr * scale
 
-    def _out_of_time(self, deadline: float) -> bool:
-        late = 1.0 if time.monotonic() >= deadline else 0.0
+    def _out_of_time(self) -> bool:
+        if self._budget is None:
+            return False
+        late = 1.0 if self.run_time() >= self._budget else 0.0
         return _mean_across(late, self.world) > 0          # every rank stops at the same step
+
+    def _epochs_done(self) -> bool:
+        return self.cfg.train.epochs is not None and self.epoch >= self.cfg.train.epochs
+
+    def _validation_due(self, finished: bool, done: bool) -> bool:
+        """At the run's end always (if it trained since the last validation); otherwise at the
+        end of every val_every-th epoch once the val_share wait has passed."""
+        if self.step == self.val_step:
+            return False
+        if done:
+            return True
+        return (finished and self.epoch % self.cfg.train.val_every == 0
+                and self.run_time() >= self.val_after)
 
     def validate(self) -> float:
         metrics = evaluate_model(self.model, self.val_set, self.cfg.train.val_batch_size,
                                  self.device, self.cfg.data.num_workers, show_progress=False)
         return float(metrics["miou"])
 
+    def _validate_and_keep_best(self) -> float:
+        start = self.run_time()
+        miou = self.validate()
+        end = self.run_time()
+        self.val_seconds += end - start
+        self.validations += 1
+        self.val_after = next_validation_after(end, end - start, self.cfg.train.val_share)
+        self.val_step = self.step
+        if miou > self.best:
+            self.best, self.best_step = miou, self.step
+            self.save("best.pt", miou)
+        return miou
+
     def run(self, max_minutes: float | None) -> dict[str, Any]:
-        self._budget = (time.monotonic(), 60 * max_minutes) if max_minutes else None
-        deadline = sum(self._budget) if self._budget is not None else None
-        while self.epoch < self.cfg.train.epochs:
-            finished = self.train_epoch(deadline)
+        """Train from the current state (fresh or resumed) to the run's end; the summary."""
+        self._budget = 60 * max_minutes if max_minutes else None
+        self._t0 = self.clock() - self.run_seconds
+        done = self._epochs_done() or (self._budget is not None
+                                       and self.run_seconds >= self._budget)
+        if done:
+            self._log(f"nothing to train: the run has done {self.epoch} epochs in "
+                      f"{self.run_seconds / 60:.1f} min; raise train.epochs or --max-minutes "
+                      "to continue")
+        while not done:
+            finished = self.train_epoch()
             self.epoch += int(finished)
-            last_epoch = self.epoch == self.cfg.train.epochs
+            done = self._epochs_done() or self._out_of_time()
             miou = None
-            if self.rank == 0 and (not finished or last_epoch
-                                   or self.epoch % self.cfg.train.val_every == 0):
-                miou = self.validate()
-                if miou > self.best:
-                    self.best = miou
-                    self.save("best.pt", miou)
+            if self.rank == 0 and self._validation_due(finished, done):
+                miou = self._validate_and_keep_best()
             record = {"epoch": self.epoch, "step": self.step, "loss": self._epoch_loss,
                       "val_miou": miou if miou is not None else float("nan"),
+                      "lr": self.optimizer.param_groups[0]["lr"],
                       "train_seconds": round(self.train_seconds, 1)}
             self.history.append(record)
             self._log(json.dumps(record))
             self.save("last.pt", miou)
             if self.world > 1:
                 dist.barrier()
-            if not finished:
-                self._log(f"stopped after {max_minutes} min of training, checkpoints kept")
-                break
-        return {"best_miou": self.best, "epochs": self.epoch, "steps": self.step,
-                "train_seconds": self.train_seconds, "run_dir": str(self.out)}
+            if done and not self._epochs_done():
+                self._log(f"stopped at the {max_minutes}-minute deadline, checkpoints kept")
+        run_seconds = self.run_time()
+        return {"best_miou": self.best, "best_step": self.best_step, "epochs": self.epoch,
+                "steps": self.step, "train_seconds": self.train_seconds,
+                "run_seconds": run_seconds, "validations": self.validations,
+                "val_seconds": self.val_seconds,
+                "val_fraction": self.val_seconds / run_seconds if run_seconds > 0 else 0.0,
+                "run_dir": str(self.out)}
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, clock: Callable[[], float] = time.monotonic) -> int:
+    """The command; `clock` times the budget and the schedules (tests pass a fake one)."""
     args = parse_args(argv)
     overrides = list(args.overrides)
     if args.max_minutes is not None:
@@ -371,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)
             (out / "config.yaml").write_text(dump_config(cfg))
-        trainer = Trainer(cfg, args.task, args.data_root, out, device, rank, world)
+        trainer = Trainer(cfg, args.task, args.data_root, out, device, rank, world, clock)
         if args.resume:
             trainer.resume()
         summary = trainer.run(cfg.train.max_minutes)

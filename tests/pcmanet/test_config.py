@@ -53,6 +53,8 @@ def test_round_trip_and_frozen():
         ("train:\n  encoder_grad: some\n", r"train\.encoder_grad: must be all or labelled"),
         ("train:\n  warmup_steps: -1\n", r"train\.warmup_steps: must be >= 0"),
         ("model:\n  refine_dim: -4\n", r"model\.refine_dim: must be >= 0"),
+        ("train:\n  val_share: 0\n", r"train\.val_share: must lie in \(0, 1\]"),
+        ("train:\n  epochs: -2\n", r"train\.epochs: must be >= 1 \(or null"),
     ],
 )
 def test_bad_configs_name_the_key_and_file(tmp_path, text, message):
@@ -75,3 +77,17 @@ def test_bad_overrides_and_missing_file(tmp_path):
         load_config(None, ["model.nope=1"])
     with pytest.raises(ConfigError, match=r"absent\.yaml: cannot read config"):
         load_config(tmp_path / "absent.yaml")
+
+
+def test_demo_config_trains_until_the_deadline():
+    """configs/demo.yaml lists every train key; no epoch limit, so --max-minutes sets the end
+    (pcmanet.train refuses it without one), and validation keeps to a small time share."""
+    import yaml
+
+    path = REPO / "configs" / "demo.yaml"
+    written = yaml.safe_load(path.read_text())
+    assert set(written["train"]) == set(RunConfig().train.__dataclass_fields__)
+    cfg = load_config(path, ["train.max_minutes=15"])
+    assert cfg.train.epochs is None and cfg.train.max_minutes == 15.0
+    assert cfg.train.val_share < 0.1
+    assert load_config(path, ["train.epochs=12"]).train.epochs == 12

@@ -35,6 +35,57 @@ def _history(capsys):
     return lines
 
 
+@pytest.fixture(scope="module")
+def s4_small(tmp_path_factory):
+    """4 training clips: 2 steps of 2 clips per epoch, so a fake-clock run stays cheap."""
+    from pcmanet.data.synthetic import main as synth_main
+
+    root = tmp_path_factory.mktemp("syn_small")
+    assert synth_main(["--out", str(root), "--task", "s4", "--train", "4", "--val", "2",
+                       "--test", "2", "--size", "64", "--seed", "2"]) == 0
+    return root
+
+
+class StepClock:
+    """A fake monotonic clock for train.main: each training step costs `step_s` seconds and
+    each validation `val_s` seconds, whatever the machine's load. Validation returns the
+    scripted mIoU values in turn (the training steps themselves are real)."""
+
+    def __init__(self, monkeypatch, step_s: float, val_s: float, scores: list[float]) -> None:
+        import pcmanet.train as train_mod
+
+        self.now, self.val_times = 0.0, []
+        scores_left = iter(scores)
+        real_forward = train_mod.train_forward
+
+        def forward(*args, **kwargs):
+            out = real_forward(*args, **kwargs)
+            self.now += step_s
+            return out
+
+        def validate(trainer):
+            self.val_times.append((self.now, trainer.step))
+            self.now += val_s
+            return next(scores_left)
+
+        monkeypatch.setattr(train_mod, "train_forward", forward)
+        monkeypatch.setattr(train_mod.Trainer, "validate", validate)
+
+    def __call__(self) -> float:
+        return self.now
+
+
+SMALL = ["data.image_size=64", "data.num_workers=0", "train.lr=1e-3", "train.batch_size=2",
+         "train.min_lr_ratio=0.1"]
+
+
+def _run(argv, clock, capsys):
+    """train.main under the fake clock: (exit code, epoch records, summary)."""
+    code = train_main(argv, clock=clock)
+    lines = _history(capsys)
+    return code, [r for r in lines if "loss" in r], lines[-1] if lines else None
+
+
 @pytest.mark.slow
 def test_training_reduces_loss_and_writes_checkpoints(tmp_path, s4_root, capsys):
     out = tmp_path / "run"
@@ -98,6 +149,11 @@ def test_bad_inputs_exit_with_one_clear_line(tmp_path, s4_root, capsys):
     code = train_main(["--config", TINY, "--data-root", str(s4_root), "--task", "s4",
                        "--out", str(tmp_path / "r"), "train.epochs=0"])
     assert code == 2 and "train.epochs: must be >= 1" in capsys.readouterr().err
+    # No epoch limit and no deadline: the run would never end.
+    code = train_main(["--config", TINY, "--data-root", str(s4_root), "--task", "s4",
+                       "--out", str(tmp_path / "r"), "train.epochs=null"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: train.epochs: null") and "--max-minutes" in err
     code = evaluate_main(["--checkpoint", str(tmp_path / "nope.pt"), "--data-root",
                           str(s4_root), "--task", "s4"])
     assert code == 2 and "nope.pt" in capsys.readouterr().err
@@ -133,6 +189,18 @@ def test_lr_scale_warms_up_then_follows_steps_or_the_time_budget():
     # A time budget that runs out before the steps do ends the decay at the deadline.
     assert lr_scale(10, 1000, 0.5, 0.0, 0) == pytest.approx(0.5)
     assert lr_scale(10, 1000, 1.7, 0.02, 0) == pytest.approx(0.02)
+    # No epoch limit (total_steps None): the time alone drives the decay.
+    assert lr_scale(10_000, None, 0.0, 0.1, 0) == 1.0
+    assert lr_scale(10_000, None, 0.5, 0.0, 0) == pytest.approx(0.5)
+    assert lr_scale(3, None, 1.0, 0.02, 0) == pytest.approx(0.02)
+
+
+def test_validation_waits_so_it_takes_at_most_its_share():
+    from pcmanet.train import next_validation_after
+
+    # A 2 s validation ending at t=10 with share 0.1 waits 18 s: 2 of every 20 s.
+    assert next_validation_after(10.0, 2.0, 0.1) == pytest.approx(28.0)
+    assert next_validation_after(10.0, 2.0, 1.0) == 10.0          # share 1: no wait
 
 
 def test_init_copies_matching_weights_and_refuses_a_foreign_file(tmp_path, tiny_cfg):
@@ -185,3 +253,88 @@ def test_time_boxed_finetune_with_the_s4_economy(tmp_path, s4_root, capsys):
     assert all(math.isfinite(r["loss"]) and 0.0 <= r["val_miou"] <= 1.0 for r in records)
     assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
     assert "encoder_grad: labelled" in (out / "config.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_budget_without_epoch_limit_trains_to_the_deadline(tmp_path, s4_small, capsys,
+                                                            monkeypatch):
+    """train.epochs=null + --max-minutes: training runs until the deadline, the lr decay ends
+    there, validation follows the val_share schedule plus once at the end, and best.pt is the
+    validation with the highest mIoU."""
+    from pcmanet.train import lr_scale
+
+    # Steps of 1 s, validations of 1.75 s; share 0.25 -> wait 3 * 1.75 = 5.25 s after each.
+    # Budget 12 s. Epochs (2 steps) end at 2 | val to 3.75, next from 9 | 5.75, 7.75 (too
+    # early) | 9.75 val to 11.5 | then step 9 ends at 12.5 >= 12: the deadline, mid-epoch,
+    # and the final validation.
+    clock = StepClock(monkeypatch, step_s=1.0, val_s=1.75, scores=[0.3, 0.7, 0.5])
+    out = tmp_path / "run"
+    code, records, summary = _run(
+        ["--config", TINY, "--data-root", str(s4_small), "--task", "s4", "--out", str(out),
+         "--max-minutes", "0.2", "train.epochs=null", "train.val_share=0.25", *SMALL],
+        clock, capsys)
+    assert code == 0
+    assert clock.val_times == [(2.0, 2), (9.75, 8), (12.5, 9)]
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4, 4]
+    assert [r["step"] for r in records] == [2, 4, 6, 8, 9]
+    assert [math.isnan(r["val_miou"]) for r in records] == [False, True, True, False, False]
+    assert summary["steps"] == 9 and summary["epochs"] == 4
+    assert summary["validations"] == 3 and summary["val_seconds"] == pytest.approx(5.25)
+    assert summary["run_seconds"] == pytest.approx(14.25)
+    assert summary["val_fraction"] == pytest.approx(5.25 / 14.25)
+    # The lr of the last step (started at 11.5 of 12 s) is within 0.5 % of the cosine's end.
+    lr0, min_ratio = 1e-3, 0.1
+    assert records[-1]["lr"] == pytest.approx(lr0 * lr_scale(8, None, 11.5 / 12, min_ratio, 0))
+    assert 0 < records[-1]["lr"] - lr0 * min_ratio < 5e-3 * lr0 * (1 - min_ratio)
+    assert records[0]["lr"] > 0.9 * lr0
+    # best.pt holds the 0.7 validation (step 8), last.pt the end.
+    _model, _cfg, best = load_checkpoint(out / "best.pt")
+    assert best["val_miou"] == 0.7 and best["step"] == 8
+    assert summary["best_miou"] == 0.7 and summary["best_step"] == 8
+    _model, _cfg, last = load_checkpoint(out / "last.pt")
+    assert last["step"] == 9 and last["run_seconds"] == pytest.approx(14.25)
+
+
+@pytest.mark.slow
+def test_explicit_epochs_end_a_budgeted_run_first(tmp_path, s4_small, capsys, monkeypatch):
+    """train.epochs=2 under a 60 s budget: 2 epochs (4 steps), the decay follows the steps."""
+    from pcmanet.train import lr_scale
+
+    clock = StepClock(monkeypatch, step_s=1.0, val_s=0.5, scores=[0.2, 0.4])
+    code, records, summary = _run(
+        ["--config", TINY, "--data-root", str(s4_small), "--task", "s4", "--out",
+         str(tmp_path / "run"), "--max-minutes", "1", "train.epochs=2", *SMALL], clock, capsys)
+    assert code == 0 and summary["epochs"] == 2 and summary["steps"] == 4
+    assert clock.val_times == [(2.0, 2), (4.5, 4)]               # val_share 1: every epoch
+    assert records[-1]["lr"] == pytest.approx(1e-3 * lr_scale(3, 4, 3.5 / 60, 0.1, 0))
+
+
+@pytest.mark.slow
+def test_resume_continues_the_budget_and_its_schedule(tmp_path, s4_small, capsys, monkeypatch):
+    """--max-minutes is the run's total: a resumed run goes on from the time already spent
+    (lr where it left off, validation schedule kept) and one whose budget is spent stops."""
+    from pcmanet.train import lr_scale
+
+    out = tmp_path / "run"
+    argv = ["--config", TINY, "--data-root", str(s4_small), "--task", "s4", "--out", str(out),
+            "train.epochs=null", "train.val_share=0.25", *SMALL]
+    # 6 s budget: epoch ends at 2 | val to 3.75 (next from 9) | 5.75 | step 5 ends at 6.75,
+    # the deadline, mid-epoch: validation to 8.5 (next from 13.75).
+    clock = StepClock(monkeypatch, step_s=1.0, val_s=1.75, scores=[0.3, 0.4, 0.35])
+    code, _records, summary = _run([*argv, "--max-minutes", "0.1"], clock, capsys)
+    assert code == 0 and summary["steps"] == 5 and summary["epochs"] == 2
+    assert clock.val_times == [(2.0, 2), (6.75, 5)]
+    # Extended to 12 s in a new process whose clock starts elsewhere: epoch 3 (restarted)
+    # ends at 10.5 of run time, too early to validate; epoch 4 ends at 12.5, the deadline.
+    clock.now = 1000.0
+    clock.val_times.clear()
+    code, records, summary = _run([*argv, "--resume", "--max-minutes", "0.2"], clock, capsys)
+    assert code == 0
+    assert [(r["epoch"], r["step"]) for r in records] == [(3, 7), (4, 9)]
+    assert clock.val_times == [(1000.0 + 12.5 - 8.5, 9)]
+    assert records[0]["lr"] == pytest.approx(1e-3 * lr_scale(6, None, 9.5 / 12, 0.1, 0))
+    assert summary["run_seconds"] == pytest.approx(14.25) and summary["validations"] == 3
+    assert summary["best_miou"] == 0.4 and summary["best_step"] == 5
+    # The same budget again: already spent, nothing to train.
+    code, records, summary = _run([*argv, "--resume", "--max-minutes", "0.2"], clock, capsys)
+    assert code == 0 and records == [] and summary["steps"] == 9
