@@ -102,3 +102,28 @@ def _without_weight_files(cfg: ModelConfig) -> ModelConfig:
 
     return replace(cfg, backbone=replace(cfg.backbone, weights=None),
                    audio=replace(cfg.audio, weights=None))
+
+
+def init_from_checkpoint(model: nn.Module, path: str) -> str:
+    """Copy every tensor of our checkpoint at `path` whose name and shape match into `model`.
+
+    Returns a one-line report. A file that shares no tensor with the model is an error (it is
+    surely the wrong file). A relative path that does not exist is also tried against the
+    repository root, so `pcmanet/assets/demo.pt` works from any directory.
+    """
+    file = Path(path)
+    if not file.is_absolute() and not file.is_file():
+        repo = Path(__file__).resolve().parent.parent
+        if (repo / file).is_file():
+            file = repo / file
+    _cfg, state, _extra = read_checkpoint(file)
+    own = model.state_dict()
+    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not matched:
+        raise CheckpointError(f"{file}: train.init shares no tensor (name and shape) with "
+                              "this model; give a checkpoint of the same architecture")
+    model.load_state_dict(matched, strict=False)
+    skipped = sorted(set(own) - set(matched))
+    return (f"initialised {len(matched)}/{len(own)} tensors from {file}"
+            + (f"; kept fresh: {', '.join(skipped[:6])}{' ...' if len(skipped) > 6 else ''}"
+               if skipped else ""))

@@ -39,21 +39,22 @@ from tqdm import tqdm
 from pcmanet.build import build_pcmanet
 from pcmanet.checkpoint import (
     CheckpointError,
-    read_checkpoint,
+    init_from_checkpoint,
     read_weights_file,
     save_checkpoint,
 )
 from pcmanet.config import (
     ConfigError,
     RunConfig,
-    TrainConfig,
     config_to_dict,
     dump_config,
     load_config,
 )
+from pcmanet.distributed import init_distributed, mean_across
 from pcmanet.evaluate import evaluate_model, forward_batch, to_device
 from pcmanet.losses import bce_iou_loss, semantic_stage_loss
 from pcmanet.model import PCMANet
+from pcmanet.schedule import lr_scale, next_validation_after, require_an_end
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -71,26 +72,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. train.epochs=5")
     return p.parse_args(argv)
-
-
-# ------------------------------------------------------------------------------------------
-# distributed helpers
-
-
-def init_distributed(device: torch.device) -> tuple[int, int]:
-    """(rank, world size); initialises the process group when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return (dist.get_rank(), world) if world > 1 else (0, 1)
-
-
-def _mean_across(value: float, world: int) -> float:
-    if world == 1:
-        return value
-    t = torch.tensor([value], dtype=torch.float64)
-    dist.all_reduce(t)
-    return float(t.item()) / world
 
 
 # ------------------------------------------------------------------------------------------
@@ -139,58 +120,6 @@ def clip_loss(model_out: list[Tensor], batch: dict[str, Any], weights: tuple[flo
     target = target.index_select(0, rows)
     return sum((w * bce_iou_loss(x, target) for w, x in zip(weights, model_out, strict=True)),
                torch.zeros(()))
-
-
-def init_from_checkpoint(model: nn.Module, path: str) -> str:
-    """Copy every tensor of our checkpoint at `path` whose name and shape match into `model`.
-
-    Returns a one-line report. A file that shares no tensor with the model is an error (it is
-    surely the wrong file). A relative path that does not exist is also tried against the
-    repository root, so `pcmanet/assets/demo.pt` works from any directory.
-    """
-    file = Path(path)
-    if not file.is_absolute() and not file.is_file():
-        repo = Path(__file__).resolve().parent.parent
-        if (repo / file).is_file():
-            file = repo / file
-    _cfg, state, _extra = read_checkpoint(file)
-    own = model.state_dict()
-    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not matched:
-        raise CheckpointError(f"{file}: train.init shares no tensor (name and shape) with "
-                              "this model; give a checkpoint of the same architecture")
-    model.load_state_dict(matched, strict=False)
-    skipped = sorted(set(own) - set(matched))
-    return (f"initialised {len(matched)}/{len(own)} tensors from {file}"
-            + (f"; kept fresh: {', '.join(skipped[:6])}{' ...' if len(skipped) > 6 else ''}"
-               if skipped else ""))
-
-
-def lr_scale(step: int, total_steps: int | None, time_fraction: float, min_ratio: float,
-             warmup_steps: int) -> float:
-    """Multiplier of train.lr at `step` (0-based): cosine from 1 to min_ratio over progress =
-    max(step / total_steps, time_fraction), both clipped to [0, 1], times a linear warm-up
-    (step + 1) / warmup_steps during the first warmup_steps steps. total_steps=None (no
-    epoch limit) leaves the progress to the time alone."""
-    step_fraction = 0.0 if total_steps is None else step / max(1, total_steps)
-    progress = min(1.0, max(step_fraction, time_fraction))
-    scale = min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    if step < warmup_steps:
-        scale *= (step + 1) / warmup_steps
-    return scale
-
-
-def require_an_end(t: TrainConfig) -> None:
-    """A run needs an epoch count, a time budget or both."""
-    if t.epochs is None and t.max_minutes is None:
-        raise ConfigError("train.epochs: null means 'train until the deadline', but no "
-                          "deadline is given; add --max-minutes M or set train.epochs=N")
-
-
-def next_validation_after(end: float, seconds: float, share: float) -> float:
-    """Run time before which the next (non-final) validation waits: one that took `seconds`
-    and ended at `end` may use at most `share` of the time up to the next one."""
-    return end + seconds * (1.0 - share) / share
 
 
 # ------------------------------------------------------------------------------------------
@@ -356,7 +285,7 @@ class Trainer:
         t = self.cfg.train
         spent = 0.0
         if self._budget is not None:
-            spent = _mean_across(self.run_time() / self._budget, self.world)
+            spent = mean_across(self.run_time() / self._budget, self.world)
         total = None if t.epochs is None else t.epochs * len(self.loader)
         scale = lr_scale(self.step, total, spent, t.min_lr_ratio, t.warmup_steps)
         for group in self.optimizer.param_groups:
@@ -366,7 +295,7 @@ class Trainer:
         if self._budget is None:
             return False
         late = 1.0 if self.run_time() >= self._budget else 0.0
-        return _mean_across(late, self.world) > 0          # every rank stops at the same step
+        return mean_across(late, self.world) > 0          # every rank stops at the same step
 
     def _epochs_done(self) -> bool:
         return self.cfg.train.epochs is not None and self.epoch >= self.cfg.train.epochs

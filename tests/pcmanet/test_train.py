@@ -178,7 +178,7 @@ def test_ddp_two_processes_gloo(tmp_path, s4_root):
 
 
 def test_lr_scale_warms_up_then_follows_steps_or_the_time_budget():
-    from pcmanet.train import lr_scale
+    from pcmanet.schedule import lr_scale
 
     # Constant lr at min_ratio 1, apart from the warm-up ramp.
     assert [lr_scale(s, 100, 0.0, 1.0, 4) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
@@ -196,7 +196,7 @@ def test_lr_scale_warms_up_then_follows_steps_or_the_time_budget():
 
 
 def test_validation_waits_so_it_takes_at_most_its_share():
-    from pcmanet.train import next_validation_after
+    from pcmanet.schedule import next_validation_after
 
     # A 2 s validation ending at t=10 with share 0.1 waits 18 s: 2 of every 20 s.
     assert next_validation_after(10.0, 2.0, 0.1) == pytest.approx(28.0)
@@ -209,8 +209,7 @@ def test_init_copies_matching_weights_and_refuses_a_foreign_file(tmp_path, tiny_
     import torch
 
     from pcmanet.build import build_pcmanet
-    from pcmanet.checkpoint import CheckpointError, save_checkpoint
-    from pcmanet.train import init_from_checkpoint
+    from pcmanet.checkpoint import CheckpointError, init_from_checkpoint, save_checkpoint
 
     torch.manual_seed(0)
     source = build_pcmanet(tiny_cfg)
@@ -261,7 +260,7 @@ def test_budget_without_epoch_limit_trains_to_the_deadline(tmp_path, s4_small, c
     """train.epochs=null + --max-minutes: training runs until the deadline, the lr decay ends
     there, validation follows the val_share schedule plus once at the end, and best.pt is the
     validation with the highest mIoU."""
-    from pcmanet.train import lr_scale
+    from pcmanet.schedule import lr_scale
 
     # Steps of 1 s, validations of 1.75 s; share 0.25 -> wait 3 * 1.75 = 5.25 s after each.
     # Budget 12 s. Epochs (2 steps) end at 2 | val to 3.75, next from 9 | 5.75, 7.75 (too
@@ -298,7 +297,7 @@ def test_budget_without_epoch_limit_trains_to_the_deadline(tmp_path, s4_small, c
 @pytest.mark.slow
 def test_explicit_epochs_end_a_budgeted_run_first(tmp_path, s4_small, capsys, monkeypatch):
     """train.epochs=2 under a 60 s budget: 2 epochs (4 steps), the decay follows the steps."""
-    from pcmanet.train import lr_scale
+    from pcmanet.schedule import lr_scale
 
     clock = StepClock(monkeypatch, step_s=1.0, val_s=0.5, scores=[0.2, 0.4])
     code, records, summary = _run(
@@ -313,7 +312,7 @@ def test_explicit_epochs_end_a_budgeted_run_first(tmp_path, s4_small, capsys, mo
 def test_resume_continues_the_budget_and_its_schedule(tmp_path, s4_small, capsys, monkeypatch):
     """--max-minutes is the run's total: a resumed run goes on from the time already spent
     (lr where it left off, validation schedule kept) and one whose budget is spent stops."""
-    from pcmanet.train import lr_scale
+    from pcmanet.schedule import lr_scale
 
     out = tmp_path / "run"
     argv = ["--config", TINY, "--data-root", str(s4_small), "--task", "s4", "--out", str(out),
