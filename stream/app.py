@@ -45,6 +45,7 @@ from stream.messages import ENCODINGS
 from stream.pipeline import LivePipeline, PipelineError, Sink
 from stream.publish import BindError, DropPolicy, MaskPublisher
 from stream.sources import SAMPLE_RATE, CameraSource, DemoSource, MediaFileSource, SourceError
+from stream.sync import PairingPolicy
 
 logger = logging.getLogger("run_live")
 
@@ -319,7 +320,8 @@ def live_session(args: argparse.Namespace, cfg: LiveConfig, engine_mode: str = "
         pipeline = LivePipeline(
             frames=frames, audio=audio, sources=sources, engine=engine, publisher=publisher,
             threshold=cfg.publish.threshold, model_name=name,
-            av_offset_ms=cfg.sync.av_offset_ms, max_wait_ms=cfg.sync.max_wait_ms,
+            av_offset_ms=cfg.sync.av_offset_ms, pairing=PairingPolicy(cfg.sync.pairing),
+            max_lag_ms=cfg.sync.max_lag_ms, max_wait_ms=cfg.sync.max_wait_ms,
             max_frames=args.max_frames, duration_s=args.duration, sinks=sinks,
             max_consecutive_errors=cfg.engine.max_consecutive_errors, stop_event=stop_event)
         publisher.set_stats_provider(pipeline.counters)

@@ -25,6 +25,9 @@ from pcmanet.config import ConfigError, from_mapping, load_yaml, merge, parse_ov
 from stream.engine import CarryConfig
 from stream.messages import ENCODINGS, STREAM_NAME
 from stream.reconnect import ReconnectPolicy
+from stream.sync import PairingPolicy
+
+PAIRING_POLICIES = tuple(p.value for p in PairingPolicy)  # latest | exact
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,10 @@ class SourceSettings:
 @dataclass(frozen=True)
 class SyncSettings:
     av_offset_ms: float = 0.0         # audio window ends at t_capture + offset (calib.av_offset)
-    max_wait_ms: float = 50.0         # longest wait for late audio per frame
+    pairing: str = "latest"           # latest (never wait; window may end up to max_lag_ms
+    #                                   early) | exact (wait up to max_wait_ms for it)
+    max_lag_ms: float = 40.0          # latest: audio further behind than this is late
+    max_wait_ms: float = 50.0         # exact: longest wait for late audio per frame
     spacing_s: float = 1.0            # time between the T frames of the model's window
 
 
@@ -118,6 +124,9 @@ def validate_live_config(cfg: LiveConfig) -> None:
         (cfg.source.stream_timeout_s > 0, "live.source.stream_timeout_s", "must be > 0 (seconds)"),
         *((False, f"live.source.reconnect.{key}", why)
           for key, why in cfg.source.reconnect.problems()),
+        (cfg.sync.pairing in PAIRING_POLICIES, "live.sync.pairing",
+         f"must be one of {', '.join(PAIRING_POLICIES)}, got {cfg.sync.pairing!r}"),
+        (cfg.sync.max_lag_ms >= 0, "live.sync.max_lag_ms", "must be >= 0"),
         (cfg.sync.max_wait_ms >= 0, "live.sync.max_wait_ms", "must be >= 0"),
         (cfg.sync.spacing_s > 0, "live.sync.spacing_s", "must be > 0"),
         (cfg.engine.threads >= 1, "live.engine.threads", "must be >= 1"),

@@ -65,8 +65,12 @@ class PairedFrame:
         t_audio_start_ns: capture time of the window's first sample; None with ``logmel`` None.
         t_audio_end_ns: capture time just past the window's last sample (first sample time +
             samples / 16 kHz); None with ``logmel`` None.
-        audio_late: the audio ending at ``t_capture_ns + offset`` had not arrived within the
-            Pairer's bounded wait, so ``logmel`` is the latest window available (ending earlier).
+        audio_late: the audio ending at ``t_capture_ns + offset`` had not arrived (within the
+            Pairer's bounded wait, or its lag bound), so ``logmel`` is the latest window
+            available (ending earlier).
+        audio_lag_ns: how much earlier ``logmel`` ends than the window ending at
+            ``t_capture_ns + offset`` would (>= 0, a multiple of the 10 ms hop); 0 when it is
+            that window, or when ``logmel`` is None.
     """
 
     frame: Frame
@@ -74,3 +78,4 @@ class PairedFrame:
     t_audio_start_ns: int | None
     t_audio_end_ns: int | None
     audio_late: bool
+    audio_lag_ns: int = 0

@@ -7,7 +7,7 @@ timestamps on the pipeline clock:
 
 =============  =========================================================================
 queue          capture -> the engine took the frame (waiting in the frame ring)
-pairing        -> paired with its audio window (waiting for late audio)
+pairing        -> paired with its audio window (log-mel update; `exact`: waiting for late audio)
 preprocess     uint8 BGR -> model input
 encode         per-frame features (clip mode: the whole window's model run)
 decode         cross-frame decode of the newest frame (clip mode: 0)
@@ -109,6 +109,14 @@ def report(records: Sequence[Mapping[str, Any]], warmup_s: float, counters: Mapp
         "frame_errors": int(counters.get("engine", {}).get("frame_errors", 0)),
     }
     keep = [float(r["keep_ratio"]) for r in kept if "keep_ratio" in r]
+    lags = [float(r["audio_lag_ms"]) for r in kept if r.get("audio") == "paired"
+            and "audio_lag_ms" in r]
+    outcomes = counters.get("pairing", {})
+    pairing = {**{k: int(v) for k, v in outcomes.items() if not k.endswith("_ns_total")
+                  and not k.endswith("_ns_max")},
+               "wait_ms_total": outcomes.get("wait_ns_total", 0) / 1e6,
+               "wait_ms_max": outcomes.get("wait_ns_max", 0) / 1e6,
+               "audio_lag_ms": summarize_ms(lags) if lags else None}
     return {
         "mode": mode,
         "fps_in": frames_captured / capture_span_s if capture_span_s > 0 else 0.0,
@@ -116,6 +124,7 @@ def report(records: Sequence[Mapping[str, Any]], warmup_s: float, counters: Mapp
         "e2e_ms": e2e,
         "stages": stages,
         "drops": drops,
+        "pairing": pairing,
         "keep_ratio": float(np.mean(keep)) if keep else float("nan"),
         "frames": {"captured": frames_captured, "received": len(records),
                    "after_warmup": len(kept), "warmup_s": warmup_s},
@@ -134,4 +143,13 @@ def format_table(rep: Mapping[str, Any]) -> str:
         lines.append(f"{name:12s} {s['p50']:8.2f} {s['p95']:8.2f} {s['p99']:8.2f} {s['max']:8.2f}")
     drops = ", ".join(f"{k} {v}" for k, v in rep["drops"].items())
     lines.append(f"drops: {drops}")
+    pairing = rep.get("pairing") or {}
+    if pairing.get("paired"):
+        outcomes = ", ".join(f"{k} {pairing.get(k, 0)}" for k in
+                             ("on_time", "lagged", "late", "no_audio", "unavailable"))
+        lag = pairing.get("audio_lag_ms")
+        lag_text = (f"; audio lag (paired masks) p50 {lag['p50']:.0f} / p99 {lag['p99']:.0f} / "
+                    f"max {lag['max']:.0f} ms" if lag else "")
+        lines.append(f"pairing: {outcomes}; waited {pairing['wait_ms_total']:.0f} ms in all "
+                     f"(max {pairing['wait_ms_max']:.1f}){lag_text}")
     return "\n".join(lines)

@@ -20,6 +20,7 @@ decodes to (H, W) float32 probabilities.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -68,6 +69,7 @@ class MaskHeader:
     keep_ratio: float          # fraction of query tokens computed (CIM)
     model: str                 # model / weights name
     audio_late: bool = False   # the paired audio had not arrived: the latest window was used
+    audio_lag_ms: float = 0.0  # optional: the window ends this much before the one wanted (>= 0)
     v: int = SCHEMA_VERSION
     extra: Mapping[str, Any] = field(default_factory=dict)   # more keys, flattened into the JSON
 
@@ -263,6 +265,10 @@ def validate_mask_header(obj: Mapping[str, Any]) -> None:
             f"seq and frame_index must be >= 0, got {obj['seq']}, {obj['frame_index']}")
     if "audio_late" in obj and not isinstance(obj["audio_late"], bool):
         raise MessageError(f"audio_late must be a bool, got {obj['audio_late']!r}")
+    if "audio_lag_ms" in obj:  # optional (older publishers do not send it)
+        lag = obj["audio_lag_ms"]
+        if isinstance(lag, bool) or not isinstance(lag, (int, float)) or not 0 <= lag < math.inf:
+            raise MessageError(f"audio_lag_ms must be a finite number >= 0, got {lag!r}")
 
 
 def validate_stats_header(obj: Mapping[str, Any]) -> None:

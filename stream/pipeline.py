@@ -4,7 +4,8 @@ Threads (DESIGN.md 1-6, CPU path):
 
 * each source captures into its ring (its own thread; never waits on consumers);
 * the engine thread takes the newest frame (older unprocessed frames are dropped and counted
-  at the ring), pairs it with its log-mel window, runs :class:`StreamingEngine` and hands the
+  at the ring), pairs it with its log-mel window (by default without waiting: the audio
+  already received, its lag in the header), runs :class:`StreamingEngine` and hands the
   result over through a 2-deep queue (drop-oldest, counted);
 * the caller's thread (:meth:`LivePipeline.run`) publishes each mask over ZeroMQ and feeds the
   sinks (overlay window, recorder); it also watches the stop conditions.
@@ -33,7 +34,7 @@ from stream.frames import Frame, PairedFrame
 from stream.gpu_pipeline import StreamRunner
 from stream.publish import MaskPublisher
 from stream.sources import _SourceThread
-from stream.sync import Pairer
+from stream.sync import Pairer, PairingPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,9 @@ class LivePipeline:
         publisher: a started publisher.
         threshold: mask threshold written into headers (binary encodings).
         model_name: the header's ``model``.
-        av_offset_ms, max_wait_ms: pairing (DESIGN.md 4).
+        av_offset_ms, pairing, max_lag_ms, max_wait_ms: pairing (DESIGN.md 4; see
+            :class:`~stream.sync.Pairer`): ``latest`` never waits and accepts a window ending
+            up to ``max_lag_ms`` early; ``exact`` waits up to ``max_wait_ms``.
         max_frames: stop after this many masks published.
         duration_s: stop after this long.
         sinks: overlay, recorder...
@@ -86,7 +89,8 @@ class LivePipeline:
     def __init__(self, *, frames: FrameRing, audio: AudioRing | None,
                  sources: Sequence[_SourceThread], engine: StreamingEngine,
                  publisher: MaskPublisher, threshold: float, model_name: str,
-                 av_offset_ms: float = 0.0, max_wait_ms: float = 50.0,
+                 av_offset_ms: float = 0.0, pairing: PairingPolicy = PairingPolicy.LATEST,
+                 max_lag_ms: float = 40.0, max_wait_ms: float = 50.0,
                  max_frames: int | None = None, duration_s: float | None = None,
                  sinks: Sequence[Sink] = (), max_consecutive_errors: int = 10,
                  clock: Callable[[], int] = time.monotonic_ns,
@@ -98,7 +102,8 @@ class LivePipeline:
         self.max_consecutive_errors, self.clock = max_consecutive_errors, clock
         self.mel = MelRing(audio) if audio is not None else None
         self.pairer = (Pairer(self.mel, offset_ns=round(av_offset_ms * 1e6),
-                              max_wait_s=max_wait_ms / 1e3, clock=clock)
+                              max_wait_s=max_wait_ms / 1e3, clock=clock, policy=pairing,
+                              max_lag_s=max_lag_ms / 1e3)
                        if self.mel is not None else None)
         self._handoff: queue.Queue[tuple[PairedFrame, EngineResult, dict[str, int]]] = \
             queue.Queue(maxsize=2)
@@ -201,12 +206,15 @@ class LivePipeline:
                                  "audio": "none" if paired.logmel is None else "paired"}
         seq = self.publisher.publish(result.prob, frame.index, t_cap, audio_start, audio_end,
                                      result.keep_ratio, self.threshold, self.model_name,
-                                     audio_late=paired.audio_late, extra=extra)
+                                     audio_late=paired.audio_late,
+                                     audio_lag_ms=paired.audio_lag_ns / 1e6, extra=extra)
         self._summary.published += 1
         if self.sinks:
             header = {"seq": seq, "frame_index": frame.index, "t_capture_ns": t_cap,
                       "t_audio_start_ns": audio_start, "t_audio_end_ns": audio_end,
-                      "keep_ratio": result.keep_ratio, "t_publish_ns": self.clock(), **extra}
+                      "keep_ratio": result.keep_ratio, "audio_late": paired.audio_late,
+                      "audio_lag_ms": paired.audio_lag_ns / 1e6, "t_publish_ns": self.clock(),
+                      **extra}
             for sink in self.sinks:
                 sink(frame, result.prob, header)
 

@@ -290,12 +290,14 @@ class MaskPublisher:
         model: str,
         *,
         audio_late: bool = False,
+        audio_lag_ms: float = 0.0,
         extra: Mapping[str, Any] | None = None,
     ) -> int:
         """Send one mask, never blocking; returns its seq (also when the socket dropped it).
 
         prob: (H, W) float probabilities in [0, 1]; encoded with `threshold` as `encoding`
-        says. `extra`: more JSON header keys (e.g. per-stage timestamps for the benchmark).
+        says. `audio_lag_ms`: how much earlier the audio window ends than the one wanted.
+        `extra`: more JSON header keys (e.g. per-stage timestamps for the benchmark).
         """
         payload = encode_mask(prob, self.encoding, threshold)                 # outside the lock
         H, W = prob.shape
@@ -311,7 +313,7 @@ class MaskPublisher:
                 t_audio_end_ns=int(t_audio_end_ns), t_publish_ns=self._clock(),
                 height=int(H), width=int(W), encoding=self.encoding, threshold=float(threshold),
                 keep_ratio=float(keep_ratio), model=str(model), audio_late=bool(audio_late),
-                extra=dict(extra or {}))
+                audio_lag_ms=float(audio_lag_ms), extra=dict(extra or {}))
             try:
                 sock.send_multipart([topic, header.to_json(), payload],
                                     flags=zmq.NOBLOCK, copy=False)

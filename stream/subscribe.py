@@ -279,6 +279,8 @@ def format_line(msg: MaskMessage, as_json: bool) -> str:
                           if k not in ("v", "stream", "t_publish_ns") and not isinstance(v, dict))
         return f"{msg.topic} {counts} counters={json.dumps(h.get('counters', {}))}"
     late = " audio_late" if h.get("audio_late") else ""
+    if h.get("audio_lag_ms"):
+        late += f" audio_lag_ms={h['audio_lag_ms']:.0f}"
     return (f"{msg.topic} seq={h['seq']} frame={h['frame_index']} "
             f"latency_ms={msg.latency_ms:.1f} keep={h['keep_ratio']:.3f} "
             f"area={msg.area:.4f}{late}")

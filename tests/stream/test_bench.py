@@ -9,7 +9,15 @@ import sys
 import numpy as np
 import pytest
 
-from stream.latency import after_warmup, fps, report, seq_gaps, stage_samples, summarize_ms
+from stream.latency import (
+    after_warmup,
+    format_table,
+    fps,
+    report,
+    seq_gaps,
+    stage_samples,
+    summarize_ms,
+)
 from tests.conftest import REPO
 
 MS = 1_000_000
@@ -52,6 +60,21 @@ def test_drop_accounting():
     assert rep["drops"]["not_received"] == 4 and rep["drops"]["frame_ring"] == 7
     assert rep["fps_in"] == 10.0 and rep["keep_ratio"] == 0.25
     assert rep["e2e_ms"]["p50"] == pytest.approx(25.0)
+
+
+def test_pairing_outcomes_waits_and_audio_lag_are_reported():
+    records = [{**record(i, 25.0), "audio": "paired" if i else "none",
+                "audio_lag_ms": float(10 * (i % 3))} for i in range(10)]
+    counters = {"pairing": {"paired": 10, "on_time": 4, "lagged": 5, "late": 0, "no_audio": 1,
+                            "unavailable": 0, "wait_ns_total": 0, "wait_ns_max": 0,
+                            "lag_ns_total": 90 * MS, "lag_ns_max": 20 * MS}}
+    rep = report(records, 0.0, counters, frames_captured=10, capture_span_s=1.0, mode="stream",
+                 config={})
+    pairing = rep["pairing"]
+    assert pairing["lagged"] == 5 and pairing["no_audio"] == 1 and pairing["wait_ms_total"] == 0
+    assert pairing["audio_lag_ms"]["max"] == 20.0 and pairing["audio_lag_ms"]["p50"] == 10.0
+    assert "lag_ns_total" not in pairing
+    assert "pairing: on_time 4, lagged 5, late 0" in format_table(rep)
 
 
 @pytest.mark.races

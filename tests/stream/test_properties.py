@@ -150,7 +150,7 @@ def test_hostile_headers_are_rejected_not_raised() -> None:
 
 SECTIONS = {"source": ["fps", "demo_seed", "demo_size", "frame_ring", "audio_ring_s",
                        "realtime", "stream_timeout_s", "reconnect"],
-            "sync": ["av_offset_ms", "max_wait_ms", "spacing_s"],
+            "sync": ["av_offset_ms", "pairing", "max_lag_ms", "max_wait_ms", "spacing_s"],
             "engine": ["device", "threads", "cim_threshold", "cache_fp16", "carry",
                        "max_consecutive_errors"],
             "publish": ["zmq", "stream", "encoding", "threshold", "sndhwm", "stats_interval_s",
@@ -158,7 +158,8 @@ SECTIONS = {"source": ["fps", "demo_seed", "demo_size", "frame_ring", "audio_rin
 NESTED = ["enabled", "initial_delay_s", "max_delay_s", "give_up_s", "refresh_every",
           "change_threshold", "audio_change", "dilate", "server_secret_file",
           "allowed_clients_dir"]
-config_values = (json_scalars | st.sampled_from(["cpu", "cuda:0", "png", "cam0", "nan", "1e-3"])
+config_values = (json_scalars | st.sampled_from(["cpu", "cuda:0", "png", "cam0", "nan", "1e-3",
+                                                 "latest", "exact"])
                  | st.dictionaries(st.sampled_from(NESTED) | st.text(max_size=5), json_scalars,
                                    max_size=3))
 

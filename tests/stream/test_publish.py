@@ -179,6 +179,7 @@ def test_header_is_compact_utf8_json_with_extras() -> None:
     assert b" " not in raw and raw.startswith(b'{"v":1,')
     obj = json.loads(raw.decode("utf-8"))
     assert obj["model"] == "módel" and obj["t_model_ns"] == 7 and obj["audio_late"] is False
+    assert obj["audio_lag_ms"] == 0.0
     assert MaskHeader.from_dict(obj) == header
     with pytest.raises(ValueError, match="shadow"):
         MaskHeader(**{**vars(header), "extra": {"seq": 1}}).to_dict()
@@ -209,6 +210,9 @@ MALFORMED = {
     "rle_size": (message(valid_header(encoding="rle"), b'{"size":[5,4],"counts":[20]}'),
                  "rle size"),
     "stream_mismatch": (message(valid_header(stream="cam1")), "!= topic stream"),
+    "negative_lag": (message(valid_header(audio_lag_ms=-10.0)), "audio_lag_ms must be a finite"),
+    "bool_lag": (message(valid_header(audio_lag_ms=True)), "audio_lag_ms must be a finite"),
+    "text_lag": (message(valid_header(audio_lag_ms="20")), "audio_lag_ms must be a finite"),
     "stats_payload": ([b"stats/cam0", json.dumps({"v": 1, "stream": "cam0", "t_publish_ns": 1,
                        "published": 0, "sent": 0, "dropped_at_socket": 0}).encode(), b"x"],
                       "stats payload must be empty"),
@@ -228,6 +232,17 @@ def test_parse_message_accepts_valid_and_unknown_keys() -> None:
     assert mask is not None and mask.shape == (4, 5) and not mask.any()
 
 
+def test_audio_lag_is_optional_and_read_from_headers_that_have_it() -> None:
+    """Schema v1 gained audio_lag_ms as an optional key: headers of older publishers (without
+    it) stay valid; a lag sent as an int is accepted and kept."""
+    old = valid_header()
+    old.pop("audio_lag_ms", None)
+    assert parse_message(message(old))[1].get("audio_lag_ms") is None
+    assert MaskHeader.from_dict(old).audio_lag_ms == 0.0
+    assert MaskHeader.from_dict(valid_header(audio_lag_ms=30)).audio_lag_ms == 30
+    assert parse_message(message(valid_header(audio_lag_ms=12.5)))[1]["audio_lag_ms"] == 12.5
+
+
 def test_short_payload_reason_names_the_sizes() -> None:
     with pytest.raises(MessageError) as err:
         parse_message(message(valid_header(height=480, width=640), bytes(100)))
@@ -244,7 +259,7 @@ def test_round_trip(transport: str, encoding: str) -> None:
     with pub_sub(transport, {"encoding": encoding, "stream": "cam0"}) as (pub, sub):
         t0 = time.monotonic_ns()
         seq = pub.publish(prob, 41, t0, t0 - 900, t0 + 60, 0.37, 0.5, "tiny",
-                          audio_late=True, extra={"t_model_ns": t0 + 5})
+                          audio_late=True, audio_lag_ms=20.0, extra={"t_model_ns": t0 + 5})
         msg = sub.recv()
     assert msg is not None and msg.mask is not None and seq == 0
     h = msg.header
@@ -255,7 +270,7 @@ def test_round_trip(transport: str, encoding: str) -> None:
     assert h["t_publish_ns"] >= t0 and msg.t_receive_ns >= h["t_publish_ns"]
     assert (h["height"], h["width"], h["encoding"]) == (48, 64, encoding)
     assert (h["threshold"], h["keep_ratio"], h["model"]) == (0.5, 0.37, "tiny")
-    assert h["audio_late"] is True and h["t_model_ns"] == t0 + 5
+    assert h["audio_late"] is True and h["t_model_ns"] == t0 + 5 and h["audio_lag_ms"] == 20.0
     if encoding == "prob16":
         np.testing.assert_allclose(msg.mask, prob, atol=1e-3)
     else:

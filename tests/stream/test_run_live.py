@@ -94,8 +94,11 @@ def test_masks_reach_another_process_in_order_and_follow_the_sounding_object(
     assert len(paired) >= count - 12                        # all but the first ~1 s
     for h in paired:
         assert h["t_audio_end_ns"] - h["t_audio_start_ns"] == pytest.approx(0.975e9, abs=2e6)
-        # the window ends at the last whole 10 ms log-mel hop at or before the capture time
-        assert 0 <= h["t_capture_ns"] - h["t_audio_end_ns"] <= 10e6 or h["audio_late"]
+        # the window wanted ends at the last whole 10 ms log-mel hop at or before the capture
+        # time; the one used ends audio_lag_ms before it (latest pairing: the audio received)
+        lag_ns = round(h["audio_lag_ms"] * 1e6)
+        assert lag_ns % 10_000_000 == 0 and (h["audio_late"] or lag_ns <= 40e6)
+        assert 0 <= h["t_capture_ns"] - h["t_audio_end_ns"] - lag_ns <= 10e6
     for h in headers:
         assert 0.0 <= h["keep_ratio"] <= 1.0 and h["stream"] == "e2e"
     scene = DemoScene(seed=SEED, size=SIZE, fps=FPS)
@@ -256,7 +259,8 @@ def test_network_camera_and_pulseaudio_microphone_end_to_end(pulse_env, udp_stre
     assert paired, "no mask was paired with microphone audio"
     for h in paired:
         assert h["t_audio_end_ns"] - h["t_audio_start_ns"] == pytest.approx(0.975e9, abs=2e6)
-        assert h["t_audio_end_ns"] <= h["t_capture_ns"] + 10e6 or h["audio_late"]
+        lag_ns = round(h["audio_lag_ms"] * 1e6)
+        assert h["t_audio_end_ns"] + lag_ns <= h["t_capture_ns"] + 10e6
 
 
 def test_overlay_draws_the_mask_and_the_text() -> None:

@@ -1,4 +1,7 @@
-"""Pairer and window_indices, driven by an injected clock and sleep (nothing really sleeps)."""
+"""Pairer and window_indices, driven by an injected clock and sleep (nothing really sleeps).
+
+The first Pairer tests are the ``exact`` policy (wait a bounded time for the audio); the
+``latest`` policy (never wait, report the lag) follows them."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import torch
 from pcmanet.audio.frontend import HOP_SAMPLES, WINDOW_SAMPLES, LogMel
 from stream.buffers import AudioRing, MelRing, nearest_index
 from stream.frames import Frame
-from stream.sync import Pairer, window_indices
+from stream.sync import Pairer, PairingPolicy, window_indices
 
 T0 = 7_000_000_000  # ns; when the first audio sample was captured
 NS_PER_SAMPLE = 62_500  # 1e9 / 16 kHz
@@ -75,14 +78,15 @@ def expected_window(whole: np.ndarray, t_end_ns: int) -> np.ndarray:
     return whole[k0 : k0 + 96]
 
 
-def setup(seconds: float = 3.0, latency_ns: int = 0, **pairer_args):
+def setup(seconds: float = 3.0, latency_ns: int = 0, policy=PairingPolicy.EXACT, **pairer_args):
     wave = make_wave(seconds)
     with torch.no_grad():
         whole = LogMel()(torch.from_numpy(wave)).numpy()  # (F, 64)
     ring = AudioRing(16000 * 5)
     fake = FakeTime(T0)
     fake.mic = FakeMic(ring, wave, latency_ns=latency_ns)
-    pairer = Pairer(MelRing(ring), clock=fake.clock, sleep=fake.sleep, **pairer_args)
+    pairer = Pairer(MelRing(ring), clock=fake.clock, sleep=fake.sleep, policy=policy,
+                    **pairer_args)
     return pairer, fake, whole
 
 
@@ -90,7 +94,7 @@ def frame_at(t_ns: int, index: int = 0) -> Frame:
     return Frame(IMAGE, t_ns, index)
 
 
-# -- Pairer ----------------------------------------------------------------------------------
+# -- Pairer, exact policy ----------------------------------------------------------------------
 def test_on_time_without_waiting():
     pairer, fake, whole = setup()
     fake.advance(3000 * MS)  # all 3 s of audio delivered
@@ -202,6 +206,130 @@ def test_stream_of_frames_at_30fps_is_on_time_with_realistic_latency():
     assert late == 0
     stats = pairer.stats()
     assert stats["paired"] == 60 and stats["wait_ns_max"] <= 50 * MS
+
+
+# -- Pairer, latest policy (the default) ---------------------------------------------------------
+def pair_now(pairer: Pairer, fake: FakeTime, frame: Frame):
+    """Pair and check that the Pairer neither slept nor let the clock move."""
+    now, sleeps = fake.now, fake.sleeps
+    paired = pairer.pair(frame)
+    assert fake.now == now and fake.sleeps == sleeps, "latest pairing waited"
+    return paired
+
+
+def wanted_end(t_ns: int) -> int:
+    """End time of the window ending at t_ns: its last frame ends at or before t_ns."""
+    s = -((T0 - t_ns) // NS_PER_SAMPLE)
+    k_stop = (s - WINDOW_SAMPLES) // HOP_SAMPLES + 1
+    return T0 + (HOP_SAMPLES * (k_stop - 1) + WINDOW_SAMPLES) * NS_PER_SAMPLE
+
+
+def test_latest_is_the_default_and_on_time_audio_is_the_exact_window():
+    assert Pairer(MelRing(AudioRing(16000 * 5))).policy is PairingPolicy.LATEST
+    pairer, fake, whole = setup(policy=PairingPolicy.LATEST)
+    fake.advance(3000 * MS)
+    t = T0 + 2000 * MS
+    paired = pair_now(pairer, fake, frame_at(t))
+    assert not paired.audio_late and paired.audio_lag_ns == 0
+    np.testing.assert_allclose(paired.logmel, expected_window(whole, t), atol=1e-5, rtol=0)
+    assert paired.t_audio_end_ns == wanted_end(t)
+    assert pairer.stats()["on_time"] == 1 and pairer.stats()["wait_ns_total"] == 0
+
+
+@pytest.mark.parametrize("latency_ms", [0, 5, 20, 30])
+def test_latest_never_waits_and_reports_the_lag(latency_ms):
+    """10 ms blocks arriving ``latency_ms`` after their end; each frame is paired the moment it
+    is captured: the newest window is used at once, its lag is the shortfall in 10 ms hops."""
+    pairer, fake, whole = setup(latency_ns=latency_ms * MS, policy=PairingPolicy.LATEST,
+                                max_lag_s=0.05)
+    fake.advance(1500 * MS)
+    lags = set()
+    for i in range(30):
+        t = fake.now
+        paired = pair_now(pairer, fake, frame_at(t, i))
+        received = T0 + fake.mic.pos * NS_PER_SAMPLE  # type: ignore[union-attr]
+        lag = wanted_end(t) - wanted_end(received)  # the newest window ends at wanted_end(received)
+        assert not paired.audio_late and paired.audio_lag_ns == lag and lag % (10 * MS) == 0
+        assert paired.t_audio_end_ns == wanted_end(t) - lag
+        assert paired.t_audio_end_ns - paired.t_audio_start_ns == 975 * MS
+        np.testing.assert_allclose(paired.logmel, expected_window(whole, received), atol=1e-5,
+                                   rtol=0)
+        lags.add(lag)
+        fake.advance(33 * MS + 333_333)
+    # audio up to t - latency - (up to one 10 ms block): the window ends that much early
+    assert max(lags) <= (latency_ms + 20) * MS and (latency_ms < 10 or min(lags) > 0)
+    stats = pairer.stats()
+    assert stats["on_time"] + stats["lagged"] == 30 and stats["late"] == 0
+    assert stats["lag_ns_max"] == max(lags) and stats["wait_ns_max"] == 0
+
+
+def test_latest_audio_further_behind_than_max_lag_is_late_with_the_newest_window():
+    pairer, fake, whole = setup(latency_ns=60 * MS, policy=PairingPolicy.LATEST, max_lag_s=0.04)
+    fake.advance(2000 * MS)
+    t = fake.now
+    paired = pair_now(pairer, fake, frame_at(t))
+    received = T0 + fake.mic.pos * NS_PER_SAMPLE  # type: ignore[union-attr]
+    assert paired.audio_late and paired.audio_lag_ns == wanted_end(t) - wanted_end(received)
+    assert paired.audio_lag_ns > 40 * MS
+    np.testing.assert_allclose(paired.logmel, expected_window(whole, received), atol=1e-5, rtol=0)
+    assert pairer.stats()["late"] == 1
+
+
+def test_latest_lag_exactly_at_the_bound_is_not_late():
+    pairer, fake, _ = setup(policy=PairingPolicy.LATEST, max_lag_s=0.03)
+    fake.advance(2000 * MS)  # audio up to T0 + 2 s, in 10 ms blocks
+    paired = pair_now(pairer, fake, frame_at(T0 + 2030 * MS))
+    assert paired.audio_lag_ns == 30 * MS and not paired.audio_late
+    paired = pair_now(pairer, fake, frame_at(T0 + 2040 * MS, 1))
+    assert paired.audio_lag_ns == 40 * MS and paired.audio_late
+
+
+def test_latest_does_not_wait_for_a_source_that_has_not_started():
+    """A microphone just opened: nothing delivered, then audio in large bursts. No frame waits;
+    until a whole window exists the frames go on without audio (the model hears silence)."""
+    pairer, fake, _ = setup(seconds=4.0, policy=PairingPolicy.LATEST)
+    fake.mic = None  # nothing is delivered while the clock runs
+    fake.advance(300 * MS)
+    first = pair_now(pairer, fake, frame_at(fake.now))
+    assert first.logmel is None and not first.audio_late
+    assert pairer.stats()["no_audio"] == 1
+    mic = FakeMic(pairer.mel_ring.audio, make_wave(4.0), block=8000)  # 0.5 s bursts
+    outcomes = []
+    for i in range(1, 90):
+        fake.advance(33 * MS)
+        mic.deliver_until(fake.now)
+        paired = pair_now(pairer, fake, frame_at(fake.now, i))
+        outcomes.append(paired.logmel is not None)
+        if paired.logmel is None:
+            assert paired.t_audio_start_ns is None and paired.audio_lag_ns == 0
+    assert not outcomes[0] and outcomes[-1]  # silence first, audio once a window exists
+    assert pairer.stats()["wait_ns_total"] == 0 and fake.sleeps == 0
+
+
+def test_latest_reports_stalled_audio_as_late_without_waiting():
+    pairer, fake, whole = setup(seconds=2.0, policy=PairingPolicy.LATEST)
+    fake.advance(2000 * MS)
+    for i in range(10):
+        fake.advance(100 * MS)
+        paired = pair_now(pairer, fake, frame_at(fake.now, i))
+        assert paired.audio_late and paired.audio_lag_ns == wanted_end(fake.now) - wanted_end(
+            T0 + 2000 * MS)
+        np.testing.assert_allclose(paired.logmel, whole[-96:], atol=1e-5, rtol=0)
+    assert pairer.stats()["late"] == 10
+
+
+def test_exact_late_window_reports_its_lag():
+    pairer, fake, _ = setup(seconds=2.0, max_wait_s=0.05)
+    fake.advance(2100 * MS)
+    paired = pairer.pair(frame_at(T0 + 2100 * MS))
+    assert paired.audio_late and paired.audio_lag_ns == 100 * MS
+
+
+def test_bad_pairer_arguments():
+    with pytest.raises(ValueError, match="max_lag_s"):
+        Pairer(MelRing(AudioRing(16000 * 5)), max_lag_s=-0.01)
+    with pytest.raises(ValueError):
+        Pairer(MelRing(AudioRing(16000 * 5)), policy="sometimes")  # type: ignore[arg-type]
 
 
 # -- window_indices --------------------------------------------------------------------------
