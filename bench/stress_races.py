@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="busy processes beside the tests (default: one per core)")
     p.add_argument("-k", dest="keyword", help="pytest -k expression")
     p.add_argument("--json", type=Path, help="write the summary here")
+    p.add_argument("--log", type=Path, help="append pytest's output here as it runs")
     args = p.parse_args(argv)
 
     stop = mp.Event()
@@ -55,27 +56,37 @@ def main(argv: list[str] | None = None) -> int:
            "--count", str(args.count), "-rfE", *args.paths]
     if args.keyword:
         cmd += ["-k", args.keyword]
-    t0 = time.monotonic()
+    t0, lines = time.monotonic(), []
     try:
-        res = subprocess.run(cmd, capture_output=True, text=True)
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) as proc:
+            assert proc.stdout is not None
+            for line in proc.stdout:                     # progress as pytest prints it
+                lines.append(line)
+                if args.log:
+                    with args.log.open("a") as f:
+                        f.write(line)
+        returncode = proc.returncode
     finally:
         stop.set()
         for b in burners:
             b.join(5)
     elapsed = time.monotonic() - t0
+    out = "".join(lines)
     failed = Counter(base_id(m.group(1))
-                     for m in re.finditer(r"^(?:FAILED|ERROR) (\S+)", res.stdout, re.M))
-    last = res.stdout.strip().splitlines()[-1] if res.stdout.strip() else res.stderr[-500:]
+                     for m in re.finditer(r"^(?:FAILED|ERROR) (\S+)", out, re.M))
+    last = out.strip().splitlines()[-1] if out.strip() else ""
     summary = {"count": args.count, "load": args.load, "paths": args.paths,
-               "keyword": args.keyword, "seconds": round(elapsed, 1), "pytest_exit": res.returncode,
+               "keyword": args.keyword, "seconds": round(elapsed, 1), "pytest_exit": returncode,
+               "load_average_1m_at_end": round(os.getloadavg()[0], 2),
                "summary": last, "failed_repetitions": dict(failed),
                "failures": sum(failed.values())}
     print(json.dumps(summary, indent=2))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
-    if res.returncode not in (0, 1, 5):
-        print(res.stdout[-3000:], res.stderr[-3000:], file=sys.stderr)
-    return 0 if summary["failures"] == 0 and res.returncode in (0, 5) else 1
+    if returncode not in (0, 1, 5):
+        print(out[-3000:], file=sys.stderr)
+    return 0 if summary["failures"] == 0 and returncode in (0, 5) else 1
 
 
 if __name__ == "__main__":
