@@ -265,6 +265,14 @@ class Session:
     model_name: str
     size: int
     device: torch.device
+    # Set on a planned end (max frames, duration, end of input): how long closing the
+    # publisher may wait for masks still queued to reach their subscribers. None: not at all
+    # (an interrupt, a failure).
+    flush_ms: int | None = None
+
+
+FLUSH_MS = 1000
+PLANNED_ENDS = ("max frames reached", "duration reached", "end of input")
 
 
 @contextlib.contextmanager
@@ -300,6 +308,7 @@ def live_session(args: argparse.Namespace, cfg: LiveConfig, engine_mode: str = "
     audio_ring = AudioRing(round(cfg.source.audio_ring_s * SAMPLE_RATE))
     publisher.start()
     sources: list[Any] = []
+    session: Session | None = None
     try:
         if args.wait_subscriber > 0 and not publisher.wait_for_subscriber(
                 publisher.mask_topic, args.wait_subscriber):
@@ -325,11 +334,12 @@ def live_session(args: argparse.Namespace, cfg: LiveConfig, engine_mode: str = "
             max_frames=args.max_frames, duration_s=args.duration, sinks=sinks,
             max_consecutive_errors=cfg.engine.max_consecutive_errors, stop_event=stop_event)
         publisher.set_stats_provider(pipeline.counters)
-        yield Session(pipeline, publisher, engine, sources, name, size, device)
+        session = Session(pipeline, publisher, engine, sources, name, size, device)
+        yield session
     finally:
         for src in sources:
             src.stop()
-        publisher.stop()
+        publisher.stop(linger_ms=session.flush_ms if session is not None else None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -351,6 +361,8 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.monotonic()
         summary = s.pipeline.run()
         elapsed = time.monotonic() - t0
+        if summary.reason in PLANNED_ENDS:        # masks still queued reach their subscribers
+            s.flush_ms = FLUSH_MS
     ring = summary.counters["frame_ring"]
     print(f"stopped ({summary.reason}): {summary.published} masks in {elapsed:.1f} s "
           f"({summary.published / max(elapsed, 1e-9):.1f} FPS); frames captured "

@@ -241,9 +241,10 @@ class MaskPublisher:
             self._thread.start()
         return self
 
-    def stop(self, timeout_s: float = 2.0) -> None:
-        """Stop the stats thread and close the socket (LINGER 0; connect mode: masks still
-        queued get up to `CONNECT_LINGER_MS` to reach the proxy); idempotent."""
+    def stop(self, timeout_s: float = 2.0, linger_ms: int | None = None) -> None:
+        """Stop the stats thread and close the socket; idempotent. ``linger_ms``: how long
+        masks still queued may take to reach their subscribers (default 0, connect mode
+        `CONNECT_LINGER_MS`: into the proxy); run_live gives 1 s on a planned end."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
@@ -251,7 +252,9 @@ class MaskPublisher:
         with self._lock:
             if self._socket is not None:
                 self._socket.disable_monitor()
-                self._socket.close(linger=CONNECT_LINGER_MS if self.connect else 0)
+                if linger_ms is None:
+                    linger_ms = CONNECT_LINGER_MS if self.connect else 0
+                self._socket.close(linger=linger_ms)
                 self._socket = None
             if self._monitor is not None:
                 self._monitor.close(linger=0)

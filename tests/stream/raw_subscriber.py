@@ -15,6 +15,7 @@ import zmq
 url, topic, count, out, timeout_s = sys.argv[1:6]
 sock = zmq.Context().socket(zmq.SUB)
 sock.setsockopt(zmq.RCVTIMEO, int(float(timeout_s) * 1000))
+sock.setsockopt(zmq.RCVHWM, 0)  # no limit: a descheduled reader loses nothing on its side
 sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
 sock.connect(url)
 headers, masks = [], []

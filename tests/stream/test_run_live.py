@@ -67,14 +67,19 @@ def run_with_subscriber(source: list[str], stream: str, count: int, tmp_path: Pa
     raw_subscriber.py in another process -> (headers, masks (N, H, W) bool), in arrival order."""
     url = f"tcp://127.0.0.1:{free_port()}"
     out = tmp_path / "received.npz"
+    # The subscriber waits as long as the run may take (a loaded machine starts run_live
+    # slowly), and the publisher's queue holds every mask (a subscriber process descheduled
+    # for a while must not lose any: drops at a slow subscriber are tested in test_publish).
     sub = subprocess.Popen([sys.executable, str(REPO / "tests/stream/raw_subscriber.py"), url,
-                            f"mask/{stream}", str(count), str(out), "30"], stdout=subprocess.PIPE)
+                            f"mask/{stream}", str(count), str(out), str(timeout_s)],
+                           stdout=subprocess.PIPE)
     try:
         live = subprocess.run([*RUN_LIVE, *source, "--max-frames", str(count), "--zmq", url,
-                               "--stream", stream, "--wait-subscriber", "10"],
+                               "--stream", stream, "--wait-subscriber", str(timeout_s),
+                               "--set", f"live.publish.sndhwm={count + 10}"],
                               capture_output=True, text=True, timeout=timeout_s)
         assert live.returncode == 0, live.stderr
-        sub.wait(timeout=40)
+        sub.wait(timeout=timeout_s)
     finally:
         sub.kill()
     data = np.load(out)
