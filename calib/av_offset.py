@@ -46,13 +46,16 @@ class Capture:
     """What was captured, on one clock (seconds).
 
     frame_t: (N,) capture time of each frame; gray: (N, 64, 64) float32 in [0, 255];
-    audio: (M,) float32 mono at 16 kHz whose first sample was captured at ``audio_t0``.
+    audio: (M,) float32 mono at 16 kHz whose first sample was captured at ``audio_t0``;
+    frame_index: (N,) source frame numbers where frames may be missing (a live recording
+    keeps only the frames the engine processed), None when every frame is there.
     """
 
     frame_t: np.ndarray
     gray: np.ndarray
     audio: np.ndarray
     audio_t0: float
+    frame_index: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -125,34 +128,41 @@ def load_recording(root: str | Path) -> Capture:
     headers = [json.loads(line) for line in (root / "timeline.jsonl").read_text().splitlines()
                if line.strip()]
     base = int(meta["audio_t0_ns"])
-    times, grays = [], []
+    times, grays, indices = [], [], []
     for h in sorted(headers, key=lambda h: h["t_capture_ns"]):
         image = cv2.imread(str(root / "frames" / f"{int(h['frame_index']):06d}.jpg"))
         if image is None:
             continue  # a frame the recorder dropped (counted in meta.json)
         times.append((int(h["t_capture_ns"]) - base) / 1e9)
         grays.append(_small_gray(image))
+        indices.append(int(h["frame_index"]))
     with wave.open(str(root / "audio.wav")) as w:
         if w.getframerate() != SAMPLE_RATE or w.getsampwidth() != 2:
             raise CaptureError(f"{root}/audio.wav: expected 16 kHz 16-bit PCM")
         pcm = np.frombuffer(w.readframes(w.getnframes()), np.int16)
     if len(times) < 3:
         raise CaptureError(f"{root}: too few frames to analyse ({len(times)})")
-    return Capture(np.asarray(times), np.stack(grays), pcm.astype(np.float32) / 32768, 0.0)
+    return Capture(np.asarray(times), np.stack(grays), pcm.astype(np.float32) / 32768, 0.0,
+                   np.asarray(indices))
 
 
 # -- events ------------------------------------------------------------------------------------
 
 
-def _bursts(active: np.ndarray, times: np.ndarray, min_gap_s: float) -> np.ndarray:
+def _bursts(active: np.ndarray, times: np.ndarray, min_gap_s: float,
+            exact: np.ndarray | None = None) -> np.ndarray:
     """Times of the first True of each run of ``active`` that starts at least ``min_gap_s``
-    after the previous burst began."""
+    after the previous burst began; with ``exact`` (bool per element), only bursts whose
+    start is exact (a burst that begins where frames are missing is left out)."""
     starts = np.flatnonzero(active & ~np.concatenate([[False], active[:-1]]))
     out: list[float] = []
     for i in starts:
         if not out or times[i] - out[-1] >= min_gap_s:
             out.append(float(times[i]))
-    return np.asarray(out)
+    if exact is None:
+        return np.asarray(out)
+    keep = {float(times[i]) for i in starts if exact[i]}
+    return np.asarray([t for t in out if t in keep])
 
 
 def visual_events(cap: Capture, min_gap_s: float = 0.3) -> np.ndarray:
@@ -161,7 +171,10 @@ def visual_events(cap: Capture, min_gap_s: float = 0.3) -> np.ndarray:
     med = float(np.median(diff))
     mad = float(np.median(np.abs(diff - med)))
     level = med + max(8 * 1.4826 * mad, 4.0)  # at least 4 grey levels on average
-    return _bursts(diff > level, cap.frame_t[1:], min_gap_s)
+    # A change seen across missing frames happened somewhere among them: its time is not
+    # known to a frame, so such an event is not used (a loaded live run drops frames).
+    exact = None if cap.frame_index is None else np.diff(cap.frame_index) == 1
+    return _bursts(diff > level, cap.frame_t[1:], min_gap_s, exact)
 
 
 def audio_events(cap: Capture, min_gap_s: float = 0.3, rise_db: float = 15.0) -> np.ndarray:

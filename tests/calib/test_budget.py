@@ -44,12 +44,19 @@ def test_real_run_over_two_sizes_writes_the_choice(tmp_path, capsys):
                  "--out", str(out), "--json", str(js)])
     report = json.loads(js.read_text())
     measured = report["measured"]
-    # 10 FPS is a third of what the demo model sustains here: both keep up
-    assert len(measured) == 2 and code == 0 and all(m["meets"] for m in measured)
+    assert len(measured) == 2
     for m in measured:
         assert m["fps_source"] == 10.0 and m["captured"] > 20 and m["p99_ms"] > 0
         assert 0 <= m["accuracy"] <= 1
+    # 10 FPS is a third of what the demo model sustains on an idle machine, so both candidates
+    # usually keep up; a loaded machine may drop a frame and miss the budget. Either way the
+    # outcome must follow the measurements: the most accurate candidate that met it, or none.
+    meeting = [m for m in measured if m["meets"]]
+    if not meeting:
+        assert code == 1 and report["chosen"] is None and not out.exists()
+        return
     chosen = report["chosen"]
-    assert chosen["accuracy"] >= max(m["accuracy"] for m in measured) - 0.005
+    assert code == 0 and chosen is not None
+    assert chosen["accuracy"] >= max(m["accuracy"] for m in meeting) - 0.005
     engine = load_live_config([out]).engine
     assert engine.threads == 1 and engine.input_size == chosen["candidate"]["input_size"]

@@ -89,7 +89,9 @@ def test_short_soak_run_reports_every_target(tmp_path) -> None:
         assert iv["rss_mb"] > 0
     assert len(rep["rss_mb"]["samples"]) >= 8 and rep["rss_mb"]["growth"] is not None
     a = rep["accounting"]
-    assert a["received"] > 150 and a["unexplained_seq_gaps"] == 0
+    # how many masks a 9 s run yields is a speed figure (about 270 idle, 113 seen at load 8);
+    # what must hold at any speed is that every gap is accounted for
+    assert a["received"] >= len(rep["intervals"]) and a["unexplained_seq_gaps"] == 0
     assert a["unexplained_frame_gaps"] == 0 and rep["targets"]["gaps_accounted"]["pass"]
     assert set(rep["targets"]) == {"rss_growth", "p99_ratio", "gaps_accounted"}
     for name in ("RSS growth after warm-up", "p99 last / first interval", "unexplained gaps"):
