@@ -37,15 +37,19 @@ from pcmanet.checkpoint import CheckpointError, load_checkpoint
 from pcmanet.config import ConfigError, config_to_dict
 from pcmanet.model import PCMANet
 from pcmanet.variants import PCMANET_VARIANTS
-from stream.buffers import AudioRing, FrameRing
+from stream.buffers.audio_ring import AudioRing
+from stream.buffers.frame_ring import FrameRing
+from stream.buffers.sync import PairingPolicy
+from stream.capture.base import SAMPLE_RATE, SourceError
+from stream.capture.camera import CameraSource
+from stream.capture.demo import DemoSource
+from stream.capture.media_file import MediaFileSource
 from stream.config import LiveConfig, load_live_config, validate_live_config
 from stream.curve import CurveClientKeys, CurveServerKeys
 from stream.engine import StreamingEngine
 from stream.messages import ENCODINGS
 from stream.pipeline import LivePipeline, PipelineError, Sink
 from stream.publish import BindError, DropPolicy, MaskPublisher
-from stream.sources import SAMPLE_RATE, CameraSource, DemoSource, MediaFileSource, SourceError
-from stream.sync import PairingPolicy
 
 logger = logging.getLogger("run_live")
 
@@ -211,7 +215,7 @@ def open_sources(args: argparse.Namespace, cfg: LiveConfig, frames: FrameRing,
             cam = CameraSource(args.camera, frames, fps_hint=s.fps,
                                stream_timeout_s=s.stream_timeout_s, reconnect=s.reconnect)
             if args.mic:
-                from stream.mic import MicSource
+                from stream.capture.mic import MicSource
 
                 mic = MicSource(args.mic, audio)
                 mic.start()
@@ -239,7 +243,7 @@ def list_devices() -> str:
     lines += [f"  {p.name[5:]}: {p}" for p in cams] or ["  none found"]
     lines.append("Microphones:")
     try:
-        from stream.mic import list_audio_devices
+        from stream.capture.mic import list_audio_devices
 
         lines.append(list_audio_devices())
     except SourceError as e:

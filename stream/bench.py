@@ -30,10 +30,10 @@ import zmq
 from pcmanet.checkpoint import CheckpointError
 from pcmanet.config import ConfigError, config_to_dict
 from stream import app
+from stream.capture.base import SourceError
 from stream.latency import format_table, report
 from stream.pipeline import PipelineError
 from stream.publish import BindError
-from stream.sources import SourceError
 
 MODES = ("clip", "stream", "stream+carry")
 

@@ -40,10 +40,10 @@ from pcmanet.config import ConfigError, config_to_dict
 from stream import app
 from stream.bench import _finite, free_port, pipeline_argv
 from stream.bench import _subscriber as subscriber_process
+from stream.capture.base import SourceError
 from stream.latency import seq_gaps, summarize_ms
 from stream.pipeline import PipelineError
 from stream.publish import BindError
-from stream.sources import SourceError
 
 NS_PER_S = 1_000_000_000
 TARGETS = {"rss_growth": 0.05, "p99_ratio": 1.2}

@@ -14,8 +14,8 @@ from pcmanet.checkpoint import load_checkpoint
 from pcmanet.data.synthetic_demo import DemoScene
 from pcmanet.model import keep_fraction
 from pcmanet.variants import reference_config
+from stream.buffers.frames import Frame, PairedFrame
 from stream.engine import CarryConfig, FeatureCache, StreamingEngine
-from stream.frames import Frame, PairedFrame
 from stream.preprocess import Preprocessor, aa_weights
 
 NS = 1_000_000_000
