@@ -138,7 +138,7 @@ def accuracy(c: Candidate, model: PCMANet, size: int, seeds: list[int], device: 
     """Mean IoU on the demo scene at the candidate's size and audio rate, with ``model`` (the
     candidate's weights, on ``device``, trained at ``size``)."""
     from calib.scene_eval import scene_iou
-    from stream.engine import StreamingEngine
+    from stream.engine.engine import StreamingEngine
 
     return scene_iou(lambda: StreamingEngine(model, c.input_size or size, device or "cpu",
                                              audio_rate_hz=c.audio_rate_hz), seeds)

@@ -46,7 +46,7 @@ from stream.capture.demo import DemoSource
 from stream.capture.media_file import MediaFileSource
 from stream.config import LiveConfig, load_live_config, validate_live_config
 from stream.curve import CurveClientKeys, CurveServerKeys
-from stream.engine import StreamingEngine
+from stream.engine.engine import StreamingEngine
 from stream.messages import ENCODINGS
 from stream.pipeline import LivePipeline, PipelineError, Sink
 from stream.publish import BindError, DropPolicy, MaskPublisher
@@ -184,7 +184,7 @@ def pick_device(name: str) -> torch.device:
         raise UserError(f"--device {name}: CUDA is not available here "
                         "(torch.cuda.is_available() is False); use --device cpu")
     if device.type == "cuda":
-        from stream.cupy_check import cupy_mismatch
+        from stream.engine.cupy_check import cupy_mismatch
 
         mismatch = cupy_mismatch()
         if mismatch is not None:

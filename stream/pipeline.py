@@ -34,8 +34,8 @@ from stream.buffers.frames import Frame, PairedFrame
 from stream.buffers.mel_ring import MelRing
 from stream.buffers.sync import Pairer, PairingPolicy
 from stream.capture.base import _SourceThread
-from stream.engine import EngineResult, StreamingEngine
-from stream.gpu_pipeline import StreamRunner
+from stream.engine.engine import EngineResult, StreamingEngine
+from stream.engine.gpu_pipeline import StreamRunner
 from stream.publish import MaskPublisher
 
 logger = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ from stream.buffers.frame_ring import FrameRing
 from stream.buffers.frames import Frame
 from stream.capture.base import SAMPLE_RATE, _SourceThread
 from stream.capture.demo import DemoSource
-from stream.engine import StreamingEngine
+from stream.engine.engine import StreamingEngine
 from stream.pipeline import LivePipeline, PipelineError
 from stream.publish import MaskPublisher
 from stream.subscribe import MaskMessage, MaskSubscriber

@@ -18,7 +18,7 @@ from stream.buffers.frame_ring import FrameRing
 from stream.buffers.sync import PairingPolicy
 from stream.capture.base import SAMPLE_RATE
 from stream.capture.demo import DemoSource
-from stream.engine import StreamingEngine
+from stream.engine.engine import StreamingEngine
 from stream.pipeline import LivePipeline
 from stream.publish import MaskPublisher
 from stream.subscribe import MaskSubscriber

@@ -35,7 +35,7 @@ from pcmanet.audio.frontend import EXAMPLE_FRAMES, MEL_BANDS
 from pcmanet.model import FrameFeatures, PCMANet, PCMANetOutput, keep_fraction
 from stream.buffers.frames import NS_PER_S, PairedFrame
 from stream.buffers.sync import window_indices
-from stream.preprocess import Preprocessor
+from stream.engine.preprocess import Preprocessor
 
 SILENCE_LOGMEL = float(np.log(0.01))  # log-mel of digital silence: ln(0 + 0.01)
 
@@ -248,7 +248,7 @@ class StreamingEngine:
         precision: "fp32", or "bf16" (the model under ``torch.autocast`` in bfloat16 on the
             engine's device; probabilities are returned in float32).
         cuda_graphs: replay the per-frame encoder from a CUDA graph (CUDA devices only;
-            :mod:`stream.cuda_graphs`).
+            :mod:`stream.engine.cuda_graphs`).
     """
 
     def __init__(self, model: PCMANet, image_size: int, device: torch.device | str = "cpu",
@@ -265,7 +265,7 @@ class StreamingEngine:
                              f"{torch.device(device)})")
         self._encode: Callable[[Tensor, Tensor], FrameFeatures] = model.encode_frames
         if cuda_graphs:
-            from stream.cuda_graphs import GraphedEncoder
+            from stream.engine.cuda_graphs import GraphedEncoder
 
             self._encode = GraphedEncoder(model)
         if mode not in ("stream", "clip"):

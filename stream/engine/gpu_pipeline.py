@@ -30,7 +30,7 @@ from torch import Tensor
 
 from pcmanet.audio.frontend import EXAMPLE_FRAMES, MEL_BANDS
 from stream.buffers.frames import PairedFrame
-from stream.engine import EngineResult, StreamingEngine
+from stream.engine.engine import EngineResult, StreamingEngine
 
 
 @dataclass
