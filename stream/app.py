@@ -45,11 +45,12 @@ from stream.capture.camera import CameraSource
 from stream.capture.demo import DemoSource
 from stream.capture.media_file import MediaFileSource
 from stream.config import LiveConfig, load_live_config, validate_live_config
-from stream.curve import CurveClientKeys, CurveServerKeys
 from stream.engine.engine import StreamingEngine
-from stream.messages import ENCODINGS
 from stream.pipeline import LivePipeline, PipelineError, Sink
-from stream.publish import BindError, DropPolicy, MaskPublisher
+from stream.transport.curve import CurveClientKeys, CurveServerKeys
+from stream.transport.endpoints import BindError
+from stream.transport.messages import ENCODINGS
+from stream.transport.publish import DropPolicy, MaskPublisher
 
 logger = logging.getLogger("run_live")
 
@@ -169,7 +170,7 @@ def curve_keys(cfg: LiveConfig) -> CurveServerKeys | CurveClientKeys | None:
     """The publisher's CurveZMQ keys from ``live.publish.curve`` (None: CurveZMQ off): server
     keys to bind, client keys to connect into a proxy."""
     c = cfg.publish.curve
-    from stream.keys import client_keys, server_keys
+    from stream.transport.keys import client_keys, server_keys
 
     if c.server_key_file is not None:
         return client_keys(c.server_key_file, c.client_secret_file)

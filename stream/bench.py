@@ -33,7 +33,7 @@ from stream import app
 from stream.capture.base import SourceError
 from stream.latency import format_table, report
 from stream.pipeline import PipelineError
-from stream.publish import BindError
+from stream.transport.endpoints import BindError
 
 MODES = ("clip", "stream", "stream+carry")
 

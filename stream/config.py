@@ -25,7 +25,7 @@ from pcmanet.config import ConfigError, from_mapping, load_yaml, merge, parse_ov
 from stream.buffers.sync import PairingPolicy
 from stream.capture.reconnect import ReconnectPolicy
 from stream.engine.engine import CarryConfig
-from stream.messages import ENCODINGS, STREAM_NAME
+from stream.transport.messages import ENCODINGS, STREAM_NAME
 
 PAIRING_POLICIES = tuple(p.value for p in PairingPolicy)  # latest | exact
 

@@ -36,7 +36,7 @@ from stream.buffers.sync import Pairer, PairingPolicy
 from stream.capture.base import _SourceThread
 from stream.engine.engine import EngineResult, StreamingEngine
 from stream.engine.gpu_pipeline import StreamRunner
-from stream.publish import MaskPublisher
+from stream.transport.publish import MaskPublisher
 
 logger = logging.getLogger(__name__)
 

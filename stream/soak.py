@@ -43,7 +43,7 @@ from stream.bench import _subscriber as subscriber_process
 from stream.capture.base import SourceError
 from stream.latency import seq_gaps, summarize_ms
 from stream.pipeline import PipelineError
-from stream.publish import BindError
+from stream.transport.endpoints import BindError
 
 NS_PER_S = 1_000_000_000
 TARGETS = {"rss_growth": 0.05, "p99_ratio": 1.2}

@@ -30,8 +30,8 @@ from stream.capture.base import SAMPLE_RATE, _SourceThread
 from stream.capture.demo import DemoSource
 from stream.engine.engine import StreamingEngine
 from stream.pipeline import LivePipeline, PipelineError
-from stream.publish import MaskPublisher
-from stream.subscribe import MaskMessage, MaskSubscriber
+from stream.transport.publish import MaskPublisher
+from stream.transport.subscribe import MaskMessage, MaskSubscriber
 from tests.stream.test_network_camera import UdpTestStream
 from tests.stream.test_run_live import RUN_LIVE, free_port
 

@@ -20,8 +20,8 @@ from stream.capture.base import SAMPLE_RATE
 from stream.capture.demo import DemoSource
 from stream.engine.engine import StreamingEngine
 from stream.pipeline import LivePipeline
-from stream.publish import MaskPublisher
-from stream.subscribe import MaskSubscriber
+from stream.transport.publish import MaskPublisher
+from stream.transport.subscribe import MaskSubscriber
 
 MS = 1_000_000
 HOP_NS = 10 * MS  # log-mel hop: the wanted window ends up to one hop before the wanted time

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from pcmanet.config import ConfigError
 from stream.config import LiveConfig, live_config_from_dict, load_live_config
-from stream.messages import (
+from stream.transport.messages import (
     ENCODINGS,
     MASK_KEYS,
     STATS_KEYS,

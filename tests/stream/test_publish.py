@@ -25,7 +25,8 @@ import numpy as np
 import pytest
 import zmq
 
-from stream.messages import (
+from stream.transport.endpoints import AddressInUseError, exposure_warning
+from stream.transport.messages import (
     ENCODINGS,
     MaskHeader,
     MessageError,
@@ -35,14 +36,8 @@ from stream.messages import (
     rle_decode,
     rle_encode,
 )
-from stream.publish import (
-    AddressInUseError,
-    CurveServerKeys,
-    DropPolicy,
-    MaskPublisher,
-    exposure_warning,
-)
-from stream.subscribe import CurveClientKeys, MaskSubscriber, format_line, main
+from stream.transport.publish import CurveServerKeys, DropPolicy, MaskPublisher
+from stream.transport.subscribe import CurveClientKeys, MaskSubscriber, format_line, main
 
 pytestmark = pytest.mark.races  # threads/sockets/processes: bench/stress_races.py
 
@@ -529,7 +524,7 @@ def test_cli_times_out() -> None:
 PUBLISHER_SCRIPT = textwrap.dedent("""
     import json, sys, time
     import numpy as np
-    from stream.publish import MaskPublisher
+    from stream.transport.publish import MaskPublisher
 
     pub = MaskPublisher("tcp://127.0.0.1:*", stream="proc", encoding="rle",
                         stats_interval_s=None).start()
