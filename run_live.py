@@ -3,7 +3,7 @@
 
 import sys
 
-from stream.app import main
+from stream.run.app import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -145,8 +145,8 @@ def accuracy(c: Candidate, model: PCMANet, size: int, seeds: list[int], device: 
 
 
 def measure(c: Candidate, args: argparse.Namespace, workdir: Path, acc: float) -> Measured:
-    """One real-time pipeline run of the candidate (stream.bench's run_mode)."""
-    from stream import bench
+    """One real-time pipeline run of the candidate (stream.measure.bench's run_mode)."""
+    from stream.measure import bench
 
     argv = ["--source", "demo", "--duration", str(args.duration), "--warmup", str(args.warmup)]
     for o in c.overrides():
@@ -178,7 +178,7 @@ def format_table(rows: list[Measured], chosen: Measured | None,
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from pcmanet.checkpoint import CheckpointError
-    from stream.app import UserError, load_model
+    from stream.run.app import UserError, load_model
 
     seeds = [int(s) for s in args.seeds.split(",")]
     candidates = [Candidate(w, s, t, a) for w, s, t, a in itertools.product(

@@ -29,7 +29,7 @@ from stream.buffers.frames import Frame
 from stream.capture.base import SAMPLE_RATE, _SourceThread
 from stream.capture.demo import DemoSource
 from stream.engine.engine import StreamingEngine
-from stream.pipeline import LivePipeline, PipelineError
+from stream.run.pipeline import LivePipeline, PipelineError
 from stream.transport.publish import MaskPublisher
 from stream.transport.subscribe import MaskMessage, MaskSubscriber
 from tests.stream.test_network_camera import UdpTestStream
@@ -178,7 +178,7 @@ EMPTY = np.zeros((0, 0, 3), np.uint8)                        # a frame with no p
 def test_a_frame_that_raises_is_dropped_logged_once_and_the_run_goes_on(
         engine_parts: tuple[Any, int], caplog: pytest.LogCaptureFixture) -> None:
     images = [GOOD] * 3 + [GREY, GREY, EMPTY] + [GOOD] * 3 + [GREY] + [GOOD] * 2
-    with caplog.at_level(logging.ERROR, logger="stream.pipeline"):
+    with caplog.at_level(logging.ERROR, logger="stream.run.pipeline"):
         pipeline = run_frames(images, engine_parts, max_consecutive_errors=4)
     s = pipeline._summary
     assert s.reason == "end of input" and s.error is None

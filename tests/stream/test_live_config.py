@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pcmanet.config import ConfigError
-from stream.config import LiveConfig, load_live_config
+from stream.run.config import LiveConfig, load_live_config
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -51,7 +51,7 @@ def test_pairing_policy_defaults_to_latest_and_flows_to_the_pipeline(tmp_path):
     from stream.buffers.audio_ring import AudioRing
     from stream.buffers.frame_ring import FrameRing
     from stream.buffers.sync import PairingPolicy
-    from stream.pipeline import LivePipeline
+    from stream.run.pipeline import LivePipeline
 
     cfg = load_live_config()
     assert cfg.sync.pairing == "latest" and cfg.sync.max_lag_ms == 40.0

@@ -19,7 +19,7 @@ from stream.buffers.sync import PairingPolicy
 from stream.capture.base import SAMPLE_RATE
 from stream.capture.demo import DemoSource
 from stream.engine.engine import StreamingEngine
-from stream.pipeline import LivePipeline
+from stream.run.pipeline import LivePipeline
 from stream.transport.publish import MaskPublisher
 from stream.transport.subscribe import MaskSubscriber
 

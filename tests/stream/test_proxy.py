@@ -26,7 +26,7 @@ import pytest
 import zmq
 
 from pcmanet.config import ConfigError
-from stream.config import load_live_config
+from stream.run.config import load_live_config
 from stream.transport.curve import CurveClientKeys, CurveServerKeys
 from stream.transport.keys import client_keys, read_allowed_clients, read_key_pair
 from stream.transport.keys import main as keys_main

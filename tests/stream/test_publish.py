@@ -313,7 +313,7 @@ def test_malformed_messages_are_rejected_and_stream_goes_on(
     bad = [frames for name, (frames, _) in MALFORMED.items()
            if frames[0] == b"mask/cam0" and name != "two_parts"]
     bad.insert(0, MALFORMED["two_parts"][0])
-    with caplog.at_level(logging.WARNING, logger="stream.subscribe"), \
+    with caplog.at_level(logging.WARNING, logger="stream.transport.subscribe"), \
             raw_publisher() as (raw, sub):
         for i, frames in enumerate(bad):
             raw.send_multipart(frames)

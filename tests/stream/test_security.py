@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from stream.config import LiveConfig
+from stream.run.config import LiveConfig
 from stream.transport.endpoints import DEFAULT_URL, exposure_warning
 from tests.conftest import REPO
 

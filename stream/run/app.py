@@ -44,9 +44,9 @@ from stream.capture.base import SAMPLE_RATE, SourceError
 from stream.capture.camera import CameraSource
 from stream.capture.demo import DemoSource
 from stream.capture.media_file import MediaFileSource
-from stream.config import LiveConfig, load_live_config, validate_live_config
 from stream.engine.engine import StreamingEngine
-from stream.pipeline import LivePipeline, PipelineError, Sink
+from stream.run.config import LiveConfig, load_live_config, validate_live_config
+from stream.run.pipeline import LivePipeline, PipelineError, Sink
 from stream.transport.curve import CurveClientKeys, CurveServerKeys
 from stream.transport.endpoints import BindError
 from stream.transport.messages import ENCODINGS
@@ -322,13 +322,13 @@ def live_session(args: argparse.Namespace, cfg: LiveConfig, engine_mode: str = "
         sinks: list[Sink] = []
         stop_event = threading.Event()  # the overlay window's quit key sets it
         if args.record:
-            from stream.record import Recorder
+            from stream.run.record import Recorder
 
             sinks.append(Recorder(args.record, audio, cfg.publish.threshold,
                                   meta={"stream": cfg.publish.stream, "model": name,
                                         "source": source_description(args)}))
         if args.show:
-            from stream.overlay import Overlay
+            from stream.run.overlay import Overlay
 
             sinks.append(Overlay(cfg.publish.threshold, on_quit=stop_event.set))
         pipeline = LivePipeline(
