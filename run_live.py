@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PCMANet Live: ``python run_live.py --camera 0 --mic default`` (see ``stream/app.py``)."""
+"""PCMANet Live: ``python run_live.py --camera 0 --mic default`` (see ``stream/run/app.py``)."""
 
 import sys
 
