@@ -33,7 +33,7 @@ from stream.capture.base import SourceError
 from stream.measure.latency import format_table, report
 from stream.run import app
 from stream.run.pipeline import PipelineError
-from stream.transport.endpoints import BindError
+from stream.transport.sockets import BindError
 
 MODES = ("clip", "stream", "stream+carry")
 

@@ -43,7 +43,7 @@ from stream.measure.bench import _subscriber as subscriber_process
 from stream.measure.latency import seq_gaps, summarize_ms
 from stream.run import app
 from stream.run.pipeline import PipelineError
-from stream.transport.endpoints import BindError
+from stream.transport.sockets import BindError
 
 NS_PER_S = 1_000_000_000
 TARGETS = {"rss_growth": 0.05, "p99_ratio": 1.2}

@@ -48,9 +48,9 @@ from stream.engine.engine import StreamingEngine
 from stream.run.config import LiveConfig, load_live_config, validate_live_config
 from stream.run.pipeline import LivePipeline, PipelineError, Sink
 from stream.transport.curve import CurveClientKeys, CurveServerKeys
-from stream.transport.endpoints import BindError
 from stream.transport.messages import ENCODINGS
 from stream.transport.publish import DropPolicy, MaskPublisher
+from stream.transport.sockets import BindError
 
 logger = logging.getLogger("run_live")
 

@@ -6,7 +6,8 @@ processes, directly or through the proxy.
 
 * ``messages``: schema v1, ``[topic, header, payload]``, and the payload encodings.
 * ``publish``: ``MaskPublisher`` (XPUB, never blocks, counts drops, stats once a second).
-* ``endpoints``: the default address, ``exposure_warning``, ``BindError`` and its kinds.
+* ``sockets``: socket setup: the default address, ``exposure_warning``, ``BindError`` and
+  its kinds, ``open_xpub``.
 * ``subscribe``: ``MaskSubscriber`` and the ``python -m stream.subscribe`` CLI.
 * ``proxy``: ``MaskProxy``, the XSUB/XPUB forwarder, and the ``python -m stream.proxy`` CLI.
 * ``curve``, ``keys``: CurveZMQ on sockets; key files and ``python -m stream.keys``.

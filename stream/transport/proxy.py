@@ -46,8 +46,8 @@ from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
 from .curve import AllowList, CurveServerKeys, apply_server, start_zap
-from .endpoints import AddressInUseError, BindError, exposure_warning
 from .messages import SCHEMA_VERSION, dumps
+from .sockets import AddressInUseError, BindError, exposure_warning
 
 logger = logging.getLogger(__name__)
 

@@ -37,12 +37,10 @@ from .curve import (
     AllowList,
     CurveClientKeys,
     CurveServerKeys,
-    apply_client,
-    apply_server,
     start_zap,
 )
-from .endpoints import DEFAULT_URL, AddressInUseError, BindError, ConnectError, exposure_warning
 from .messages import ENCODINGS, SCHEMA_VERSION, STREAM_NAME, MaskHeader, dumps, encode_mask
+from .sockets import DEFAULT_URL, exposure_warning, open_xpub
 
 logger = logging.getLogger(__name__)
 
@@ -163,30 +161,10 @@ class MaskPublisher:
 
     def _bind(self, context: zmq.Context[Any]) -> MaskPublisher:
         """Create, configure and bind the XPUB socket; start the stats thread."""
-        sock: zmq.Socket[bytes] = context.socket(zmq.XPUB)
-        sock.setsockopt(zmq.SNDHWM, self.sndhwm)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.XPUB_NODROP, int(self._drop_policy is DropPolicy.COUNTED))
-        if isinstance(self._curve, CurveServerKeys):
-            apply_server(sock, self._curve)
-        elif isinstance(self._curve, CurveClientKeys):
-            apply_client(sock, self._curve)
-        if self._heartbeat_s is not None:
-            sock.setsockopt(zmq.HEARTBEAT_IVL, round(self._heartbeat_s * 1000))
-            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, round(self._heartbeat_timeout_s * 1000))
-        if "[" in self.url or "::" in self.url:
-            sock.setsockopt(zmq.IPV6, 1)
-        try:
-            (sock.connect if self.connect else sock.bind)(self.url)
-        except zmq.ZMQError as e:
-            sock.close(linger=0)
-            if self.connect:
-                raise ConnectError(e.errno, f"cannot connect to {self.url}: {e.strerror}"
-                                   ) from None
-            if e.errno == zmq.EADDRINUSE:
-                raise AddressInUseError(
-                    e.errno, f"{self.url} is already in use: pick another --zmq port") from None
-            raise BindError(e.errno, f"cannot bind {self.url}: {e.strerror}") from None
+        sock = open_xpub(context, self.url, connect=self.connect, sndhwm=self.sndhwm,
+                         nodrop=self._drop_policy is DropPolicy.COUNTED, curve=self._curve,
+                         heartbeat_s=self._heartbeat_s,
+                         heartbeat_timeout_s=self._heartbeat_timeout_s)
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT) or self.url
         self._monitor = sock.get_monitor_socket(
             zmq.EVENT_ACCEPTED | zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)

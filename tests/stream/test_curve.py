@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 import zmq
 
-from stream.transport.endpoints import exposure_warning
+from stream.transport.curve import CurveClientKeys
 from stream.transport.keys import KeyFileError, client_keys, main, server_keys
 from stream.transport.publish import MaskPublisher
-from stream.transport.subscribe import CurveClientKeys, MaskSubscriber
+from stream.transport.sockets import exposure_warning
+from stream.transport.subscribe import MaskSubscriber
 from stream.transport.subscribe import main as subscribe_main
 from tests.stream.test_run_live import RUN_LIVE, free_port
 

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import zmq
 
-from stream.transport.endpoints import AddressInUseError, exposure_warning
+from stream.transport.curve import CurveClientKeys, CurveServerKeys
 from stream.transport.messages import (
     ENCODINGS,
     MaskHeader,
@@ -36,8 +36,9 @@ from stream.transport.messages import (
     rle_decode,
     rle_encode,
 )
-from stream.transport.publish import CurveServerKeys, DropPolicy, MaskPublisher
-from stream.transport.subscribe import CurveClientKeys, MaskSubscriber, format_line, main
+from stream.transport.publish import DropPolicy, MaskPublisher
+from stream.transport.sockets import AddressInUseError, exposure_warning
+from stream.transport.subscribe import MaskSubscriber, format_line, main
 
 pytestmark = pytest.mark.races  # threads/sockets/processes: bench/stress_races.py
 

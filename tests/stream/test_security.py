@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 from stream.run.config import LiveConfig
-from stream.transport.endpoints import DEFAULT_URL, exposure_warning
+from stream.transport.sockets import DEFAULT_URL, exposure_warning
 from tests.conftest import REPO
 
 PACKAGES = ("pcmanet", "stream", "calib")
