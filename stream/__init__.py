@@ -14,6 +14,6 @@ The rule: top-level modules of ``stream`` are the commands (``python -m stream.b
 ``stream.soak``, ``stream.subscribe``, ``stream.keys``, ``stream.proxy``), each a few lines
 that run a ``main`` from a sub-package; the sub-packages are the data path. Import from the
 module that defines a name (``from stream.buffers.frame_ring import FrameRing``): the
-packages' ``__init__`` files only describe them, so importing one room never loads another
-(``stream.subscribe`` stays free of torch).
+packages' ``__init__`` files only describe them and import nothing, so a module loads only what
+it uses (``python -m stream.subscribe`` stays free of torch).
 """
