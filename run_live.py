@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""PCMANet Live: ``python run_live.py --camera 0 --mic default`` (see ``stream/app.py``)."""
+"""PCMANet Live: ``python run_live.py --camera 0 --mic default`` (see ``stream/run/app.py``)."""
 
 import sys
 
-from stream.app import main
+from stream.run.app import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -101,7 +101,7 @@ def check_torchaudio() -> list[str]:
 
 def check_cupy() -> list[str]:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from stream.cupy_check import cupy_mismatch
+    from stream.engine.cupy_check import cupy_mismatch
 
     message = cupy_mismatch()
     return [message] if message else []

@@ -19,7 +19,7 @@ from calib.scene_eval import iou, scene_frames
 from pcmanet.assets import DEMO_CHECKPOINT
 from pcmanet.checkpoint import load_checkpoint
 from pcmanet.data.synthetic_demo import DemoScene
-from stream.engine import CarryConfig, StreamingEngine
+from stream.engine.engine import CarryConfig, StreamingEngine
 
 
 def main() -> None:

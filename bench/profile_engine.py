@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without `pip install -e .`
 
 from calib.scene_eval import scene_frames  # noqa: E402
 from pcmanet.data.synthetic_demo import DemoScene  # noqa: E402
-from stream.app import load_model  # noqa: E402
-from stream.engine import StreamingEngine  # noqa: E402
+from stream.engine.engine import StreamingEngine  # noqa: E402
+from stream.run.app import load_model  # noqa: E402
 
 VARIANTS = ("default", "channels_last", "fp16_cache", "bf16", "compile", "threads2")
 

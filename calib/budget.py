@@ -138,15 +138,15 @@ def accuracy(c: Candidate, model: PCMANet, size: int, seeds: list[int], device: 
     """Mean IoU on the demo scene at the candidate's size and audio rate, with ``model`` (the
     candidate's weights, on ``device``, trained at ``size``)."""
     from calib.scene_eval import scene_iou
-    from stream.engine import StreamingEngine
+    from stream.engine.engine import StreamingEngine
 
     return scene_iou(lambda: StreamingEngine(model, c.input_size or size, device or "cpu",
                                              audio_rate_hz=c.audio_rate_hz), seeds)
 
 
 def measure(c: Candidate, args: argparse.Namespace, workdir: Path, acc: float) -> Measured:
-    """One real-time pipeline run of the candidate (stream.bench's run_mode)."""
-    from stream import bench
+    """One real-time pipeline run of the candidate (stream.measure.bench's run_mode)."""
+    from stream.measure import bench
 
     argv = ["--source", "demo", "--duration", str(args.duration), "--warmup", str(args.warmup)]
     for o in c.overrides():
@@ -178,7 +178,7 @@ def format_table(rows: list[Measured], chosen: Measured | None,
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from pcmanet.checkpoint import CheckpointError
-    from stream.app import UserError, load_model
+    from stream.run.app import UserError, load_model
 
     seeds = [int(s) for s in args.seeds.split(",")]
     candidates = [Candidate(w, s, t, a) for w, s, t, a in itertools.product(

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from stream.config import live_config_from_dict
+from stream.run.config import live_config_from_dict
 
 
 def fragment_text(live: Mapping[str, Any], tool: str, notes: list[str]) -> str:

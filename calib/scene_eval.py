@@ -27,8 +27,8 @@ import numpy as np
 
 from pcmanet.audio import log_mel
 from pcmanet.data.synthetic_demo import DemoScene
-from stream.engine import EngineResult, StreamingEngine
-from stream.frames import Frame, PairedFrame
+from stream.buffers.frames import Frame, PairedFrame
+from stream.engine.engine import EngineResult, StreamingEngine
 
 NS = 1_000_000_000
 AUDIO_WINDOW = 15_600  # samples behind one 96-frame log-mel window

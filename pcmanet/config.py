@@ -300,6 +300,6 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
         raise ConfigError(f"{where}: {e}") from None
 
 
-# Public names for other packages' configs (stream.config): same rules, same messages.
+# Public names for other packages' configs (stream.run.config): same rules, same messages.
 from_mapping = _from_dict
 merge = _merge

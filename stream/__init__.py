@@ -1,4 +1,19 @@
-"""The live runtime: sources, ring buffers, sync, streaming engine, ZMQ publishing (DESIGN.md).
+"""The live runtime (DESIGN.md). A frame's path through it, one sub-package per room:
 
-Built in the live issue; this package exists so the project installs as one unit.
+    capture/    sources stamp frames and audio on one clock and write them into the rings
+       |
+    buffers/    FrameRing, AudioRing -> MelRing; sync pairs each frame with its log-mel window
+       |
+    engine/     StreamingEngine: preprocess, per-frame features (FeatureCache), decode (CUDA)
+       |
+    transport/  masks leave over ZeroMQ: messages (schema v1), publisher, subscriber, proxy
+    run/        the pipeline assembled as run_live.py runs it: CLI, settings, threads, sinks
+    measure/    latency statistics, the benchmark and the soak run
+
+The rule: top-level modules of ``stream`` are the commands (``python -m stream.bench``,
+``stream.soak``, ``stream.subscribe``, ``stream.keys``, ``stream.proxy``), each a few lines
+that run a ``main`` from a sub-package; the sub-packages are the data path. Import from the
+module that defines a name (``from stream.buffers.frame_ring import FrameRing``): the
+packages' ``__init__`` files only describe them and import nothing, so a module loads only what
+it uses (``python -m stream.subscribe`` stays free of torch).
 """

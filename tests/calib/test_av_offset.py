@@ -14,7 +14,7 @@ import pytest
 from calib.av_offset import estimate, load_media, main
 from calib.pattern import FlashClickPattern
 from pcmanet.data.media_writer import write_media
-from stream.config import load_live_config
+from stream.run.config import load_live_config
 
 REPO = Path(__file__).resolve().parents[2]
 

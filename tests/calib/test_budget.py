@@ -8,7 +8,7 @@ import json
 import pytest
 
 from calib.budget import Candidate, Measured, choose, main
-from stream.config import load_live_config
+from stream.run.config import load_live_config
 
 
 def row(size, p99, acc, fps_out=30.0, dropped=0):

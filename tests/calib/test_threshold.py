@@ -8,7 +8,7 @@ import json
 import pytest
 
 from calib.threshold import Setting, main, parse_thresholds, recommend
-from stream.config import load_live_config
+from stream.run.config import load_live_config
 
 ROWS = [Setting(0.6, 0.80, 0.90, 0.01, 40.0), Setting(0.9, 0.83, 0.91, 0.05, 45.0),
         Setting(0.99, 0.834, 0.92, 0.20, 60.0), Setting(0.995, 0.836, 0.92, 0.30, 70.0)]

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from stream.publish import MaskPublisher
+from stream.transport.publish import MaskPublisher
 
 url, stream, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 prob = np.zeros((6, 8), np.float32)                                   # (H, W)

@@ -27,9 +27,9 @@ def run_live(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str
 
 def main_in_process(capsys: pytest.CaptureFixture[str], *args: str
                     ) -> subprocess.CompletedProcess[str]:
-    """``stream.app.main`` in this process (the same code as run_live.py, without the
+    """``stream.run.app.main`` in this process (the same code as run_live.py, without the
     interpreter start), as a CompletedProcess for :func:`one_error`."""
-    from stream.app import main
+    from stream.run.app import main
 
     capsys.readouterr()
     code = main([*args, "--zmq", f"tcp://127.0.0.1:{free_port()}"])

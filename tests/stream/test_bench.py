@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from stream.latency import (
+from stream.measure.latency import (
     after_warmup,
     format_table,
     fps,

@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from pcmanet.audio.frontend import HOP_SAMPLES, MEL_BANDS, WINDOW_SAMPLES, LogMel
-from stream.buffers import AudioRing, DropPolicy, FrameRing, MelRing, nearest_index
-from stream.frames import Frame
+from stream.buffers.audio_ring import AudioRing
+from stream.buffers.frame_ring import DropPolicy, FrameRing, nearest_index
+from stream.buffers.frames import Frame
+from stream.buffers.mel_ring import MelRing
 
 IMAGE = np.zeros((4, 6, 3), dtype=np.uint8)  # (H, W, 3) uint8 BGR, shared by all test frames
 T0 = 5_000_000_000  # ns; an arbitrary monotonic start time

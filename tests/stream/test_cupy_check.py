@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stream.cupy_check import cupy_mismatch, cupy_wheel_for, installed_cupy_wheels
+from stream.engine.cupy_check import cupy_mismatch, cupy_wheel_for, installed_cupy_wheels
 
 
 @pytest.mark.parametrize(("cuda", "wheel"), [("13.0", "cupy-cuda13x"), ("12.8", "cupy-cuda12x"),

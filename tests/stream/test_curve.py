@@ -17,10 +17,12 @@ import numpy as np
 import pytest
 import zmq
 
-from stream.keys import KeyFileError, client_keys, main, server_keys
-from stream.publish import MaskPublisher, exposure_warning
-from stream.subscribe import CurveClientKeys, MaskSubscriber
-from stream.subscribe import main as subscribe_main
+from stream.transport.curve import CurveClientKeys
+from stream.transport.keys import KeyFileError, client_keys, main, server_keys
+from stream.transport.publish import MaskPublisher
+from stream.transport.sockets import exposure_warning
+from stream.transport.subscribe import MaskSubscriber
+from stream.transport.subscribe import main as subscribe_main
 from tests.stream.test_run_live import RUN_LIVE, free_port
 
 pytestmark = [pytest.mark.skipif(not zmq.has("curve"), reason="libzmq built without CurveZMQ"),

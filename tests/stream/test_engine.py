@@ -14,9 +14,9 @@ from pcmanet.checkpoint import load_checkpoint
 from pcmanet.data.synthetic_demo import DemoScene
 from pcmanet.model import keep_fraction
 from pcmanet.variants import reference_config
-from stream.engine import CarryConfig, FeatureCache, StreamingEngine
-from stream.frames import Frame, PairedFrame
-from stream.preprocess import Preprocessor, aa_weights
+from stream.buffers.frames import Frame, PairedFrame
+from stream.engine.engine import CarryConfig, FeatureCache, StreamingEngine
+from stream.engine.preprocess import Preprocessor, aa_weights
 
 NS = 1_000_000_000
 
@@ -87,7 +87,7 @@ def test_feature_cache_is_bounded_and_keeps_window_frames():
     model, size = demo_model()
     with torch.inference_mode():
         feats = model.encode_frames(torch.zeros(1, 3, size, size), torch.zeros(1, 1, 96, 64))
-    from stream.engine import CacheEntry
+    from stream.engine.engine import CacheEntry
 
     cache = FeatureCache(horizon_s=4.5, retain_s=0.1)
     for i in range(300):                                # 10 s at 30 FPS
@@ -172,7 +172,7 @@ def test_preprocessor_normalises_bgr_frames():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cupy_preprocessing_matches_torch_on_gpu():
-    from stream.preprocess import cupy_available
+    from stream.engine.preprocess import cupy_available
 
     if not cupy_available():
         pytest.skip("CuPy is not installed (pip install -c constraints.txt -e '.[gpu]')")

@@ -23,13 +23,15 @@ import pytest
 
 from pcmanet.assets import DEMO_CHECKPOINT
 from pcmanet.checkpoint import load_checkpoint
-from stream.buffers import AudioRing, FrameRing
-from stream.engine import StreamingEngine
-from stream.frames import Frame
-from stream.pipeline import LivePipeline, PipelineError
-from stream.publish import MaskPublisher
-from stream.sources import SAMPLE_RATE, DemoSource, _SourceThread
-from stream.subscribe import MaskMessage, MaskSubscriber
+from stream.buffers.audio_ring import AudioRing
+from stream.buffers.frame_ring import FrameRing
+from stream.buffers.frames import Frame
+from stream.capture.base import SAMPLE_RATE, _SourceThread
+from stream.capture.demo import DemoSource
+from stream.engine.engine import StreamingEngine
+from stream.run.pipeline import LivePipeline, PipelineError
+from stream.transport.publish import MaskPublisher
+from stream.transport.subscribe import MaskMessage, MaskSubscriber
 from tests.stream.test_network_camera import UdpTestStream
 from tests.stream.test_run_live import RUN_LIVE, free_port
 
@@ -176,7 +178,7 @@ EMPTY = np.zeros((0, 0, 3), np.uint8)                        # a frame with no p
 def test_a_frame_that_raises_is_dropped_logged_once_and_the_run_goes_on(
         engine_parts: tuple[Any, int], caplog: pytest.LogCaptureFixture) -> None:
     images = [GOOD] * 3 + [GREY, GREY, EMPTY] + [GOOD] * 3 + [GREY] + [GOOD] * 2
-    with caplog.at_level(logging.ERROR, logger="stream.pipeline"):
+    with caplog.at_level(logging.ERROR, logger="stream.run.pipeline"):
         pipeline = run_frames(images, engine_parts, max_consecutive_errors=4)
     s = pipeline._summary
     assert s.reason == "end of input" and s.error is None
@@ -215,7 +217,7 @@ def starve_other_threads(seconds: float) -> None:
 
 def test_microphone_overflow_is_counted_and_pairing_goes_on(pulse_env: Any, engine_parts:
                                                             tuple[Any, int]) -> None:
-    from stream.mic import MicSource
+    from stream.capture.mic import MicSource
 
     model, size = engine_parts
     frames, audio = FrameRing(4), AudioRing(10 * SAMPLE_RATE)

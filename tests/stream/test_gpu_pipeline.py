@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from pcmanet.data.synthetic_demo import DemoScene
-from stream.engine import StreamingEngine
-from stream.gpu_pipeline import StreamRunner
+from stream.engine.engine import StreamingEngine
+from stream.engine.gpu_pipeline import StreamRunner
 from tests.stream.test_engine import demo_model, scene_frames
 
 

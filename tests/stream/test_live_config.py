@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pcmanet.config import ConfigError
-from stream.config import LiveConfig, load_live_config
+from stream.run.config import LiveConfig, load_live_config
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -48,9 +48,10 @@ def test_bad_files_name_the_key_and_the_file(tmp_path, text, expected):
 
 def test_pairing_policy_defaults_to_latest_and_flows_to_the_pipeline(tmp_path):
     """YAML -> SyncSettings -> the LivePipeline's Pairer, as run_live builds it."""
-    from stream.buffers import AudioRing, FrameRing
-    from stream.pipeline import LivePipeline
-    from stream.sync import PairingPolicy
+    from stream.buffers.audio_ring import AudioRing
+    from stream.buffers.frame_ring import FrameRing
+    from stream.buffers.sync import PairingPolicy
+    from stream.run.pipeline import LivePipeline
 
     cfg = load_live_config()
     assert cfg.sync.pairing == "latest" and cfg.sync.max_lag_ms == 40.0

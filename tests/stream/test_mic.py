@@ -18,10 +18,10 @@ import pytest
 import torch
 import torchaudio
 
-from stream.buffers import AudioRing
-from stream.mic import MicSource, list_audio_devices
-from stream.resample import StreamingResampler
-from stream.sources import SourceError
+from stream.buffers.audio_ring import AudioRing
+from stream.capture.base import SourceError
+from stream.capture.mic import MicSource, list_audio_devices
+from stream.capture.resample import StreamingResampler
 from tests.stream.audio_env import SINK_RATE, PulseAudioEnv, write_wav
 
 pytestmark = pytest.mark.races  # threads/sockets/processes: bench/stress_races.py
@@ -275,8 +275,8 @@ def test_no_input_devices_says_what_to_use_instead() -> None:
         "import sounddevice as sd\n"
         "if any(d['max_input_channels'] > 0 for d in sd.query_devices()): print('HAS-INPUTS')\n"
         "else:\n"
-        "    from stream.buffers import AudioRing\n"
-        "    from stream.mic import MicSource\n"
+        "    from stream.buffers.audio_ring import AudioRing\n"
+        "    from stream.capture.mic import MicSource\n"
         "    try:\n"
         "        MicSource('default', AudioRing(16000)).start()\n"
         "    except Exception as e:\n"

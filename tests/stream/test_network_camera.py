@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 
-from stream.buffers import FrameRing
-from stream.frames import Frame
-from stream.reconnect import Backoff, ReconnectPolicy
-from stream.sources import CameraSource, SourceError
+from stream.buffers.frame_ring import FrameRing
+from stream.buffers.frames import Frame
+from stream.capture.base import SourceError
+from stream.capture.camera import CameraSource
+from stream.capture.reconnect import Backoff, ReconnectPolicy
 
 pytestmark = pytest.mark.races  # threads/sockets/processes: bench/stress_races.py
 

@@ -13,13 +13,15 @@ import pytest
 
 from pcmanet.assets import DEMO_CHECKPOINT
 from pcmanet.checkpoint import load_checkpoint
-from stream.buffers import AudioRing, FrameRing
-from stream.engine import StreamingEngine
-from stream.pipeline import LivePipeline
-from stream.publish import MaskPublisher
-from stream.sources import SAMPLE_RATE, DemoSource
-from stream.subscribe import MaskSubscriber
-from stream.sync import PairingPolicy
+from stream.buffers.audio_ring import AudioRing
+from stream.buffers.frame_ring import FrameRing
+from stream.buffers.sync import PairingPolicy
+from stream.capture.base import SAMPLE_RATE
+from stream.capture.demo import DemoSource
+from stream.engine.engine import StreamingEngine
+from stream.run.pipeline import LivePipeline
+from stream.transport.publish import MaskPublisher
+from stream.transport.subscribe import MaskSubscriber
 
 MS = 1_000_000
 HOP_NS = 10 * MS  # log-mel hop: the wanted window ends up to one hop before the wanted time

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pcmanet.config import ConfigError
-from stream.config import LiveConfig, live_config_from_dict, load_live_config
-from stream.messages import (
+from stream.run.config import LiveConfig, live_config_from_dict, load_live_config
+from stream.transport.messages import (
     ENCODINGS,
     MASK_KEYS,
     STATS_KEYS,

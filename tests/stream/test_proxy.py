@@ -26,13 +26,13 @@ import pytest
 import zmq
 
 from pcmanet.config import ConfigError
-from stream.config import load_live_config
-from stream.curve import CurveClientKeys, CurveServerKeys
-from stream.keys import client_keys, read_allowed_clients, read_key_pair
-from stream.keys import main as keys_main
-from stream.proxy import MaskProxy, main
-from stream.publish import MaskPublisher
-from stream.subscribe import MaskSubscriber
+from stream.run.config import load_live_config
+from stream.transport.curve import CurveClientKeys, CurveServerKeys
+from stream.transport.keys import client_keys, read_allowed_clients, read_key_pair
+from stream.transport.keys import main as keys_main
+from stream.transport.proxy import MaskProxy, main
+from stream.transport.publish import MaskPublisher
+from stream.transport.subscribe import MaskSubscriber
 from tests.conftest import REPO
 from tests.stream.test_run_live import RUN_LIVE, free_port
 

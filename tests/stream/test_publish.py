@@ -25,7 +25,8 @@ import numpy as np
 import pytest
 import zmq
 
-from stream.messages import (
+from stream.transport.curve import CurveClientKeys, CurveServerKeys
+from stream.transport.messages import (
     ENCODINGS,
     MaskHeader,
     MessageError,
@@ -35,14 +36,9 @@ from stream.messages import (
     rle_decode,
     rle_encode,
 )
-from stream.publish import (
-    AddressInUseError,
-    CurveServerKeys,
-    DropPolicy,
-    MaskPublisher,
-    exposure_warning,
-)
-from stream.subscribe import CurveClientKeys, MaskSubscriber, format_line, main
+from stream.transport.publish import DropPolicy, MaskPublisher
+from stream.transport.sockets import AddressInUseError, exposure_warning
+from stream.transport.subscribe import MaskSubscriber, format_line, main
 
 pytestmark = pytest.mark.races  # threads/sockets/processes: bench/stress_races.py
 
@@ -318,7 +314,7 @@ def test_malformed_messages_are_rejected_and_stream_goes_on(
     bad = [frames for name, (frames, _) in MALFORMED.items()
            if frames[0] == b"mask/cam0" and name != "two_parts"]
     bad.insert(0, MALFORMED["two_parts"][0])
-    with caplog.at_level(logging.WARNING, logger="stream.subscribe"), \
+    with caplog.at_level(logging.WARNING, logger="stream.transport.subscribe"), \
             raw_publisher() as (raw, sub):
         for i, frames in enumerate(bad):
             raw.send_multipart(frames)
@@ -529,7 +525,7 @@ def test_cli_times_out() -> None:
 PUBLISHER_SCRIPT = textwrap.dedent("""
     import json, sys, time
     import numpy as np
-    from stream.publish import MaskPublisher
+    from stream.transport.publish import MaskPublisher
 
     pub = MaskPublisher("tcp://127.0.0.1:*", stream="proc", encoding="rle",
                         stats_interval_s=None).start()

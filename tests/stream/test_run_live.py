@@ -277,7 +277,7 @@ def test_network_camera_and_pulseaudio_microphone_end_to_end(pulse_env, udp_stre
 
 
 def test_overlay_draws_the_mask_and_the_text() -> None:
-    from stream.overlay import draw_overlay
+    from stream.run.overlay import draw_overlay
 
     image = np.full((60, 80, 3), 100, np.uint8)
     prob = np.zeros((60, 80), np.float32)

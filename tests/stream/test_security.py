@@ -7,8 +7,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from stream.config import LiveConfig
-from stream.publish import DEFAULT_URL, exposure_warning
+from stream.run.config import LiveConfig
+from stream.transport.sockets import DEFAULT_URL, exposure_warning
 from tests.conftest import REPO
 
 PACKAGES = ("pcmanet", "stream", "calib")

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from stream.soak import analyse, frame_gaps, main, rss_mb
+from stream.measure.soak import analyse, frame_gaps, main, rss_mb
 from tests.conftest import REPO
 
 S, MS = 1_000_000_000, 1_000_000

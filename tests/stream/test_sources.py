@@ -13,9 +13,13 @@ import pytest
 from av.video.stream import VideoStream
 
 from pcmanet.data.synthetic_demo import write_demo_video
-from stream.buffers import AudioRing, FrameRing
-from stream.frames import Frame
-from stream.sources import CameraSource, DemoSource, MediaFileSource, SourceError
+from stream.buffers.audio_ring import AudioRing
+from stream.buffers.frame_ring import FrameRing
+from stream.buffers.frames import Frame
+from stream.capture.base import SourceError
+from stream.capture.camera import CameraSource
+from stream.capture.demo import DemoSource
+from stream.capture.media_file import MediaFileSource
 
 pytestmark = pytest.mark.races  # threads/sockets/processes: bench/stress_races.py
 

@@ -10,9 +10,11 @@ import pytest
 import torch
 
 from pcmanet.audio.frontend import HOP_SAMPLES, WINDOW_SAMPLES, LogMel
-from stream.buffers import AudioRing, MelRing, nearest_index
-from stream.frames import Frame
-from stream.sync import Pairer, PairingPolicy, window_indices
+from stream.buffers.audio_ring import AudioRing
+from stream.buffers.frame_ring import nearest_index
+from stream.buffers.frames import Frame
+from stream.buffers.mel_ring import MelRing
+from stream.buffers.sync import Pairer, PairingPolicy, window_indices
 
 T0 = 7_000_000_000  # ns; when the first audio sample was captured
 NS_PER_SAMPLE = 62_500  # 1e9 / 16 kHz

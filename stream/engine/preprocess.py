@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pcmanet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from stream.cupy_check import cupy_mismatch
+from stream.engine.cupy_check import cupy_mismatch
 
 
 def aa_weights(in_size: int, out_size: int) -> np.ndarray:

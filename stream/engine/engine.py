@@ -6,8 +6,8 @@ Per frame, :meth:`StreamingEngine.step` runs
 2. ``model.encode_frames`` on the new frame and its log-mel window (backbone, lateral convs,
    AVGA, QSCA tokens and keys/values), kept in :class:`FeatureCache`,
 3. ``model.decode`` of the newest frame over the window of T cached frames chosen by
-   :func:`stream.sync.window_indices` (1 s apart by default): the audio-token chain, the newest
-   frame's selected queries, GF and the heads.
+   :func:`stream.buffers.sync.window_indices` (1 s apart by default): the audio-token chain,
+   the newest frame's selected queries, GF and the heads.
 
 **Contract**: the newest frame's logits equal what clip mode (``model(frames, audio)`` on the
 same T frames and log-mel windows) computes for it, within 1e-4 (tested).
@@ -33,10 +33,9 @@ from torch import Tensor
 
 from pcmanet.audio.frontend import EXAMPLE_FRAMES, MEL_BANDS
 from pcmanet.model import FrameFeatures, PCMANet, PCMANetOutput, keep_fraction
-from stream.buffers import NS_PER_S
-from stream.frames import PairedFrame
-from stream.preprocess import Preprocessor
-from stream.sync import window_indices
+from stream.buffers.frames import NS_PER_S, PairedFrame
+from stream.buffers.sync import window_indices
+from stream.engine.preprocess import Preprocessor
 
 SILENCE_LOGMEL = float(np.log(0.01))  # log-mel of digital silence: ln(0 + 0.01)
 
@@ -249,7 +248,7 @@ class StreamingEngine:
         precision: "fp32", or "bf16" (the model under ``torch.autocast`` in bfloat16 on the
             engine's device; probabilities are returned in float32).
         cuda_graphs: replay the per-frame encoder from a CUDA graph (CUDA devices only;
-            :mod:`stream.cuda_graphs`).
+            :mod:`stream.engine.cuda_graphs`).
     """
 
     def __init__(self, model: PCMANet, image_size: int, device: torch.device | str = "cpu",
@@ -266,7 +265,7 @@ class StreamingEngine:
                              f"{torch.device(device)})")
         self._encode: Callable[[Tensor, Tensor], FrameFeatures] = model.encode_frames
         if cuda_graphs:
-            from stream.cuda_graphs import GraphedEncoder
+            from stream.engine.cuda_graphs import GraphedEncoder
 
             self._encode = GraphedEncoder(model)
         if mode not in ("stream", "clip"):

@@ -27,8 +27,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from stream.buffers import AudioRing
-from stream.frames import Frame
+from stream.buffers.audio_ring import AudioRing
+from stream.buffers.frames import Frame
 
 logger = logging.getLogger(__name__)
 _AUDIO_CHUNK = 16_000  # most samples copied from the ring per poll

@@ -9,7 +9,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from stream.frames import Frame
+from stream.buffers.frames import Frame
 
 WINDOW = "PCMANet Live"
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+NS_PER_S = 1_000_000_000  # the pipeline's times are int nanoseconds
+
 
 @dataclass(frozen=True, eq=False)
 class Frame:

@@ -10,10 +10,10 @@ Data path::
   preallocated staging ring, notes the block's ADC time and counts ``input_overflow`` flags.
   No allocation beyond numpy views, no resampling, no lock held beyond ``Event.set``.
 * The worker (the :class:`MicSource` thread) takes blocks in order, averages the channels to
-  mono, resamples to 16 kHz with :class:`~stream.resample.StreamingResampler` (torchaudio's
-  sinc kernel, applied polyphase with the history carried across blocks: the output equals
-  resampling the whole signal at once) and writes into the ring with the capture time of the
-  first sample.
+  mono, resamples to 16 kHz with :class:`~stream.capture.resample.StreamingResampler`
+  (torchaudio's sinc kernel, applied polyphase with the history carried across blocks: the
+  output equals resampling the whole signal at once) and writes into the ring with the capture
+  time of the first sample.
 
 Time: ``time_info.inputBufferAdcTime`` is on the PortAudio clock; it is mapped once onto the
 pipeline clock with ``offset = clock() - time_info.currentTime`` taken at the first callback.
@@ -34,9 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from stream.buffers import AudioRing
-from stream.resample import StreamingResampler
-from stream.sources import NS_PER_S, SAMPLE_RATE, Clock, Sleep, SourceError, _SourceThread
+from stream.buffers.audio_ring import AudioRing
+from stream.buffers.frames import NS_PER_S
+from stream.capture.base import SAMPLE_RATE, Clock, Sleep, SourceError, _SourceThread
+from stream.capture.resample import StreamingResampler
 
 MAX_CHANNELS = 2  # a device with more input channels is opened with its first two
 _WAIT_S = 0.05  # longest wait for the callback, so stop() is seen within 50 ms

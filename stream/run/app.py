@@ -37,15 +37,20 @@ from pcmanet.checkpoint import CheckpointError, load_checkpoint
 from pcmanet.config import ConfigError, config_to_dict
 from pcmanet.model import PCMANet
 from pcmanet.variants import PCMANET_VARIANTS
-from stream.buffers import AudioRing, FrameRing
-from stream.config import LiveConfig, load_live_config, validate_live_config
-from stream.curve import CurveClientKeys, CurveServerKeys
-from stream.engine import StreamingEngine
-from stream.messages import ENCODINGS
-from stream.pipeline import LivePipeline, PipelineError, Sink
-from stream.publish import BindError, DropPolicy, MaskPublisher
-from stream.sources import SAMPLE_RATE, CameraSource, DemoSource, MediaFileSource, SourceError
-from stream.sync import PairingPolicy
+from stream.buffers.audio_ring import AudioRing
+from stream.buffers.frame_ring import FrameRing
+from stream.buffers.sync import PairingPolicy
+from stream.capture.base import SAMPLE_RATE, SourceError
+from stream.capture.camera import CameraSource
+from stream.capture.demo import DemoSource
+from stream.capture.media_file import MediaFileSource
+from stream.engine.engine import StreamingEngine
+from stream.run.config import LiveConfig, load_live_config, validate_live_config
+from stream.run.pipeline import LivePipeline, PipelineError, Sink
+from stream.transport.curve import CurveClientKeys, CurveServerKeys
+from stream.transport.messages import ENCODINGS
+from stream.transport.publish import DropPolicy, MaskPublisher
+from stream.transport.sockets import BindError
 
 logger = logging.getLogger("run_live")
 
@@ -165,7 +170,7 @@ def curve_keys(cfg: LiveConfig) -> CurveServerKeys | CurveClientKeys | None:
     """The publisher's CurveZMQ keys from ``live.publish.curve`` (None: CurveZMQ off): server
     keys to bind, client keys to connect into a proxy."""
     c = cfg.publish.curve
-    from stream.keys import client_keys, server_keys
+    from stream.transport.keys import client_keys, server_keys
 
     if c.server_key_file is not None:
         return client_keys(c.server_key_file, c.client_secret_file)
@@ -180,7 +185,7 @@ def pick_device(name: str) -> torch.device:
         raise UserError(f"--device {name}: CUDA is not available here "
                         "(torch.cuda.is_available() is False); use --device cpu")
     if device.type == "cuda":
-        from stream.cupy_check import cupy_mismatch
+        from stream.engine.cupy_check import cupy_mismatch
 
         mismatch = cupy_mismatch()
         if mismatch is not None:
@@ -211,7 +216,7 @@ def open_sources(args: argparse.Namespace, cfg: LiveConfig, frames: FrameRing,
             cam = CameraSource(args.camera, frames, fps_hint=s.fps,
                                stream_timeout_s=s.stream_timeout_s, reconnect=s.reconnect)
             if args.mic:
-                from stream.mic import MicSource
+                from stream.capture.mic import MicSource
 
                 mic = MicSource(args.mic, audio)
                 mic.start()
@@ -239,7 +244,7 @@ def list_devices() -> str:
     lines += [f"  {p.name[5:]}: {p}" for p in cams] or ["  none found"]
     lines.append("Microphones:")
     try:
-        from stream.mic import list_audio_devices
+        from stream.capture.mic import list_audio_devices
 
         lines.append(list_audio_devices())
     except SourceError as e:
@@ -317,13 +322,13 @@ def live_session(args: argparse.Namespace, cfg: LiveConfig, engine_mode: str = "
         sinks: list[Sink] = []
         stop_event = threading.Event()  # the overlay window's quit key sets it
         if args.record:
-            from stream.record import Recorder
+            from stream.run.record import Recorder
 
             sinks.append(Recorder(args.record, audio, cfg.publish.threshold,
                                   meta={"stream": cfg.publish.stream, "model": name,
                                         "source": source_description(args)}))
         if args.show:
-            from stream.overlay import Overlay
+            from stream.run.overlay import Overlay
 
             sinks.append(Overlay(cfg.publish.threshold, on_quit=stop_event.set))
         pipeline = LivePipeline(

@@ -37,16 +37,13 @@ from .curve import (
     AllowList,
     CurveClientKeys,
     CurveServerKeys,
-    apply_client,
-    apply_server,
     start_zap,
 )
 from .messages import ENCODINGS, SCHEMA_VERSION, STREAM_NAME, MaskHeader, dumps, encode_mask
+from .sockets import DEFAULT_URL, exposure_warning, open_xpub
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_URL = "tcp://127.0.0.1:5555"
-_ALL_INTERFACES = ("*", "0.0.0.0", "::", "[::]", "[*]", "")
 CONNECT_LINGER_MS = 1000   # connect mode: how long `stop` may take to hand queued masks over
 
 
@@ -59,41 +56,6 @@ class DropPolicy(enum.Enum):
     PER_SUBSCRIBER = "per_subscriber"
     """Plain PUB behaviour: only the slow subscriber loses the mask; the publisher cannot see
     it, so `dropped_at_socket` stays 0 and only the subscriber's seq gaps show the loss."""
-
-
-class BindError(OSError):
-    """The publisher could not bind its URL."""
-
-
-class AddressInUseError(BindError):
-    """Another socket already holds the URL."""
-
-
-class ConnectError(BindError):
-    """The publisher could not connect to its URL (connect mode: a malformed address)."""
-
-
-def exposure_warning(url: str, curve: bool = False, allowlist: bool = False) -> str | None:
-    """A warning when `url` is reachable from other machines, None for loopback / ipc / inproc.
-
-    It says whether CurveZMQ is on (`curve`) and restricted to allowed client keys
-    (`allowlist`)."""
-    if not url.startswith("tcp://"):
-        return None
-    host = url[len("tcp://"):].rpartition(":")[0]
-    bare = host.strip("[]")
-    if host == "localhost" or bare.startswith("127.") or bare == "::1":
-        return None
-    if not curve:
-        security = "; masks go unencrypted to anyone (set live.publish.curve keys)"
-    elif allowlist:
-        security = "; CurveZMQ on: encrypted, only allowed client keys receive masks"
-    else:
-        security = ("; CurveZMQ on: encrypted, but any client with the server's public key "
-                    "may subscribe (set live.publish.curve.allowed_clients_dir)")
-    if host in _ALL_INTERFACES:
-        return f"{url} binds ALL network interfaces: other machines can subscribe{security}"
-    return f"{url} binds {host}, which other machines can reach{security}"
 
 
 class MaskPublisher:
@@ -199,30 +161,10 @@ class MaskPublisher:
 
     def _bind(self, context: zmq.Context[Any]) -> MaskPublisher:
         """Create, configure and bind the XPUB socket; start the stats thread."""
-        sock: zmq.Socket[bytes] = context.socket(zmq.XPUB)
-        sock.setsockopt(zmq.SNDHWM, self.sndhwm)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.XPUB_NODROP, int(self._drop_policy is DropPolicy.COUNTED))
-        if isinstance(self._curve, CurveServerKeys):
-            apply_server(sock, self._curve)
-        elif isinstance(self._curve, CurveClientKeys):
-            apply_client(sock, self._curve)
-        if self._heartbeat_s is not None:
-            sock.setsockopt(zmq.HEARTBEAT_IVL, round(self._heartbeat_s * 1000))
-            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, round(self._heartbeat_timeout_s * 1000))
-        if "[" in self.url or "::" in self.url:
-            sock.setsockopt(zmq.IPV6, 1)
-        try:
-            (sock.connect if self.connect else sock.bind)(self.url)
-        except zmq.ZMQError as e:
-            sock.close(linger=0)
-            if self.connect:
-                raise ConnectError(e.errno, f"cannot connect to {self.url}: {e.strerror}"
-                                   ) from None
-            if e.errno == zmq.EADDRINUSE:
-                raise AddressInUseError(
-                    e.errno, f"{self.url} is already in use: pick another --zmq port") from None
-            raise BindError(e.errno, f"cannot bind {self.url}: {e.strerror}") from None
+        sock = open_xpub(context, self.url, connect=self.connect, sndhwm=self.sndhwm,
+                         nodrop=self._drop_policy is DropPolicy.COUNTED, curve=self._curve,
+                         heartbeat_s=self._heartbeat_s,
+                         heartbeat_timeout_s=self._heartbeat_timeout_s)
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT) or self.url
         self._monitor = sock.get_monitor_socket(
             zmq.EVENT_ACCEPTED | zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)

@@ -29,8 +29,8 @@ import torch
 from torch import Tensor
 
 from pcmanet.audio.frontend import EXAMPLE_FRAMES, MEL_BANDS
-from stream.engine import EngineResult, StreamingEngine
-from stream.frames import PairedFrame
+from stream.buffers.frames import PairedFrame
+from stream.engine.engine import EngineResult, StreamingEngine
 
 
 @dataclass

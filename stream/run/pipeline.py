@@ -28,13 +28,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from stream.buffers import AudioRing, FrameRing, MelRing
-from stream.engine import EngineResult, StreamingEngine
-from stream.frames import Frame, PairedFrame
-from stream.gpu_pipeline import StreamRunner
-from stream.publish import MaskPublisher
-from stream.sources import _SourceThread
-from stream.sync import Pairer, PairingPolicy
+from stream.buffers.audio_ring import AudioRing
+from stream.buffers.frame_ring import FrameRing
+from stream.buffers.frames import Frame, PairedFrame
+from stream.buffers.mel_ring import MelRing
+from stream.buffers.sync import Pairer, PairingPolicy
+from stream.capture.base import _SourceThread
+from stream.engine.engine import EngineResult, StreamingEngine
+from stream.engine.gpu_pipeline import StreamRunner
+from stream.transport.publish import MaskPublisher
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +78,8 @@ class LivePipeline:
         threshold: mask threshold written into headers (binary encodings).
         model_name: the header's ``model``.
         av_offset_ms, pairing, max_lag_ms, max_wait_ms: pairing (DESIGN.md 4; see
-            :class:`~stream.sync.Pairer`): ``latest`` never waits and accepts a window ending
-            up to ``max_lag_ms`` early; ``exact`` waits up to ``max_wait_ms``.
+            :class:`~stream.buffers.sync.Pairer`): ``latest`` never waits and accepts a window
+            ending up to ``max_lag_ms`` early; ``exact`` waits up to ``max_wait_ms``.
         max_frames: stop after this many masks published.
         duration_s: stop after this long.
         sinks: overlay, recorder...

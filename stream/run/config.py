@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from pcmanet.config import ConfigError, from_mapping, load_yaml, merge, parse_override
-from stream.engine import CarryConfig
-from stream.messages import ENCODINGS, STREAM_NAME
-from stream.reconnect import ReconnectPolicy
-from stream.sync import PairingPolicy
+from stream.buffers.sync import PairingPolicy
+from stream.capture.reconnect import ReconnectPolicy
+from stream.engine.engine import CarryConfig
+from stream.transport.messages import ENCODINGS, STREAM_NAME
 
 PAIRING_POLICIES = tuple(p.value for p in PairingPolicy)  # latest | exact
 

@@ -36,7 +36,7 @@ STREAM_NAME = re.compile(r"[A-Za-z0-9_.:-]+")     # what a publisher may name a 
 MAX_PIXELS = 1 << 26                              # 64 Mpx: a larger header is refused, so a
 #                                                   hostile RLE cannot make a decoder allocate more
 
-# Stats headers: these keys at least (counters are ints; see `stream.publish`).
+# Stats headers: these keys at least (counters are ints; see `stream.transport.publish`).
 STATS_KEYS: dict[str, type] = {
     "v": int, "stream": str, "t_publish_ns": int, "published": int, "sent": int,
     "dropped_at_socket": int,

@@ -1,6 +1,6 @@
 """Block-by-block resampling of a mono stream to 16 kHz, equal to resampling it whole.
 
-Used by :class:`stream.mic.MicSource`, whose device may only record at 44.1 or 48 kHz.
+Used by :class:`stream.capture.mic.MicSource`, whose device may only record at 44.1 or 48 kHz.
 """
 
 from __future__ import annotations

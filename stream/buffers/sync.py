@@ -18,8 +18,9 @@ import time
 from collections.abc import Callable, Sequence
 
 from pcmanet.audio.frontend import EXAMPLE_FRAMES, HOP_SAMPLES, WINDOW_SAMPLES
-from stream.buffers import NS_PER_S, MelRing, MelWindow, nearest_index
-from stream.frames import Frame, PairedFrame
+from stream.buffers.frame_ring import nearest_index
+from stream.buffers.frames import NS_PER_S, Frame, PairedFrame
+from stream.buffers.mel_ring import MelRing, MelWindow
 
 
 class PairingPolicy(enum.Enum):
