@@ -4,7 +4,9 @@ against the object really sounding.
 A frame is "settled" when it is 1.1 s or more into a sounding segment, so its whole 0.975 s
 audio window holds the new sound (the first second after a change is ambiguous by
 construction); :func:`scene_iou` scores only those. Used by ``calib.budget`` (accuracy of each
-candidate setting) and ``bench/carry.py``.
+candidate setting) and ``bench/carry.py``. Frames as far into a silent segment are "silent":
+they are not scored by IoU (an empty prediction and an empty truth say nothing);
+:func:`scene_scores` reports the mean predicted mask area over them instead.
 
 ``audio_shift_ms`` ends every frame's audio window that much before its capture time, as
 ``live.sync.pairing: latest`` does when the audio lags; the frames scored do not change with
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from pcmanet.audio import log_mel
-from pcmanet.data.synthetic_demo import DemoScene
+from pcmanet.data.synthetic_demo import SILENCE_PROB, DemoScene
 from stream.buffers.frames import Frame, PairedFrame
 from stream.engine.engine import EngineResult, StreamingEngine
 
@@ -40,6 +42,7 @@ class SceneFrame:
     paired: PairedFrame     # frame i stamped i / fps with the audio window ending at it (- shift)
     truth: np.ndarray       # (H, W) bool: the sounding object's pixels
     settled: bool           # scored (see the module docstring)
+    silent: bool = False    # 1.1 s or more into silence: its area is reported
 
 
 def scene_frames(scene: DemoScene, indices: Iterable[int], audio_shift_ms: float = 0.0
@@ -54,11 +57,12 @@ def scene_frames(scene: DemoScene, indices: Iterable[int], audio_shift_ms: float
         mel = (log_mel(scene.audio(audio_end - AUDIO_WINDOW, AUDIO_WINDOW), SAMPLE_RATE)[0, 0]
                .numpy() if audio_end >= AUDIO_WINDOW else None)
         seg = scene.segment_at(max(end - 1, 0))
-        settled = seg.obj is not None and end - seg.start >= 1.1 * SAMPLE_RATE
+        long_enough = end - seg.start >= 1.1 * SAMPLE_RATE
         t = round(i * NS / scene.fps)
         t_end = t - shift * NS // SAMPLE_RATE
         yield SceneFrame(PairedFrame(Frame(image, t, i), mel, t_end - 975_000_000, t_end, False,
-                                     audio_lag_ns=t - t_end), gt > 127, settled)
+                                     audio_lag_ns=t - t_end), gt > 127,
+                         seg.obj is not None and long_enough, seg.obj is None and long_enough)
 
 
 def iou(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -73,6 +77,8 @@ class SceneRun:
 
     ious: list[float] = field(default_factory=list)       # IoU with the sounding object
     settled: list[bool] = field(default_factory=list)     # scored by scene_iou
+    silent: list[bool] = field(default_factory=list)      # 1.1 s or more into silence
+    areas: list[float] = field(default_factory=list)      # predicted mask area (fraction)
     sounding: list[bool] = field(default_factory=list)    # some object sounds (truth not empty)
     masks: list[np.ndarray] = field(default_factory=list)  # (H, W) bool predictions
 
@@ -84,12 +90,14 @@ class SceneRun:
 def scene_run(make_engine: Callable[[], StreamingEngine], seeds: Sequence[int] = (0, 1, 2),
               seconds: float = 9.0, fps: float = 10.0, size: int = 224,
               on_step: Callable[[EngineResult], None] | None = None,
-              audio_shift_ms: float = 0.0, keep_masks: bool = False) -> SceneRun:
-    """Every frame of each seed's scene through a fresh engine per seed."""
+              audio_shift_ms: float = 0.0, keep_masks: bool = False,
+              silence_prob: float = SILENCE_PROB) -> SceneRun:
+    """Every frame of each seed's scene through a fresh engine per seed. ``silence_prob``: the
+    scene's chance of a silent segment (:class:`DemoScene`'s)."""
     run = SceneRun()
     for seed in seeds:
         engine = make_engine()
-        scene = DemoScene(seed=seed, size=size, fps=fps)
+        scene = DemoScene(seed=seed, size=size, fps=fps, silence_prob=silence_prob)
         for f in scene_frames(scene, range(round(seconds * fps)), audio_shift_ms):
             r = engine.step(f.paired)
             if on_step is not None:
@@ -97,10 +105,35 @@ def scene_run(make_engine: Callable[[], StreamingEngine], seeds: Sequence[int] =
             pred = r.prob > 0.5
             run.ious.append(iou(pred, f.truth))
             run.settled.append(f.settled)
+            run.silent.append(f.silent)
+            run.areas.append(float(pred.mean()))
             run.sounding.append(bool(f.truth.any()))
             if keep_masks:
                 run.masks.append(pred)
     return run
+
+
+@dataclass(frozen=True)
+class SceneScores:
+    """:func:`scene_scores`: mean IoU over the settled frames, mean predicted area (fraction
+    of the frame) over the silent ones, and how many of each (NaN where none)."""
+
+    iou: float
+    silent_area: float
+    settled_frames: int
+    silent_frames: int
+
+
+def scene_scores(make_engine: Callable[[], StreamingEngine], seeds: Sequence[int] = (0, 1, 2),
+                 seconds: float = 9.0, fps: float = 10.0, size: int = 224,
+                 on_step: Callable[[EngineResult], None] | None = None,
+                 silence_prob: float = SILENCE_PROB) -> SceneScores:
+    """IoU on the settled frames and predicted area on the silent frames of each seed's scene
+    (a fresh engine per seed)."""
+    run = scene_run(make_engine, seeds, seconds, fps, size, on_step, silence_prob=silence_prob)
+    areas = [a for a, s in zip(run.areas, run.silent, strict=True) if s]
+    return SceneScores(run.mean(run.settled), float(np.mean(areas)) if areas else float("nan"),
+                       sum(run.settled), len(areas))
 
 
 def scene_iou(make_engine: Callable[[], StreamingEngine], seeds: Sequence[int] = (0, 1, 2),

@@ -7,6 +7,14 @@
 S4/MS3: mIoU (`mask_iou`) and F-score (`f_score`, beta^2 = 0.3) per batch of `--batch-size`
 clips in CSV order, averaged over batches like the official test loop; the F-score depends on
 the batch size, which is printed with it. AVSS: per-class mIoU and F over the whole split.
+
+When some labelled S4/MS3 frames have an empty ground truth (nothing audible in view: silent
+or off-screen sound), AVSBench's mIoU scores them by the fraction of pixels predicted
+background, which hides a small spurious mask. The result then also holds ``silent_area`` (mean
+predicted mask area, as a fraction of the frame, over those frames), ``silent_empty`` (the
+fraction of them predicted with no pixel at all), ``sounding_miou`` (per-frame mean IoU over
+the frames with a non-empty ground truth) and the frame counts; for S4 also
+``silent_area_by_category`` (synthetic sets: ``silence`` and ``off-screen``).
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from pcmanet.checkpoint import CheckpointError, load_checkpoint
-from pcmanet.metrics import AVSMeter, SemanticMeter, f_score, mask_iou
+from pcmanet.metrics import AVSMeter, SemanticMeter, f_score, frame_ious, mask_area, mask_iou
 from pcmanet.model import PCMANetOutput, keep_fraction
 
 
@@ -108,7 +116,8 @@ def evaluate_model(model: nn.Module, dataset: Dataset[Any], batch_size: int,
 
     Also reported: ``keep_ratio`` (token-weighted fraction of visual tokens selected as queries
     by CIM, mean over batches) and ``ms_per_clip`` (model forward time per clip, median over
-    batches; the device is synchronised for it on CUDA).
+    batches; the device is synchronised for it on CUDA); with empty-GT frames, the silence
+    figures of the module docstring (:func:`silence_summary`).
     """
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
@@ -116,6 +125,8 @@ def evaluate_model(model: nn.Module, dataset: Dataset[Any], batch_size: int,
     n_videos = n_frames = 0
     keeps: list[float] = []
     times_ms: list[float] = []
+    silent_areas: dict[str, list[float]] = {}                               # by category
+    sounding_ious: list[float] = []
     for batch in tqdm(loader, desc="evaluate", disable=not show_progress, leave=False):
         batch = to_device(batch, device)
         t0 = time.perf_counter()
@@ -139,6 +150,11 @@ def evaluate_model(model: nn.Module, dataset: Dataset[Any], batch_size: int,
             binary_meter.add(mask_iou(pred, gt), f_score(pred, gt), n_videos=B,
                              n_frames=len(rows))
             n_frames += len(rows)
+            empty = (gt.flatten(1) == 0).all(1)                             # (N,)
+            sounding_ious += frame_ious(pred[~empty], gt[~empty]).tolist()
+            categories = [batch["category"][int(r) // T] for r in rows[empty]]
+            for category, area in zip(categories, mask_area(pred[empty]).tolist(), strict=True):
+                silent_areas.setdefault(category, []).append(area)
         else:
             if semantic_meter is None:
                 semantic_meter = SemanticMeter(logits.shape[1])
@@ -155,7 +171,26 @@ def evaluate_model(model: nn.Module, dataset: Dataset[Any], batch_size: int,
                       fscore_no_last=semantic_meter.fscore_no_bg)
     else:
         result.update(miou=binary_meter.miou, fscore=binary_meter.fscore)
+        result.update(silence_summary(silent_areas, sounding_ious))
     return result
+
+
+def silence_summary(silent_areas: dict[str, list[float]], sounding_ious: list[float]
+                    ) -> dict[str, Any]:
+    """Silence figures from the predicted areas of the empty-GT frames (by clip category) and
+    the IoUs of the other frames; {} when no frame has an empty GT."""
+    areas = [a for values in silent_areas.values() for a in values]
+    if not areas:
+        return {}
+    summary: dict[str, Any] = {
+        "silent_frames": len(areas), "silent_area": float(np.mean(areas)),
+        "silent_empty": float(np.mean([a == 0 for a in areas])),
+        "sounding_frames": len(sounding_ious),
+        "sounding_miou": float(np.mean(sounding_ious)) if sounding_ious else float("nan")}
+    if set(silent_areas) != {""}:                                            # MS3: no categories
+        summary["silent_area_by_category"] = {c: float(np.mean(v))
+                                              for c, v in sorted(silent_areas.items())}
+    return summary
 
 
 def load_for_eval(args: argparse.Namespace) -> tuple[nn.Module, int | None]:
@@ -195,6 +230,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.task} {args.split}: mIoU {result['miou']:.4f}  F-score {result['fscore']:.4f}"
               f"  ({result['n_videos']} videos, {result['n_frames']} frames, "
               f"batch size {result['batch_size']})")
+        if "silent_area" in result:
+            print(f"{result['silent_frames']} frames with nothing audible in view: mean "
+                  f"predicted area {100 * result['silent_area']:.2f} % of the frame, "
+                  f"{100 * result['silent_empty']:.1f} % of them empty; "
+                  f"{result['sounding_frames']} sounding frames: mIoU "
+                  f"{result['sounding_miou']:.4f}")
     return 0
 
 

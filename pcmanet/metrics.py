@@ -1,7 +1,9 @@
 """AVSBench evaluation metrics with the official semantics (AVSBENCH.md section 6).
 
 S4/MS3 (binary, one logit map per frame):
-- `mask_iou`: the official `mask_iou` ("mIoU", Jaccard) of one batch of frames.
+- `mask_iou`: the official `mask_iou` ("mIoU", Jaccard) of one batch of frames;
+  `frame_ious` gives its per-frame values and `mask_area` the predicted area per frame (what a
+  model paints where nothing audible is in view: AVSBench's mIoU hardly sees it).
 - `f_score`: the official `Eval_Fmeasure` (beta^2 = 0.3, best of 255 thresholds) of one batch,
   vectorised over thresholds.
 - `AVSMeter`: the official test loop's `AverageMeter`: the mean over batches of the per-batch
@@ -54,9 +56,15 @@ def mask_iou(logits: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:
     pixels predicted background, |not P and not G| / (H*W + eps). Returns the mean of J over
     the N frames. A singleton channel dim, (N, 1, H, W), is accepted and squeezed.
     """
+    ious = frame_ious(logits, target, eps)                                  # (N,)
+    return torch.sum(ious) / ious.shape[0]
+
+
+def frame_ious(logits: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:
+    """Per-frame J of `mask_iou`: logits (N, H, W), target (N, H, W) 0/1 -> (N,) float32."""
     logits, target = _as_frames(logits, "logits"), _as_frames(target, "target")
     assert logits.shape == target.shape, f"{tuple(logits.shape)} != {tuple(target.shape)}"
-    N, H, W = logits.shape
+    _, H, W = logits.shape
     pred = (torch.sigmoid(logits.float()) > 0.5).int()                      # (N, H, W)
     gt = target.float()
     empty = gt.sum(2).sum(1) == 0                                           # (N,)
@@ -65,7 +73,15 @@ def mask_iou(logits: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:
     inter_bg = ((1 - gt) * (1 - pred)).sum(2).sum(1)                        # (N,)
     inter = torch.where(empty, inter_bg, inter)
     union = torch.where(empty, torch.full_like(union, float(H * W)), union)
-    return torch.sum(inter / (union + eps)) / N
+    return inter / (union + eps)
+
+
+def mask_area(logits: Tensor) -> Tensor:
+    """Predicted mask area per frame: logits (N, H, W) -> (N,) float32, the fraction of pixels
+    with sigmoid(logits) > 0.5 (the foreground of `mask_iou`)."""
+    logits = _as_frames(logits, "logits")
+    pred = torch.sigmoid(logits.float()) > 0.5                              # (N, H, W)
+    return pred.flatten(1).float().mean(1)
 
 
 def f_score(

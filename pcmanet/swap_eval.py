@@ -8,6 +8,8 @@ objects. For every ordered pair (A, B) of clips of a group, the model sees A's f
 audio; the prediction is scored (AVSBench `mask_iou`, per frame) against B's masks, i.e. the
 object that the swapped-in audio makes sound, and against A's masks, the object it no longer
 hears. A model that ignores audio scores the same on both; one that listens follows B.
+Silent and off-screen clips (``--silent-fraction`` / ``--offscreen-fraction``: no object in
+view sounds) take no part, so the figure means the same on sets with and without them.
 """
 
 from __future__ import annotations
@@ -40,12 +42,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def swap_pairs(meta: dict[str, Any], split: str) -> list[tuple[str, str]]:
-    """Ordered (A, B) name pairs of clips sharing a scene and differing in what sounds."""
+    """Ordered (A, B) name pairs of clips sharing a scene and differing in what sounds (silent
+    and off-screen clips, marked by an ``"audio"`` entry, left out)."""
     pairs = []
     for group in meta["groups"]:
         if group["split"] != split:
             continue
-        clips = group["clips"]
+        clips = [c for c in group["clips"] if "audio" not in c]
         pairs += [(a["name"], b["name"]) for a in clips for b in clips
                   if a["name"] != b["name"] and a["sounding"] != b["sounding"]]
     return pairs

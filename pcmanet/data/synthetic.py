@@ -1,7 +1,8 @@
 """Synthetic sounding-objects data sets in the exact AVSBench S4 / MS3 on-disk layout.
 
 ``python -m pcmanet.data.synthetic --out DIR --task s4|ms3|both [--train N --val N --test N]
-[--size 224] [--seed 0] [--pkl] [--style shapes|alt]`` writes ``DIR/Single-source`` (S4) and/or
+[--size 224] [--seed 0] [--pkl] [--style shapes|alt] [--silent-fraction F]
+[--offscreen-fraction F]`` writes ``DIR/Single-source`` (S4) and/or
 ``DIR/Multi-sources`` (MS3) as docs/AVSBENCH.md sections 0-2 and 4 describe, so the AVSBench
 loaders, training and evaluation run on it unchanged.
 
@@ -10,6 +11,16 @@ disjoint set with other names, shapes, textures and sounds, for measuring how a 
 the default style fine-tunes on objects it has never seen. An "alt" set also gets its own clip
 names, scenes and sounds for the same seed; ``synthetic_meta.json`` records ``"style"`` for it
 (absent for "shapes", so default-style files stay as they were before styles existed).
+
+``--silent-fraction`` and ``--offscreen-fraction`` turn that fraction of each split's clips into
+clips where no visible object sounds, with all-zero masks in every labelled frame (valid AVSBench
+masks): *silent* clips hold background noise only (every fourth of them digital silence, all
+zeros), *off-screen* clips the sound of an object of a class that is not in the scene, over
+background noise. In S4 their category is ``silence`` or ``off-screen``. They keep their names
+and frames; the choice comes from a random stream of its own, so every other clip is
+byte-identical to the same clip of the set written without the options, and with both at 0
+(the default) the files are exactly those of a set written before the options existed
+(``synthetic_meta.json`` records the fractions only when non-zero, as for ``style``).
 
 The data forces a model to use the audio: clips come in groups that share *identical* frames
 (one scene render) but differ in which object sounds, hence in the audio and the masks. S4: each
@@ -27,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import enum
 import io
 import json
 import math
@@ -42,7 +54,7 @@ import wave
 import zlib
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -73,7 +85,8 @@ from .synthetic_scene import (
 )
 from .synthetic_scene import render as render_frame
 
-__all__ = ["CLASS_NAMES", "STYLES", "DemoScene", "main", "sample_scene", "write_dataset",
+__all__ = ["CLASS_NAMES", "OFFSCREEN_CATEGORY", "SILENT_CATEGORY", "STYLES", "ClipAudio",
+           "DemoScene", "main", "plan_dataset", "sample_scene", "write_dataset",
            "write_demo_video"]
 
 TASKS = ("s4", "ms3")
@@ -81,20 +94,35 @@ SPLITS = ("train", "val", "test")
 TASK_FOLDERS = {"s4": "Single-source", "ms3": "Multi-sources"}
 _ID_CHARS = string.ascii_letters + string.digits + "-_"
 _MS3_SOUNDING_P = (0.15, 0.45, 0.40)  # P(0, 1, 2 sounding objects)
+_SILENCE_KEY = 0x51_1E  # separates the silent / off-screen choice's random stream
+SILENT_CATEGORY = "silence"  # S4 category of a silent clip
+OFFSCREEN_CATEGORY = "off-screen"  # S4 category of a clip whose sounding object is not in view
 
 
 # ---------------------------------------------------------------------------------------------
 # Plan: names, classes and sounding objects of every clip, fixed before any rendering
 
 
+class ClipAudio(enum.Enum):
+    """What a clip's soundtrack holds."""
+
+    SOURCES = "sources"  # its sounding objects over background noise (none: noise only, MS3)
+    NOISE = "noise"  # a silent clip: background noise only
+    ZEROS = "zeros"  # a silent clip: digital silence
+    OFFSCREEN = "offscreen"  # an object that is not in the scene, over background noise
+
+
 @dataclass(frozen=True)
 class ClipPlan:
-    """One clip: its name, split, CSV start time and the indices of its sounding objects."""
+    """One clip: its name, split, CSV start time, the indices of its sounding objects and what
+    its soundtrack holds (with ``offscreen``, the style's class index of the unseen object)."""
 
     name: str
     split: str
     start_time: int
-    sounding: tuple[int, ...]  # indices into GroupPlan.classes
+    sounding: tuple[int, ...]  # indices into GroupPlan.classes; masks are their union
+    audio: ClipAudio = ClipAudio.SOURCES
+    offscreen: int | None = None  # index into STYLES[style] when audio is OFFSCREEN
 
 
 @dataclass(frozen=True)
@@ -171,10 +199,16 @@ def _plan_split(task: str, split: str, count: int, group: int, seed: int,
 
 
 def plan_dataset(task: str, sizes: dict[str, int], seed: int = 0, group: int = 2,
-                 style: str = DEFAULT_STYLE) -> list[GroupPlan]:
+                 style: str = DEFAULT_STYLE, silent: float = 0.0, offscreen: float = 0.0
+                 ) -> list[GroupPlan]:
     """Every group of a task, split by split (train, val, test), deterministic in ``seed`` and
-    ``style`` (a key of :data:`STYLES`; ValueError naming the valid ones otherwise)."""
+    ``style`` (a key of :data:`STYLES`; ValueError naming the valid ones otherwise).
+    ``silent`` and ``offscreen``: fractions of each split's clips made silent or off-screen
+    (:func:`add_silence`)."""
     style_classes(style)  # validates
+    if not (0 <= silent <= 1 and 0 <= offscreen <= 1 and silent + offscreen <= 1):
+        raise ValueError(f"need 0 <= silent, offscreen and silent + offscreen <= 1, got "
+                         f"silent={silent}, offscreen={offscreen}")
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     max_group = 3 if task == "s4" else 4
@@ -184,8 +218,51 @@ def plan_dataset(task: str, sizes: dict[str, int], seed: int = 0, group: int = 2
     n_ids = sum(sizes.values()) if task == "s4" else sum(math.ceil(n / group)
                                                          for n in sizes.values())
     ids = youtube_ids(rng, n_ids)
-    return [g for split in SPLITS
-            for g in _plan_split(task, split, sizes.get(split, 0), group, seed, ids, rng, style)]
+    plans = [g for split in SPLITS
+             for g in _plan_split(task, split, sizes.get(split, 0), group, seed, ids, rng, style)]
+    if silent or offscreen:
+        plans = add_silence(plans, task, seed, silent, offscreen)
+    return plans
+
+
+def add_silence(plans: list[GroupPlan], task: str, seed: int, silent: float, offscreen: float
+                ) -> list[GroupPlan]:
+    """Make ``round(silent * n)`` clips of each split of n clips silent and
+    ``round(offscreen * n)`` off-screen: no sounding object in view, so all-zero masks.
+
+    Silent clips alternate, by draw order, one of digital silence to three of background
+    noise; an off-screen clip sounds like an object of a class absent from its scene. The
+    clips are drawn from a random stream of their own (``seed``, task, style,
+    :data:`_SILENCE_KEY`), so the plan of every other clip is unchanged.
+    """
+    style = plans[0].style if plans else DEFAULT_STYLE
+    rng = np.random.default_rng([seed, TASKS.index(task), *_style_tag(style), _SILENCE_KEY])
+    n_cls = len(style_classes(style))
+    clips = [list(p.clips) for p in plans]
+    for split in SPLITS:
+        refs = [(g, j) for g, p in enumerate(plans) for j, c in enumerate(p.clips)
+                if c.split == split]
+        n_silent, n_off = round(silent * len(refs)), round(offscreen * len(refs))
+        for rank, i in enumerate(rng.permutation(len(refs))[:n_silent + n_off]):
+            g, j = refs[int(i)]
+            if rank < n_silent:
+                audio = ClipAudio.ZEROS if rank % 4 == 0 else ClipAudio.NOISE
+                clips[g][j] = replace(clips[g][j], sounding=(), audio=audio)
+            else:
+                absent = [k for k in range(n_cls) if k not in plans[g].classes]
+                clips[g][j] = replace(clips[g][j], sounding=(), audio=ClipAudio.OFFSCREEN,
+                                      offscreen=int(rng.choice(absent)))
+    return [replace(p, clips=tuple(c)) for p, c in zip(plans, clips, strict=True)]
+
+
+def clip_category(plan: GroupPlan, clip: ClipPlan) -> str:
+    """A clip's S4 category: its sounding object's class name, or :data:`SILENT_CATEGORY` /
+    :data:`OFFSCREEN_CATEGORY` when no visible object sounds."""
+    if clip.audio is ClipAudio.OFFSCREEN:
+        return OFFSCREEN_CATEGORY
+    if not clip.sounding:
+        return SILENT_CATEGORY
+    return style_classes(plan.style)[plan.classes[clip.sounding[0]]].name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,7 +371,7 @@ def write_group(task: str, root: Path, plan: GroupPlan, size: int, pkl: bool = F
     frames, masks = zip(*(render_frame(background, objects, t) for t in FRAME_TIMES))
     pngs = [cv2.imencode(".png", img)[1].tobytes() for img in frames]  # one encode per group
     for j, clip in enumerate(plan.clips):
-        category = catalogue[plan.classes[clip.sounding[0]]].name if task == "s4" else ""
+        category = clip_category(plan, clip) if task == "s4" else ""
         paths = _paths(task, root, clip, category)
         for k, png in enumerate(pngs, 1):
             _write(paths["frame"](k), png)
@@ -306,8 +383,14 @@ def write_group(task: str, root: Path, plan: GroupPlan, size: int, pkl: bool = F
             mask_png = cv2.imencode(".png", union.astype(np.uint8) * 255)[1]  # 8-bit grey 0/255
             _write(paths["mask"](k), mask_png.tobytes())
         audio_rng = np.random.default_rng(np.random.SeedSequence((*plan.key, j + 1)))
-        sound = mix_clip([objects[i] for i in clip.sounding], CLIP_SECONDS * SAMPLE_RATE,
-                         audio_rng)
+        sources = [objects[i] for i in clip.sounding]
+        if clip.audio is ClipAudio.OFFSCREEN:  # an instance of a class absent from the scene
+            assert clip.offscreen is not None, clip
+            sources = [sample_instance(catalogue[clip.offscreen], sample_motion(
+                audio_rng, (0.5, 0.5), 0.1, 0.0), audio_rng)]
+        sound = mix_clip(sources, CLIP_SECONDS * SAMPLE_RATE, audio_rng)
+        if clip.audio is ClipAudio.ZEROS:
+            sound = np.zeros_like(sound)
         paths["wav"].parent.mkdir(parents=True, exist_ok=True)
         pcm = write_wav(paths["wav"], sound, channels)
         if pkl:
@@ -338,7 +421,8 @@ class DatasetSummary:
 def write_dataset(out: str | os.PathLike[str], task: str, sizes: dict[str, int], *, size: int = 224,
                   seed: int = 0, pkl: bool = False, group: int = 2, channels: int = 1,
                   workers: int = 1, overwrite: bool = False, progress: bool = False,
-                  style: str = DEFAULT_STYLE) -> DatasetSummary:
+                  style: str = DEFAULT_STYLE, silent: float = 0.0, offscreen: float = 0.0
+                  ) -> DatasetSummary:
     """Write one task's synthetic data set under ``out`` in the AVSBench layout.
 
     Args:
@@ -354,6 +438,10 @@ def write_dataset(out: str | os.PathLike[str], task: str, sizes: dict[str, int],
         overwrite: delete an existing task folder first instead of refusing.
         progress: show a tqdm bar.
         style: the object classes, a key of :data:`STYLES` ("shapes" or "alt").
+        silent: fraction of each split's clips with background noise or digital silence only
+            and all-zero masks (see :func:`add_silence`).
+        offscreen: fraction of each split's clips sounding like an object that is not in the
+            scene, with all-zero masks.
 
     Raises:
         ValueError: a bad option, an unknown style included (the message names the valid ones).
@@ -365,7 +453,7 @@ def write_dataset(out: str | os.PathLike[str], task: str, sizes: dict[str, int],
         raise ValueError(f"need size >= 16 and seed >= 0, got size={size}, seed={seed}")
     if any(n < 0 for n in sizes.values()) or set(sizes) - set(SPLITS):
         raise ValueError(f"sizes must map {SPLITS} to counts >= 0, got {sizes}")
-    plans = plan_dataset(task, sizes, seed, group, style)
+    plans = plan_dataset(task, sizes, seed, group, style, silent, offscreen)
     root = Path(out) / TASK_FOLDERS[task]
     if root.exists() and any(root.iterdir()):
         if not overwrite:
@@ -389,15 +477,18 @@ def write_dataset(out: str | os.PathLike[str], task: str, sizes: dict[str, int],
             with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
                 for _ in pool.map(_write_group_job, jobs, chunksize=4):
                     bar.update()
-    _write_tables(task, root, plans, seed, size, style)
+    _write_tables(task, root, plans, seed, size, style, silent, offscreen)
     clips = {s: sum(c.split == s for p in plans for c in p.clips) for s in SPLITS}
     return DatasetSummary(task, root, clips, len(plans), time.perf_counter() - start)
 
 
 def _write_tables(task: str, root: Path, plans: list[GroupPlan], seed: int, size: int,
-                  style: str = DEFAULT_STYLE) -> None:
+                  style: str = DEFAULT_STYLE, silent: float = 0.0, offscreen: float = 0.0
+                  ) -> None:
     """The meta CSV (AVSBench header) and ``synthetic_meta.json`` (groups, objects, sounding;
-    ``"style"`` unless it is the default), with the category names of ``style``'s classes."""
+    ``"style"`` unless it is the default, the silent / off-screen fractions unless 0; a clip
+    without visible sound also gets ``"audio"``: "noise", "zeros" or "offscreen", the latter
+    with ``"offscreen"``, the unseen object's class), with the names of ``style``'s classes."""
     names = [c.name for c in style_classes(style)]
     with open(root / f"{task}_meta_data.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
@@ -405,15 +496,28 @@ def _write_tables(task: str, root: Path, plans: list[GroupPlan], seed: int, size
                    else ["video_id", "split"])
         for p in plans:
             for c in p.clips:
-                w.writerow([c.name, c.start_time, names[p.classes[c.sounding[0]]], c.split]
+                w.writerow([c.name, c.start_time, clip_category(p, c), c.split]
                            if task == "s4" else [c.name, c.split])
+
+    def clip_meta(p: GroupPlan, c: ClipPlan) -> dict[str, Any]:
+        entry: dict[str, Any] = {"name": c.name,
+                                 "sounding": [names[p.classes[i]] for i in c.sounding]}
+        if c.audio is not ClipAudio.SOURCES:  # absent for the clips of a set without silence
+            entry["audio"] = c.audio.value
+        if c.offscreen is not None:
+            entry["offscreen"] = names[c.offscreen]
+        return entry
+
     groups = [{"split": p.clips[0].split, "objects": [names[i] for i in p.classes],
-               "clips": [{"name": c.name, "sounding": [names[p.classes[i]] for i in c.sounding]}
-                         for c in p.clips]}
+               "clips": [clip_meta(p, c) for c in p.clips]}
               for p in plans]
     meta: dict[str, Any] = {"generator": "pcmanet.data.synthetic", "task": task, "seed": seed}
     if style != DEFAULT_STYLE:  # absent: the default, as in sets written before styles existed
         meta["style"] = style
+    if silent:
+        meta["silent_fraction"] = silent
+    if offscreen:
+        meta["offscreen_fraction"] = offscreen
     meta.update(size=size, frame_times_s=list(FRAME_TIMES), classes=names, groups=groups)
     (root / "synthetic_meta.json").write_text(json.dumps(meta, indent=1) + "\n")
 
@@ -442,6 +546,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--style", choices=list(STYLES), default=DEFAULT_STYLE,
                    help="object classes: shapes (default, the demo's) or alt (8 others: other "
                         "shapes, textures and sounds)")
+    p.add_argument("--silent-fraction", type=float, default=0.0, metavar="F",
+                   help="fraction of each split's clips with background noise (1 in 4: digital "
+                        "silence) only and empty masks (default 0)")
+    p.add_argument("--offscreen-fraction", type=float, default=0.0, metavar="F",
+                   help="fraction of each split's clips sounding like an object not in the "
+                        "scene, with empty masks (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -455,7 +565,8 @@ def main(argv: list[str] | None = None) -> int:
             s = write_dataset(args.out, task, sizes, size=args.size, seed=args.seed, pkl=args.pkl,
                               group=args.group, channels=args.channels, workers=args.workers,
                               overwrite=args.overwrite, progress=not args.quiet,
-                              style=args.style)
+                              style=args.style, silent=args.silent_fraction,
+                              offscreen=args.offscreen_fraction)
         except (ValueError, FileExistsError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

@@ -7,8 +7,10 @@ object changes every 3-5 s, sometimes to silence (background noise only). Everyt
 function of the seed and the frame or sample index: any chunking of :meth:`DemoScene.audio`
 gives the same samples, and the same seed gives the same frames.
 
-``python -m pcmanet.data.synthetic_demo OUT.mp4 --seconds 20`` writes a demo video (H.264 +
-AAC) and a JSON sidecar with the sounding object of every frame.
+``python -m pcmanet.data.synthetic_demo OUT.mp4 --seconds 20 [--silence-prob P]`` writes a demo
+video (H.264 + AAC) and a JSON sidecar with the sounding object of every frame (null: silence);
+``--silence-prob`` sets how often a segment after the first is silent (default 0.15; no two
+silent segments follow each other, so 1 alternates sound and silence).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ _DEMO_KEY = 7_357  # separates the demo's random streams from the data set's
 _NOISE_BLOCK = SAMPLE_RATE  # background noise: sine-windowed blocks of 2 x 1 s, 50 % overlap
 _FADE = int(0.02 * SAMPLE_RATE)  # 20 ms fade in and out of each sounding segment
 _CACHE = 8  # generated noise blocks / segments kept
+SILENCE_PROB = 0.15  # default chance that a segment after the first is silent
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,8 @@ class DemoScene:
         fps: frame rate; frame ``i`` shows time ``i / fps`` s.
         num_objects: 1-4 (default: 2-4, drawn from the seed).
         segment_s: (min, max) seconds one object (or silence) lasts.
-        silence_prob: probability that a segment after the first is silent.
+        silence_prob: probability that a segment after the first is silent (background noise
+            only); never two silent segments in a row, so 1 alternates sound and silence.
         snr_db: sounding object : background noise.
     """
 
@@ -74,11 +78,13 @@ class DemoScene:
 
     def __init__(self, seed: int = 0, size: int = 224, fps: float = 30.0,
                  num_objects: int | None = None, segment_s: tuple[float, float] = (3.0, 5.0),
-                 silence_prob: float = 0.15, snr_db: float = 14.0) -> None:
+                 silence_prob: float = SILENCE_PROB, snr_db: float = 14.0) -> None:
         if num_objects is not None and not 1 <= num_objects <= 4:
             raise ValueError(f"num_objects must be in 1..4, got {num_objects}")
         if fps <= 0 or size < 16 or not 0 < segment_s[0] <= segment_s[1]:
             raise ValueError(f"bad fps={fps}, size={size} or segment_s={segment_s}")
+        if not 0 <= silence_prob <= 1:
+            raise ValueError(f"silence_prob must be in [0, 1], got {silence_prob}")
         self.seed, self.size, self.fps = seed, size, fps
         self.segment_s, self.silence_prob = segment_s, silence_prob
         rng = np.random.default_rng([seed, _DEMO_KEY])
@@ -214,8 +220,9 @@ class DemoScene:
 
 
 def write_demo_video(path: str | Path, seconds: float, size: int = 224, fps: float = 30.0,
-                     seed: int = 0) -> Path:
-    """Write ``seconds`` of :class:`DemoScene` ``(seed, size, fps)`` as an mp4 and a sidecar.
+                     seed: int = 0, silence_prob: float = SILENCE_PROB) -> Path:
+    """Write ``seconds`` of :class:`DemoScene` ``(seed, size, fps, silence_prob=...)`` as an mp4
+    and a sidecar.
 
     Video: H.264 (libx264), yuv420p. Audio: AAC mono at 16 kHz (PCM s16le in a QuickTime
     container where FFmpeg has no AAC encoder). Sidecar ``path.with_suffix('.json')``: the scene
@@ -223,7 +230,7 @@ def write_demo_video(path: str | Path, seconds: float, size: int = 224, fps: flo
     ``DemoScene(seed, size, fps)`` and call ``frame(i)``). Returns the sidecar path.
     """
     path = Path(path)
-    scene = DemoScene(seed=seed, size=size, fps=fps)
+    scene = DemoScene(seed=seed, size=size, fps=fps, silence_prob=silence_prob)
     num_frames = round(seconds * fps)
     num_samples = round(seconds * SAMPLE_RATE)
     video_codec, audio_codec = write_media(path, lambda i: scene.frame(i)[0], scene.audio,
@@ -237,7 +244,8 @@ def write_demo_video(path: str | Path, seconds: float, size: int = 224, fps: flo
                  "sounding": None if s.obj is None else scene.objects[s.obj].cls.name}
                 for s in scene.segments(num_samples)]
     meta = {"generator": "pcmanet.data.synthetic_demo", "video": path.name, "seed": seed,
-            "size": size, "fps": fps, "seconds": seconds, "sample_rate": SAMPLE_RATE,
+            "size": size, "fps": fps, "seconds": seconds, "silence_prob": silence_prob,
+            "sample_rate": SAMPLE_RATE,
             "video_codec": video_codec, "audio_codec": audio_codec,
             "objects": [o.cls.name for o in scene.objects], "segments": segments,
             "frames": frames_meta}
@@ -255,8 +263,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--fps", type=float, default=30.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--silence-prob", type=float, default=SILENCE_PROB,
+                   help=f"chance that a segment after the first is silent (default "
+                        f"{SILENCE_PROB}; never two silent segments in a row)")
     args = p.parse_args(argv)
-    sidecar = write_demo_video(args.out, args.seconds, args.size, args.fps, args.seed)
+    if not 0 <= args.silence_prob <= 1:
+        p.error(f"--silence-prob must be in [0, 1], got {args.silence_prob}")
+    sidecar = write_demo_video(args.out, args.seconds, args.size, args.fps, args.seed,
+                               args.silence_prob)
     print(f"wrote {args.out} and {sidecar}")
     return 0
 

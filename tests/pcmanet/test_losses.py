@@ -51,6 +51,27 @@ def test_bce_iou_gradients_finite_at_extreme_logits() -> None:
     assert torch.isfinite(logits.grad).all()
 
 
+def test_bce_iou_on_an_empty_target_pushes_the_prediction_to_empty() -> None:
+    """Silent clips: an all-zero target. The soft-IoU term is then 1 - 1 / (sum p + 1): defined
+    (no 0/0), 0 only for an empty prediction, and its gradient lowers every logit."""
+    target = torch.zeros(2, 1, 8, 8)
+    for value, expected_iou in ((-30.0, 0.0), (0.0, 1 - 1 / 33)):
+        logits = torch.full((2, 1, 8, 8), value, requires_grad=True)
+        loss = bce_iou_loss(logits, target)
+        bce = F.binary_cross_entropy_with_logits(logits, target)
+        assert torch.isfinite(loss)
+        assert (loss - bce).item() == pytest.approx(expected_iou, abs=1e-6)
+        loss.backward()
+        assert logits.grad is not None and bool((logits.grad >= 0).all())
+        assert value < -20 or bool((logits.grad > 0).all())  # descent lowers every logit
+    # A small spurious blob costs more than nothing, and more as it grows.
+    small, large = torch.full((1, 1, 8, 8), -10.0), torch.full((1, 1, 8, 8), -10.0)
+    small[..., :2, :2], large[..., :4, :4] = 10.0, 10.0
+    losses = [bce_iou_loss(x, target[:1]).item()
+              for x in (torch.full((1, 1, 8, 8), -10.0), small, large)]
+    assert losses == sorted(losses) and losses[0] < 0.01
+
+
 def stage_inputs(bt: int, size: int, seed: int) -> list[torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     return [torch.randn(bt, 1, size, size, generator=gen) for _ in range(4)]

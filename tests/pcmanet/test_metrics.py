@@ -13,6 +13,8 @@ from pcmanet.metrics import (
     SemanticMeter,
     SemanticStats,
     f_score,
+    frame_ious,
+    mask_area,
     mask_iou,
     semantic_stats,
 )
@@ -203,6 +205,21 @@ def test_mask_iou_strict_threshold_at_logit_zero() -> None:
     assert mask_iou(zeros[:1], empty).item() == pytest.approx(1.0, abs=1e-6)
     assert mask_iou(torch.full((1, 4, 4), 1e-8), full).item() == 0.0  # sigmoid == 0.5 still
     assert mask_iou(torch.full((1, 4, 4), 1e-3), full).item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_frame_ious_and_mask_area_per_frame() -> None:
+    target = torch.zeros(3, 4, 4)
+    target[0, :2, :2] = 1                      # frame 0: 4 GT pixels; frames 1, 2: empty GT
+    logits = torch.full((3, 4, 4), -5.0)
+    logits[0, :3, :2] = 5.0                    # 6 pixels
+    logits[1, 0, :] = 5.0                      # 4 pixels on an empty GT
+    ious = frame_ious(logits, target)
+    assert ious.shape == (3,)
+    assert ious.tolist() == pytest.approx([4 / 6, 12 / 16, 1.0], abs=1e-6)
+    assert mask_iou(logits, target).item() == pytest.approx(ious.mean().item(), abs=1e-7)
+    assert mask_area(logits).tolist() == [6 / 16, 4 / 16, 0.0]
+    assert mask_area(logits[:, None]).shape == (3,)  # (N, 1, H, W) is squeezed
+    assert mask_area(torch.zeros(1, 4, 4)).item() == 0.0  # logit 0 is background
 
 
 def test_mask_iou_is_mean_over_frames() -> None:
