@@ -110,8 +110,10 @@ class Pairer:
             return self._pair_latest(frame, target)
         return self._pair_exact(frame, target)
 
-    def _pair_latest(self, frame: Frame, target: int) -> PairedFrame:
-        """The wanted window if it is complete, else the newest one held; never waits."""
+    def _wanted(self, frame: Frame, target: int) -> PairedFrame | tuple[tuple[int, int], int]:
+        """New log-mel frames computed; then the frame paired when its wanted window settles
+        it (complete: on time; no audio yet; before the stream or overwritten: unavailable),
+        else (the wanted window's frame span, the ring's end frame)."""
         self.mel_ring.update()
         span = self.mel_ring.span(target, self.frames)
         if span is None:
@@ -123,6 +125,14 @@ class Pairer:
             window = self.mel_ring.window(target, self.frames)
             if window is not None:
                 return self._result(frame, window, "on_time")
+        return span, end
+
+    def _pair_latest(self, frame: Frame, target: int) -> PairedFrame:
+        """The wanted window if it is complete, else the newest one held; never waits."""
+        got = self._wanted(frame, target)
+        if isinstance(got, PairedFrame):
+            return got
+        span, end = got
         lag_ns = self._wanted_end_ns(span) - self.mel_ring.audio.time_of(_frames_end(end))
         latest = self.mel_ring.latest_window(self.frames)
         if lag_ns > self._max_lag_ns:
@@ -136,17 +146,10 @@ class Pairer:
         waited_from: int | None = None
         try:
             while True:
-                self.mel_ring.update()
-                span = self.mel_ring.span(target, self.frames)
-                if span is None:
-                    return self._result(frame, None, "no_audio")
-                begin, end = self.mel_ring.frame_range
-                if span[0] < 0 or span[0] < begin:  # before the stream began, or overwritten
-                    return self._result(frame, None, "unavailable")
-                if span[1] <= end:
-                    window = self.mel_ring.window(target, self.frames)
-                    if window is not None:
-                        return self._result(frame, window, "on_time")
+                got = self._wanted(frame, target)
+                if isinstance(got, PairedFrame):
+                    return got
+                span = got[0]
                 now = self._clock()
                 if self._stalled(now):
                     break
