@@ -155,14 +155,11 @@ def _bursts(active: np.ndarray, times: np.ndarray, min_gap_s: float,
     after the previous burst began; with ``exact`` (bool per element), only bursts whose
     start is exact (a burst that begins where frames are missing is left out)."""
     starts = np.flatnonzero(active & ~np.concatenate([[False], active[:-1]]))
-    out: list[float] = []
+    out: list[tuple[float, bool]] = []                       # (burst start, exact)
     for i in starts:
-        if not out or times[i] - out[-1] >= min_gap_s:
-            out.append(float(times[i]))
-    if exact is None:
-        return np.asarray(out)
-    keep = {float(times[i]) for i in starts if exact[i]}
-    return np.asarray([t for t in out if t in keep])
+        if not out or times[i] - out[-1][0] >= min_gap_s:
+            out.append((float(times[i]), exact is None or bool(exact[i])))
+    return np.asarray([t for t, ok in out if ok])
 
 
 def visual_events(cap: Capture, min_gap_s: float = 0.3) -> np.ndarray:
