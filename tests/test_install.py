@@ -3,28 +3,28 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECK = ROOT / ".ci" / "check_install.py"
 
 
-def pins(text: str) -> dict[str, str]:
-    out = {}
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            name, sep, version = line.partition("==")
-            assert sep, f"constraints.txt: '{line}' is not an exact pin"
-            out[re.sub(r"[-_.]+", "-", name).lower()] = version
-    return out
+def load_check() -> ModuleType:
+    """.ci/check_install.py as a module (it is a script, not in a package)."""
+    spec = importlib.util.spec_from_file_location("check_install", CHECK)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_every_constraint_is_exact_and_the_torch_trio_agrees_with_pyproject() -> None:
-    locked = pins((ROOT / "constraints.txt").read_text())
+    locked = load_check().read_pins(ROOT / "constraints.txt")  # exits on a pin that is not ==
     pyproject = (ROOT / "pyproject.toml").read_text()
     for name in ("torch", "torchvision", "torchaudio"):
         m = re.search(rf'"{name}==([^"]+)"', pyproject)
