@@ -49,3 +49,16 @@ def tiny_cfg():
     from pcmanet.config import load_config
 
     return load_config(REPO / "configs" / "test_tiny.yaml").model
+
+
+def synthetic_s4(factory: pytest.TempPathFactory, name: str, *, train: int, val: int, test: int,
+                 size: int, seed: int) -> Path:
+    """A synthetic S4 set in the AVSBench layout, written by the project's own generator."""
+    from pcmanet.data.synthetic import main as synth_main
+
+    root = factory.mktemp(name)
+    assert synth_main(["--out", str(root), "--task", "s4", "--train", str(train), "--val",
+                       str(val), "--test", str(test), "--size", str(size),
+                       "--seed", str(seed)]) == 0
+    return root
+

@@ -14,7 +14,7 @@ import pytest
 from pcmanet import load_checkpoint
 from pcmanet.evaluate import main as evaluate_main
 from pcmanet.train import main as train_main
-from tests.conftest import REPO
+from tests.conftest import REPO, synthetic_s4
 
 TINY = str(REPO / "configs" / "test_tiny.yaml")
 FAST = ["data.image_size=64", "data.num_workers=0", "train.lr=2e-3", "train.batch_size=4"]
@@ -22,12 +22,7 @@ FAST = ["data.image_size=64", "data.num_workers=0", "train.lr=2e-3", "train.batc
 
 @pytest.fixture(scope="module")
 def s4_root(tmp_path_factory):
-    from pcmanet.data.synthetic import main as synth_main
-
-    root = tmp_path_factory.mktemp("syn")
-    assert synth_main(["--out", str(root), "--task", "s4", "--train", "16", "--val", "4",
-                       "--test", "4", "--size", "64", "--seed", "1"]) == 0
-    return root
+    return synthetic_s4(tmp_path_factory, "syn", train=16, val=4, test=4, size=64, seed=1)
 
 
 def _history(capsys):
@@ -38,12 +33,7 @@ def _history(capsys):
 @pytest.fixture(scope="module")
 def s4_small(tmp_path_factory):
     """4 training clips: 2 steps of 2 clips per epoch, so a fake-clock run stays cheap."""
-    from pcmanet.data.synthetic import main as synth_main
-
-    root = tmp_path_factory.mktemp("syn_small")
-    assert synth_main(["--out", str(root), "--task", "s4", "--train", "4", "--val", "2",
-                       "--test", "2", "--size", "64", "--seed", "2"]) == 0
-    return root
+    return synthetic_s4(tmp_path_factory, "syn_small", train=4, val=2, test=2, size=64, seed=2)
 
 
 class StepClock:
