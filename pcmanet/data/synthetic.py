@@ -29,8 +29,9 @@ object. MS3: scenes of 2-4 objects, 0-2 sounding objects per clip, union masks.
 
 Everything derives from ``--seed`` and ``--style``: the same seed and style give byte-identical
 files (PNGs carry no time stamps; the pickled log-mel tensors get a fixed storage key, see
-:func:`dump_tensor`). Objects, sounds and the renderer live in
-:mod:`pcmanet.data.synthetic_scene`; the continuous live-demo scene is :class:`DemoScene`
+:func:`dump_tensor`). Object classes live in
+:mod:`pcmanet.data.synthetic_classes`, their sounds in :mod:`pcmanet.data.synthetic_sound`,
+scenes and the renderer in :mod:`pcmanet.data.synthetic_scene`; the continuous live-demo scene is :class:`DemoScene`
 (:mod:`pcmanet.data.synthetic_demo`), always in the default style.
 """
 
@@ -66,24 +67,26 @@ from tqdm import tqdm
 
 from pcmanet.audio.frontend import log_mel
 
-from .synthetic_demo import DemoScene, write_demo_video
-from .synthetic_scene import (
+from .synthetic_classes import (
     CLASS_NAMES,
-    CLIP_SECONDS,
     DEFAULT_STYLE,
-    FRAME_TIMES,
-    SAMPLE_RATE,
     STYLES,
     ObjectClass,
+    style_classes,
+)
+from .synthetic_demo import DemoScene, write_demo_video
+from .synthetic_scene import (
+    CLIP_SECONDS,
+    FRAME_TIMES,
     ObjectInstance,
     mix_clip,
     random_background,
     sample_instance,
     sample_motion,
-    style_classes,
     visible_masks,
 )
 from .synthetic_scene import render as render_frame
+from .synthetic_sound import SAMPLE_RATE
 
 __all__ = ["CLASS_NAMES", "OFFSCREEN_CATEGORY", "SILENT_CATEGORY", "STYLES", "ClipAudio",
            "DemoScene", "main", "plan_dataset", "sample_scene", "write_dataset",

@@ -28,16 +28,18 @@ from pathlib import Path
 import numpy as np
 
 from .media_writer import write_media
+from .synthetic_classes import OBJECT_CLASSES
 from .synthetic_scene import (
-    OBJECT_CLASSES,
-    PEAK,
-    SAMPLE_RATE,
     ObjectInstance,
-    background_noise,
     random_background,
     render,
     sample_instance,
     sample_motion,
+)
+from .synthetic_sound import (
+    PEAK,
+    SAMPLE_RATE,
+    background_noise,
     sample_noise_kind,
     synthesize,
 )

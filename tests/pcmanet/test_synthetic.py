@@ -31,23 +31,27 @@ from pcmanet.data.synthetic import (
     write_demo_video,
     youtube_ids,
 )
-from pcmanet.data.synthetic_scene import (
+from pcmanet.data.synthetic_classes import (
     ALT_OBJECT_CLASSES,
-    FRAME_TIMES,
     OBJECT_CLASSES,
     STYLES,
-    Motion,
     ObjectClass,
+)
+from pcmanet.data.synthetic_scene import (
+    FRAME_TIMES,
+    Motion,
     ObjectInstance,
-    Shape,
-    Voice,
     mix_clip,
     object_mask,
     render,
     sample_instance,
     sample_motion,
-    synthesize,
     visible_masks,
+)
+from pcmanet.data.synthetic_shapes import Shape
+from pcmanet.data.synthetic_sound import (
+    Voice,
+    synthesize,
 )
 
 SIZES = {"train": 4, "val": 2, "test": 2}
