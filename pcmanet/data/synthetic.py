@@ -1,16 +1,17 @@
 """Synthetic sounding-objects data sets in the exact AVSBench S4 / MS3 on-disk layout.
 
 ``python -m pcmanet.data.synthetic --out DIR --task s4|ms3|both [--train N --val N --test N]
-[--size 224] [--seed 0] [--pkl] [--style shapes|alt] [--silent-fraction F]
+[--size 224] [--seed 0] [--pkl] [--style shapes|alt|signs] [--silent-fraction F]
 [--offscreen-fraction F]`` writes ``DIR/Single-source`` (S4) and/or
 ``DIR/Multi-sources`` (MS3) as docs/AVSBENCH.md sections 0-2 and 4 describe, so the AVSBench
 loaders, training and evaluation run on it unchanged.
 
-``--style`` picks the 8 object classes: "shapes" (default, the demo's classes) or "alt", a
-disjoint set with other names, shapes, textures and sounds, for measuring how a model trained on
-the default style fine-tunes on objects it has never seen. An "alt" set also gets its own clip
-names, scenes and sounds for the same seed; ``synthetic_meta.json`` records ``"style"`` for it
-(absent for "shapes", so default-style files stay as they were before styles existed).
+``--style`` picks the 8 object classes: "shapes" (default, the demo's classes), "alt" or
+"signs", two sets disjoint from it and from each other (other names, shapes, textures and
+sounds), for measuring how a model trained on the default style fine-tunes on objects it has
+never seen. Another style also gets its own clip names, scenes and sounds for the same seed;
+``synthetic_meta.json`` records ``"style"`` for it (absent for "shapes", so default-style files
+stay as they were before styles existed).
 
 ``--silent-fraction`` and ``--offscreen-fraction`` turn that fraction of each split's clips into
 clips where no visible object sounds, with all-zero masks in every labelled frame (valid AVSBench
@@ -29,9 +30,9 @@ object. MS3: scenes of 2-4 objects, 0-2 sounding objects per clip, union masks.
 
 Everything derives from ``--seed`` and ``--style``: the same seed and style give byte-identical
 files (PNGs carry no time stamps; the pickled log-mel tensors get a fixed storage key, see
-:func:`dump_tensor`). Object classes live in
-:mod:`pcmanet.data.synthetic_classes`, their sounds in :mod:`pcmanet.data.synthetic_sound`,
-scenes and the renderer in :mod:`pcmanet.data.synthetic_scene`; the continuous live-demo scene is :class:`DemoScene`
+:func:`dump_tensor`). Object classes live in :mod:`pcmanet.data.synthetic_classes`, their
+sounds in :mod:`pcmanet.data.synthetic_sound`, scenes and the renderer in
+:mod:`pcmanet.data.synthetic_scene`; the continuous live-demo scene is :class:`DemoScene`
 (:mod:`pcmanet.data.synthetic_demo`), always in the default style.
 """
 
@@ -547,8 +548,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1, help="processes (output is identical)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing task folder")
     p.add_argument("--style", choices=list(STYLES), default=DEFAULT_STYLE,
-                   help="object classes: shapes (default, the demo's) or alt (8 others: other "
-                        "shapes, textures and sounds)")
+                   help="object classes: shapes (default, the demo's), alt or signs (8 others "
+                        "each: other shapes, textures and sounds)")
     p.add_argument("--silent-fraction", type=float, default=0.0, metavar="F",
                    help="fraction of each split's clips with background noise (1 in 4: digital "
                         "silence) only and empty masks (default 0)")

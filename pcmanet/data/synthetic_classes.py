@@ -3,6 +3,8 @@
 * style "shapes" (:data:`OBJECT_CLASSES`): the demo model's 8 classes;
 * style "alt" (:data:`ALT_OBJECT_CLASSES`): 8 others with no shape, texture name or sound of
   the first;
+* style "signs" (:data:`SIGNS_OBJECT_CLASSES`): 8 more, disjoint from both, with sound types
+  the others lack (fast rising chirps, falling zaps, steady harmonic tones, noise bands);
 * :data:`STYLES` names them; :func:`style_classes` looks one up.
 """
 
@@ -26,6 +28,11 @@ class Texture(enum.Enum):
     RIPPLES = "ripples"  # concentric rings
     HATCH = "hatch"  # thin diagonal cross-hatch lines
     SPOTS = "spots"  # dots of three sizes
+    # style "signs"
+    WAVES = "waves"  # wavy bands
+    GRID = "grid"  # thin lines along both axes
+    SECTORS = "sectors"  # pie slices around the centre
+    HALVES = "halves"  # two-tone, split through the centre
 
 
 @dataclass(frozen=True)
@@ -114,8 +121,31 @@ ALT_OBJECT_CLASSES: tuple[ObjectClass, ...] = (
         f0=950, harmonics=3, rolloff=1.5, vibrato_hz=14.0, vibrato_depth=0.06,
         noise_band=(800.0, 3000.0), noise_mix=0.15, pulse_hz=0.7, duty=0.75)),
 )
+
+# A third set, disjoint from both: other shapes and textures, and sound types the others lack
+# (fast rising chirps, falling zaps, steady harmonic tones, noise bands of their own).
+SIGNS_OBJECT_CLASSES: tuple[ObjectClass, ...] = (
+    ObjectClass("house_up-chirp", Shape.HOUSE, Texture.WAVES, 35.0, SoundRecipe(
+        f0=220, harmonics=1, sweep_octaves=1.5, pulse_hz=2.5, duty=0.4)),
+    ObjectClass("gear_organ", Shape.GEAR, Texture.GRID, 80.0, SoundRecipe(
+        f0=131, harmonics=14, rolloff=0.5, am_hz=0.3, am_depth=0.2)),
+    ObjectClass("trapezoid_rain", Shape.TRAPEZOID, Texture.SECTORS, 125.0, SoundRecipe(
+        noise_band=(1500.0, 4500.0), noise_mix=1.0, am_hz=5.0, am_depth=0.3)),
+    ObjectClass("kite_surf", Shape.KITE, Texture.HALVES, 170.0, SoundRecipe(
+        noise_band=(150.0, 600.0), noise_mix=1.0, pulse_hz=0.9, duty=0.7, decay_s=0.6)),
+    ObjectClass("bolt_zap", Shape.BOLT, Texture.GRID, 215.0, SoundRecipe(
+        f0=5000, harmonics=1, sweep_octaves=-1.0, pulse_hz=6.0, duty=0.2, decay_s=0.03)),
+    ObjectClass("semicircle_chime", Shape.SEMICIRCLE, Texture.WAVES, 260.0, SoundRecipe(
+        f0=1000, harmonics=3, rolloff=1.5, inharmonic=0.02, pulse_hz=2.0, duty=0.98,
+        decay_s=0.25)),
+    ObjectClass("frame_bursts", Shape.FRAME, Texture.SECTORS, 305.0, SoundRecipe(
+        noise_band=(600.0, 1200.0), noise_mix=1.0, pulse_hz=3.0, duty=0.5)),
+    ObjectClass("tee_beeper", Shape.TEE, Texture.HALVES, 350.0, SoundRecipe(
+        f0=600, harmonics=9, rolloff=1.0, pulse_hz=2.0, duty=0.3)),
+)
 DEFAULT_STYLE = "shapes"
-STYLES: dict[str, tuple[ObjectClass, ...]] = {"shapes": OBJECT_CLASSES, "alt": ALT_OBJECT_CLASSES}
+STYLES: dict[str, tuple[ObjectClass, ...]] = {
+    "shapes": OBJECT_CLASSES, "alt": ALT_OBJECT_CLASSES, "signs": SIGNS_OBJECT_CLASSES}
 
 
 def style_classes(style: str) -> tuple[ObjectClass, ...]:

@@ -196,6 +196,16 @@ def _texture_weight(tex: Texture, u: np.ndarray, v: np.ndarray, p: float) -> np.
         du, dv = u / p - i - 0.5, v / p - j - 0.5
         radius = 0.15 + 0.1 * ((i + 2 * j) % 3)
         return (du**2 + dv**2 < radius**2).astype(np.float64)
+    if tex is Texture.WAVES:  # bands along u, bent by a sine of v
+        return (np.sin(2 * math.pi * (u + 0.25 * p * np.sin(2 * math.pi * v / p)) / p) > 0
+                ).astype(np.float64)
+    if tex is Texture.GRID:  # lines a fifth of a period wide along u and v
+        a, b = u / p, v / p
+        return ((a - np.floor(a) < 0.2) | (b - np.floor(b) < 0.2)).astype(np.float64)
+    if tex is Texture.SECTORS:  # 8 pie slices
+        return (np.floor(4 * (np.arctan2(v, u) / math.pi + 1)) % 2).astype(np.float64)
+    if tex is Texture.HALVES:
+        return (v > 0).astype(np.float64)
     return np.zeros_like(u)
 
 

@@ -33,6 +33,15 @@ class Shape(enum.Enum):
     CHEVRON = "chevron"
     ELL = "ell"  # L shape
     KEYHOLE = "keyhole"
+    # style "signs"
+    HOUSE = "house"  # square body, gable roof
+    GEAR = "gear"  # 6 blunt teeth
+    TRAPEZOID = "trapezoid"
+    KITE = "kite"
+    BOLT = "bolt"  # lightning bolt
+    SEMICIRCLE = "semicircle"
+    FRAME = "frame"  # square with a square hole
+    TEE = "tee"  # T shape
 
 
 def _regular(n: int, radius: float, start: float = -math.pi / 2) -> np.ndarray:
@@ -76,6 +85,15 @@ _CHEVRON = _centred(np.array([(0.0, -0.8), (1.0, 0.25), (1.0, 0.8), (0.0, -0.15)
                               (-1.0, 0.25)]))
 _ELL = _centred(np.array([(-0.75, -1.05), (-0.15, -1.05), (-0.15, 0.45), (0.85, 0.45),
                           (0.85, 1.05), (-0.75, 1.05)]))
+_HOUSE = _centred(np.array([(-0.8, 1.0), (0.8, 1.0), (0.8, -0.15), (0.0, -1.1),
+                            (-0.8, -0.15)]))
+_TRAPEZOID = _centred(np.array([(-1.05, 0.6), (1.05, 0.6), (0.5, -0.6), (-0.5, -0.6)]))
+_KITE = _centred(np.array([(0.0, -1.0), (0.9, -0.45), (0.0, 1.15), (-0.9, -0.45)]))
+_BOLT = _centred(np.array([(-0.15, -1.1), (0.6, -1.1), (0.15, -0.2), (0.65, -0.2), (-0.4, 1.1),
+                           (-0.1, 0.1), (-0.6, 0.1)]))
+_SEMICIRCLE = _centred(_regular(33, 1.15, 0.0)[:17][::-1] * np.array([1.0, -1.0]))  # flat side down
+_TEE = _centred(np.array([(-1.0, -0.95), (1.0, -0.95), (1.0, -0.4), (0.3, -0.4), (0.3, 1.05),
+                          (-0.3, 1.05), (-0.3, -0.4), (-1.0, -0.4)]))
 # Unit-radius parts drawn in order: True fills, False cuts a hole (each object has its own mask).
 SHAPE_PARTS: dict[Shape, tuple[tuple[np.ndarray, bool], ...]] = {
     Shape.DISC: ((_regular(64, 0.92), True),),
@@ -96,4 +114,12 @@ SHAPE_PARTS: dict[Shape, tuple[tuple[np.ndarray, bool], ...]] = {
     Shape.ELL: ((_ELL, True),),
     Shape.KEYHOLE: ((_regular(48, 0.5) + np.array([0.0, -0.45]), True),  # head and flared foot
                     (np.array([(-0.2, -0.3), (0.2, -0.3), (0.48, 1.0), (-0.48, 1.0)]), True)),
+    Shape.HOUSE: ((_HOUSE, True),),
+    Shape.GEAR: ((_star(6, 1.1, 0.66), True),),
+    Shape.TRAPEZOID: ((_TRAPEZOID, True),),
+    Shape.KITE: ((_KITE, True),),
+    Shape.BOLT: ((_BOLT, True),),
+    Shape.SEMICIRCLE: ((_SEMICIRCLE, True),),
+    Shape.FRAME: ((_regular(4, 1.1, math.pi / 4), True), (_regular(4, 0.62, math.pi / 4), False)),
+    Shape.TEE: ((_TEE, True),),
 }

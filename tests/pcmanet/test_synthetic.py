@@ -34,6 +34,7 @@ from pcmanet.data.synthetic import (
 from pcmanet.data.synthetic_classes import (
     ALT_OBJECT_CLASSES,
     OBJECT_CLASSES,
+    SIGNS_OBJECT_CLASSES,
     STYLES,
     ObjectClass,
 )
@@ -315,6 +316,26 @@ def test_alt_classes_share_nothing_with_the_default_ones() -> None:
     assert min(np.diff([*hues, hues[0] + 360])) >= 30  # spread around the circle
 
 
+def test_signs_classes_share_nothing_with_the_other_styles() -> None:
+    """The third style: no name, shape, texture or sound of the other two; every shape renders
+    a compact silhouette of a sensible size (no self-intersecting or degenerate polygon)."""
+    names = [c.name for c in SIGNS_OBJECT_CLASSES]
+    others = [*OBJECT_CLASSES, *ALT_OBJECT_CLASSES]
+    assert len(set(names)) == len(names) == 8 and not set(names) & {c.name for c in others}
+    for attr in ("shape", "texture", "sound"):
+        mine = {getattr(c, attr) for c in SIGNS_OBJECT_CLASSES}
+        assert not mine & {getattr(c, attr) for c in others}, attr
+    assert len({c.shape for c in SIGNS_OBJECT_CLASSES}) == 8
+    hues = sorted(c.hue % 360 for c in SIGNS_OBJECT_CLASSES)
+    assert min(np.diff([*hues, hues[0] + 360])) >= 30
+    rng = np.random.default_rng(3)
+    for cls in SIGNS_OBJECT_CLASSES:
+        obj = sample_instance(cls, sample_motion(rng, (0.5, 0.5), 0.25, 0.0), rng)
+        area = object_mask(obj, 0.0, 128).mean()
+        disc = np.pi * 0.25**2  # the unit-radius disc at this radius
+        assert 0.25 * disc < area < 1.3 * disc, (cls.name, area / disc)
+
+
 @pytest.mark.parametrize("task", ["s4", "ms3"])
 def test_alt_style_reads_with_the_avsbench_loader(alt_data: Path, task: str) -> None:
     folder = {"s4": "Single-source", "ms3": "Multi-sources"}[task]
@@ -372,7 +393,8 @@ def _still(cls: ObjectClass, radius: float = 0.3, angle: float = 0.0, period: fl
     return ObjectInstance(cls, ((0.0, 0.0, 255.0), (255.0, 0.0, 0.0)), period, motion, Voice())
 
 
-@pytest.mark.parametrize("cls", ALT_OBJECT_CLASSES, ids=ALT_NAMES)
+@pytest.mark.parametrize("cls", [*ALT_OBJECT_CLASSES, *SIGNS_OBJECT_CLASSES],
+                         ids=lambda c: c.name)
 def test_alt_shapes_are_solid_and_distinct(cls: ObjectClass) -> None:
     size, radius = 96, 0.3
     disc_area = math.pi * (radius * size) ** 2
