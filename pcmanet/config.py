@@ -67,6 +67,7 @@ class DataConfig:
     audio_source: str = "wav"                 # "wav" (our log-mel) or "pkl" (trusted data only)
     augment: bool = False                     # flip / scale / colour, training split only
     num_workers: int = 2                      # DataLoader worker processes
+    cache: bool = False                       # S4/MS3: keep decoded clips in memory (uint8)
 
 
 @dataclass(frozen=True)

@@ -144,11 +144,15 @@ class Trainer:
         self.rank, self.world = rank, world
         torch.manual_seed(cfg.train.seed + rank)
         d = cfg.data
+        if d.cache and task == "avss":
+            raise ConfigError("data.cache: the decoded-clip cache is for s4 and ms3; set "
+                              "data.cache=false for avss")
         self.train_set: Dataset[Any] = build_dataset(
             task, data_root, "train", audio_source=d.audio_source, image_size=d.image_size,
-            augment=d.augment)
+            augment=d.augment, **({"cache": True} if d.cache else {}))
         self.val_set: Dataset[Any] = build_dataset(
-            task, data_root, "val", audio_source=d.audio_source, image_size=d.image_size)
+            task, data_root, "val", audio_source=d.audio_source, image_size=d.image_size,
+            **({"cache": True} if d.cache else {}))
         num_frames = self.train_set.num_frames  # type: ignore[attr-defined]
         if num_frames != cfg.model.num_frames:
             raise ConfigError(f"model.num_frames={cfg.model.num_frames} but {task} clips have "

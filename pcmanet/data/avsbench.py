@@ -62,7 +62,7 @@ def build_dataset(task: str, root: str | os.PathLike[str], split: str,
                   **options: Any) -> Dataset[AVSItem]:
     """``S4Dataset | MS3Dataset | AVSSDataset(root, split, **options)`` by task name.
 
-    Options: audio_source, image_size, augment, max_items (see :class:`S4Dataset`).
+    Options: audio_source, image_size, augment, max_items, cache (see :class:`S4Dataset`).
 
     Raises:
         ValueError: unknown task, split or option value.

@@ -72,8 +72,11 @@ class AVSSDataset(Dataset[AVSItem]):
 
     def __init__(self, root: str | os.PathLike[str], split: str, *, audio_source: str = "wav",
                  image_size: int | None = None, augment: bool = False,
-                 max_items: int | None = None) -> None:
+                 max_items: int | None = None, cache: bool = False) -> None:
         check_options(split, audio_source, image_size, augment, max_items)
+        if cache:
+            raise ValueError("the decoded-clip cache (data.cache) is for S4 and MS3; AVSS "
+                             "clips are read from their files each time: set data.cache=false")
         if audio_source != "wav":
             raise ValueError("AVSS has no precomputed .pkl log-mels; use audio_source='wav'")
         self.root, self.split = Path(root), split

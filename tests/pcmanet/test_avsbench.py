@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 import struct
 import wave
 from pathlib import Path
@@ -480,6 +481,44 @@ def test_dataset_augment_keeps_alignment_and_is_seeded(tmp_path: Path) -> None:
         assert torch.equal(again["frames"], item["frames"])
         assert torch.equal(again["masks"], item["masks"])
     assert 0 < flipped < 8  # both outcomes of the coin occurred
+
+
+@pytest.mark.parametrize("task", ["s4", "ms3"])
+def test_cache_gives_the_decoded_items_exactly_and_augments_anew(s4_root: Path, ms3_root: Path,
+                                                                 task: str) -> None:
+    """data.cache: every read equals the uncached read bit for bit (a second read comes from
+    memory: the files are gone by then); with augmentation, draws differ per read and never
+    leak into the cached clip."""
+    root = s4_root if task == "s4" else ms3_root
+    split = "test"
+    plain = build_dataset(task, root, split, image_size=48)
+    cached = build_dataset(task, root, split, image_size=48, cache=True)
+    first = [cached[i] for i in range(len(cached))]
+    shutil.rmtree(root)  # second reads must not touch the files
+    for i, item in enumerate(first):
+        again = cached[i]
+        for key in ("frames", "audio", "masks", "mask_valid"):
+            assert torch.equal(again[key], item[key]), key  # type: ignore[literal-required]
+    train_root = make_s4(root.parent / "again") if task == "s4" else make_ms3(root.parent / "again")
+    uncached = build_dataset(task, train_root, "train", image_size=48)
+    aug = build_dataset(task, train_root, "train", image_size=48, augment=True, cache=True)
+    raw = aug._read(0)  # type: ignore[attr-defined]
+    draws = []
+    for seed in range(4):
+        torch.manual_seed(seed)
+        draws.append(aug[0]["frames"])
+    assert not all(torch.equal(draws[0], d) for d in draws[1:])
+    for got, want in zip(aug._read(0), raw, strict=True):  # type: ignore[attr-defined]
+        assert torch.equal(got, want)
+    plain_item, cached_item = uncached[0], build_dataset(task, train_root, "train", image_size=48,
+                                                         cache=True)[0]
+    assert torch.equal(plain_item["frames"], cached_item["frames"])
+    del plain
+
+
+def test_avss_refuses_the_cache(avss_root: Path) -> None:
+    with pytest.raises(ValueError, match=r"data\.cache"):
+        AVSSDataset(avss_root, "train", cache=True)
 
 
 def test_avss_augment_shapes(avss_root: Path) -> None:
