@@ -88,7 +88,8 @@ class TrainConfig:
     amp: bool = True                          # mixed precision, CUDA only
     max_minutes: float | None = None          # the run's wall-time budget (across --resume)
     warmup_steps: int = 0                     # linear lr warm-up over the first steps
-    encoder_grad: str = "all"                 # all | labelled: S4 economy, see pcmanet/train.py
+    encoder_grad: str = "all"                 # all | labelled: S4 economy (pcmanet/train_step.py)
+    decode_frames: int | None = None          # decode k random labelled frames per clip (MS3)
     init: str | None = None                   # start from this checkpoint's matching weights
 
 
@@ -120,6 +121,8 @@ def validate_run_config(cfg: RunConfig) -> None:
         (t.grad_clip is None or t.grad_clip > 0, "train.grad_clip", "must be > 0"),
         (t.warmup_steps >= 0, "train.warmup_steps", "must be >= 0"),
         (t.encoder_grad in ("all", "labelled"), "train.encoder_grad", "must be all or labelled"),
+        (t.decode_frames is None or t.decode_frames >= 1, "train.decode_frames",
+         "must be >= 1 (or null: every labelled frame)"),
     ]
     for ok, key, why in checks:
         if not ok:

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
+from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
@@ -51,10 +51,10 @@ from pcmanet.config import (
     load_config,
 )
 from pcmanet.distributed import init_distributed, mean_across
-from pcmanet.evaluate import evaluate_model, forward_batch, to_device
-from pcmanet.losses import bce_iou_loss, semantic_stage_loss
+from pcmanet.evaluate import evaluate_model, to_device
 from pcmanet.model import PCMANet
 from pcmanet.schedule import lr_scale, next_validation_after, require_an_end
+from pcmanet.train_step import clip_loss, train_forward
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -72,54 +72,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. train.epochs=5")
     return p.parse_args(argv)
-
-
-# ------------------------------------------------------------------------------------------
-# one step
-
-
-def labelled_rows(batch: dict[str, Any]) -> Tensor | None:
-    """(F,) clip-major rows of a binary (S4/MS3) batch that carry a mask, or None when every
-    row does or the batch is AVSS (whose loss weighs every frame)."""
-    if batch["masks"].dtype == torch.int64:
-        return None
-    valid = batch["mask_valid"].flatten()                                   # (B*T,)
-    return None if bool((valid == 1).all()) else valid.nonzero().squeeze(1)
-
-
-def train_forward(net: nn.Module, batch: dict[str, Any], encoder_grad: str
-                  ) -> tuple[list[Tensor], Tensor | None]:
-    """Forward a training batch; returns the stage logits and the rows they cover (None: all).
-
-    Only the labelled rows are decoded (in eval mode their logits equal the full decode's; in
-    training the decoder's batch norms see only these rows). With
-    encoder_grad="labelled" the unlabelled frames are also encoded without gradient: they
-    still feed QSCA's cross-frame audio step, but the backbone learns from labelled frames
-    only (about 2x faster S4 steps on a CPU; the reference recipe is "all").
-    """
-    rows = labelled_rows(batch)
-    out = forward_batch(net, batch, targets=rows,
-                        grad_rows=rows if encoder_grad == "labelled" else None)
-    return list(out.logits), rows
-
-
-def clip_loss(model_out: list[Tensor], batch: dict[str, Any], weights: tuple[float, ...],
-              rows: Tensor | None = None) -> Tensor:
-    """Multi-stage loss on the labelled frames (`mask_valid`): BCE + soft-IoU or masked CE.
-
-    model_out: stage logits of every row (rows=None) or of `rows` only (train_forward).
-    """
-    masks, valid = batch["masks"], batch["mask_valid"].flatten()            # (B, T, ...), (B*T,)
-    if masks.dtype == torch.int64:                                          # AVSS labels
-        labels = masks.flatten(0, 1)                                        # (B*T, H, W)
-        return semantic_stage_loss(model_out, labels, valid, weights)
-    target = masks.flatten(0, 1)                                            # (B*T, 1, H, W)
-    if rows is None:
-        rows = valid.nonzero().squeeze(1)                                   # labelled frames
-        model_out = [x.index_select(0, rows) for x in model_out]
-    target = target.index_select(0, rows)
-    return sum((w * bce_iou_loss(x, target) for w, x in zip(weights, model_out, strict=True)),
-               torch.zeros(()))
 
 
 # ------------------------------------------------------------------------------------------
@@ -259,7 +211,8 @@ class Trainer:
             self._set_lr()
             batch = to_device(batch, self.device)
             with self._autocast():
-                logits, rows = train_forward(self.net, batch, self.cfg.train.encoder_grad)
+                logits, rows = train_forward(self.net, batch, self.cfg.train.encoder_grad,
+                                             self.cfg.train.decode_frames)
             loss = clip_loss([x.float() for x in logits], batch, self.cfg.train.stage_weights,
                              rows)
             self.optimizer.zero_grad(set_to_none=True)

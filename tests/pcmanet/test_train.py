@@ -327,3 +327,51 @@ def test_resume_continues_the_budget_and_its_schedule(tmp_path, s4_small, capsys
     # The same budget again: already spent, nothing to train.
     code, records, summary = _run([*argv, "--resume", "--max-minutes", "0.2"], clock, capsys)
     assert code == 0 and records == [] and summary["steps"] == 9
+
+
+def _binary_batch(valid: list[list[float]]) -> dict:
+    import torch
+
+    B, T = len(valid), len(valid[0])
+    return {"mask_valid": torch.tensor(valid), "masks": torch.zeros(B, T, 1, 4, 4)}
+
+
+def test_decode_frames_draws_k_labelled_frames_of_each_clip():
+    """train.decode_frames=k: k distinct labelled rows of every clip, drawn anew each step;
+    S4 train clips (one labelled frame) and k >= T leave the selection as it was."""
+    import torch
+
+    from pcmanet.train_step import decoded_rows
+
+    ms3 = _binary_batch([[1.0] * 5] * 3)
+    draws = set()
+    for seed in range(6):
+        torch.manual_seed(seed)
+        rows = decoded_rows(ms3, 2)
+        assert rows is not None and len(rows) == 6
+        for b in range(3):
+            mine = rows[2 * b:2 * b + 2].tolist()
+            assert len(set(mine)) == 2 and all(5 * b <= r < 5 * b + 5 for r in mine)
+        draws.add(tuple(rows.tolist()))
+    assert len(draws) > 1
+    assert decoded_rows(ms3, None) is None and decoded_rows(ms3, 5) is None
+    s4 = _binary_batch([[1.0, 0, 0, 0, 0]] * 2)
+    assert decoded_rows(s4, 2).tolist() == [0, 5]
+
+
+def test_ms3_run_with_decode_frames(tmp_path, capsys):
+    """A real MS3 training run decoding 2 of the 5 labelled frames per clip and step."""
+    from pcmanet.data.synthetic import main as synth_main
+
+    root = tmp_path / "ms3"
+    assert synth_main(["--out", str(root), "--task", "ms3", "--train", "4", "--val", "2",
+                       "--test", "1", "--size", "64", "--seed", "3", "--quiet"]) == 0
+    out = tmp_path / "run"
+    assert train_main(["--config", TINY, "--data-root", str(root), "--task", "ms3", "--out",
+                       str(out), "train.epochs=2", "train.decode_frames=2",
+                       "train.encoder_grad=labelled", "data.cache=true", *FAST]) == 0
+    records = [r for r in _history(capsys) if "epoch" in r]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert all(math.isfinite(r["loss"]) and 0.0 <= r["val_miou"] <= 1.0 for r in records)
+    assert "decode_frames: 2" in (out / "config.yaml").read_text()
+    assert (out / "best.pt").is_file()
