@@ -65,6 +65,11 @@ def pad_to(n: int, buckets: Sequence[int] | None) -> int:
     return ordered[i]
 
 
+def _rows(start: int, stop: int) -> Callable[[Tensor], Tensor]:
+    """A function taking rows start:stop of a tensor (for ``FrameFeatures.apply``)."""
+    return lambda t: t[start:stop]
+
+
 def _pad_rows(x: Tensor, size: int) -> Tensor:
     """(n, ...) -> (size, ...), the last row repeated."""
     n = x.shape[0]
@@ -209,7 +214,7 @@ class BatchedEngine:
         entry_lists = []
         for i, it in enumerate(items):
             frame = it.paired.frame
-            row = feats.apply(lambda t, i=i: t[i:i + 1])                    # F = 1
+            row = feats.apply(_rows(i, i + 1))                                  # F = 1
             it.state.cache.put(CacheEntry(frame.t_capture_ns, frame.index, row, x[i:i + 1],
                                           mels[i]))
             entries = it.state.cache.window(T, self.spacing_s)
