@@ -10,7 +10,8 @@ p99, max; input and output FPS; drops at every buffer; the keep ratio. Frames ca
 first ``--warmup`` seconds are excluded. ``--compare`` runs three modes one after the other on
 the same source: ``clip`` (the reference way: the whole 5-frame window through the model for
 every frame), ``stream`` (the feature cache) and ``stream+carry`` (plus CIM carry-over), and
-prints the ratios.
+prints the ratios. ``--streams N[,N...]``: several streams in one process
+(:mod:`stream.measure.multi_bench`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pcmanet.checkpoint import CheckpointError
 from pcmanet.config import ConfigError, config_to_dict
 from stream.capture.base import SourceError
 from stream.measure.latency import format_table, report
+from stream.measure.multi_bench import main_streams, parse_counts
 from stream.run import app
 from stream.run.pipeline import PipelineError
 from stream.transport.sockets import BindError
@@ -55,6 +57,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, help="write the report(s) as JSON")
     p.add_argument("--plot", type=Path, help="write a PNG: latency over time and histogram")
     p.add_argument("--port", type=int, default=0, help="loopback port (0: a free one)")
+    p.add_argument("--streams", type=parse_counts, metavar="N[,N...]",
+                   help="several streams in one process: N demo scenes (seeds 0..N-1) or N "
+                        "copies of --source FILE; several N: one run each, --plot p99 vs N")
     return p.parse_args(argv)
 
 
@@ -198,6 +203,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --duration ({args.duration:g} s) must exceed --warmup "
               f"({args.warmup:g} s)", file=sys.stderr)
         return 2
+    if args.streams:
+        if args.compare or args.mode:
+            print("error: --streams runs the streaming mode; drop --compare / --mode",
+                  file=sys.stderr)
+            return 2
+        try:
+            return main_streams(args)
+        except (app.UserError, ConfigError, CheckpointError, SourceError, BindError,
+                PipelineError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     if args.compare:
         modes = list(MODES)
     elif args.mode:

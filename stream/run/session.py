@@ -195,10 +195,14 @@ def _model_and_keys(args: argparse.Namespace, cfg: LiveConfig
 
 
 def _publisher(cfg: LiveConfig, stream: str,
-               curve: CurveServerKeys | CurveClientKeys | None) -> MaskPublisher:
+               curve: CurveServerKeys | CurveClientKeys | None, streams: int = 1
+               ) -> MaskPublisher:
+    """The publisher; its high-water mark is ``publish.sndhwm`` per stream (a batched step
+    publishes one mask per stream at once, and a subscriber's queue holds every topic)."""
     p = cfg.publish
     return MaskPublisher(p.connect or p.zmq, stream, p.encoding, connect=p.connect is not None,
-                         sndhwm=p.sndhwm, curve=curve, drop_policy=DropPolicy(p.drop_policy),
+                         sndhwm=p.sndhwm * streams, curve=curve,
+                         drop_policy=DropPolicy(p.drop_policy),
                          stats_interval_s=p.stats_interval_s, heartbeat_s=p.heartbeat_s,
                          heartbeat_timeout_s=p.heartbeat_timeout_s)
 
@@ -234,7 +238,7 @@ def multi_session(args: argparse.Namespace, cfg: LiveConfig, specs: list[StreamS
                            cache_dtype=torch.float16 if e.cache_fp16 else None,
                            audio_rate_hz=e.audio_rate_hz, precision=e.precision,
                            buckets=e.batch_buckets)
-    publisher = _publisher(cfg, specs[0].name, curve)
+    publisher = _publisher(cfg, specs[0].name, curve, streams=len(specs))
     lanes: list[Lane] = []
     session: MultiSession | None = None
     publisher.start()

@@ -204,3 +204,12 @@ def test_user_error_class_is_shared() -> None:
     from stream.run import app
 
     assert app.UserError is UserError
+
+
+def test_the_sample_multi_stream_config_resolves() -> None:
+    from tests.conftest import REPO
+
+    res = run_live_error("--dry-run", "--config", str(REPO / "configs/live/multi.yaml"))
+    assert res.returncode == 0, res.stderr
+    assert "# stream demo0: {'kind': 'demo', 'seed': 0}" in res.stdout
+    assert "# stream demo1: {'kind': 'demo', 'seed': 1}" in res.stdout
