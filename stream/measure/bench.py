@@ -11,7 +11,7 @@ first ``--warmup`` seconds are excluded. ``--compare`` runs three modes one afte
 the same source: ``clip`` (the reference way: the whole 5-frame window through the model for
 every frame), ``stream`` (the feature cache) and ``stream+carry`` (plus CIM carry-over), and
 prints the ratios. ``--streams N[,N...]``: several streams in one process
-(:mod:`stream.measure.multi_bench`).
+(:mod:`stream.measure.multi_bench`, whose ``main`` is the command's entry point).
 """
 
 from __future__ import annotations
@@ -32,12 +32,22 @@ from pcmanet.checkpoint import CheckpointError
 from pcmanet.config import ConfigError, config_to_dict
 from stream.capture.base import SourceError
 from stream.measure.latency import format_table, report
-from stream.measure.multi_bench import main_streams, parse_counts
 from stream.run import app
 from stream.run.pipeline import PipelineError
 from stream.transport.sockets import BindError
 
 MODES = ("clip", "stream", "stream+carry")
+
+
+def parse_counts(text: str) -> list[int]:
+    """--streams "1,2,4" -> [1, 2, 4] (each >= 1)."""
+    try:
+        counts = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--streams {text!r}: integers, e.g. 1,2,4") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"--streams {text!r}: each count must be >= 1")
+    return counts
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -203,17 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --duration ({args.duration:g} s) must exceed --warmup "
               f"({args.warmup:g} s)", file=sys.stderr)
         return 2
-    if args.streams:
-        if args.compare or args.mode:
-            print("error: --streams runs the streaming mode; drop --compare / --mode",
-                  file=sys.stderr)
-            return 2
-        try:
-            return main_streams(args)
-        except (app.UserError, ConfigError, CheckpointError, SourceError, BindError,
-                PipelineError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+    if args.streams:  # the command (stream/bench.py) sends these to multi_bench.main
+        print("error: --streams: run python -m stream.bench", file=sys.stderr)
+        return 2
     if args.compare:
         modes = list(MODES)
     elif args.mode:

@@ -17,28 +17,24 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pcmanet.config import config_to_dict
+from pcmanet.checkpoint import CheckpointError
+from pcmanet.config import ConfigError, config_to_dict
+from stream.capture.base import SourceError
+from stream.measure import bench
+from stream.measure.bench import _finite, free_port, pipeline_argv
 from stream.measure.latency import report
 from stream.run import app
 from stream.run.config import StreamSettings
+from stream.run.pipeline import PipelineError
+from stream.transport.sockets import BindError
 
 TARGET_P99_MS = 100.0
-
-
-def parse_counts(text: str) -> list[int]:
-    """"1,2,4" -> [1, 2, 4] (each >= 1)."""
-    try:
-        counts = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--streams {text!r}: integers, e.g. 1,2,4") from None
-    if not counts or min(counts) < 1:
-        raise argparse.ArgumentTypeError(f"--streams {text!r}: each count must be >= 1")
-    return counts
 
 
 def _subscriber(url: str, out: str, stop: Any, ready: Any) -> None:
@@ -70,8 +66,6 @@ def _subscriber(url: str, out: str, stop: Any, ready: Any) -> None:
 
 def run_streams(args: argparse.Namespace, n: int, workdir: Path) -> dict[str, Any]:
     """One run with ``n`` streams -> its report (per stream, pooled, aggregate, batching)."""
-    from stream.measure.bench import free_port, pipeline_argv
-
     url = f"tcp://127.0.0.1:{args.port or free_port()}"
     argv = pipeline_argv("demo", url, "s0", args.duration, 10, args.config, args.overrides,
                          args.weights, args.device)
@@ -187,9 +181,29 @@ def main_streams(args: argparse.Namespace) -> int:
             print()
             runs.append(rep)
     if args.json:
-        from stream.measure.bench import _finite
-
         args.json.write_text(json.dumps(_finite({"runs": runs}), indent=1) + "\n")
     if args.plot:
         plot_p99(args.plot, runs)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m stream.bench``: ``--streams`` here, everything else :func:`bench.main`."""
+    args = bench.parse_args(argv)
+    if not args.streams:
+        return bench.main(argv)
+    if args.compare or args.mode:
+        print("error: --streams runs the streaming mode; drop --compare / --mode",
+              file=sys.stderr)
+        return 2
+    if args.duration <= args.warmup:
+        print(f"error: --duration ({args.duration:g} s) must exceed --warmup "
+              f"({args.warmup:g} s)", file=sys.stderr)
+        return 2
+    try:
+        return main_streams(args)
+    except (app.UserError, ConfigError, CheckpointError, SourceError, BindError,
+            PipelineError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+

@@ -98,7 +98,7 @@ def test_bench_runs_the_pipeline_with_a_subscriber_process(tmp_path):
 def test_stream_counts_parse() -> None:
     import argparse
 
-    from stream.measure.multi_bench import parse_counts
+    from stream.measure.bench import parse_counts
 
     assert parse_counts("1,2,4") == [1, 2, 4] and parse_counts("3") == [3]
     for bad in ("0", "a,b", ""):
