@@ -1,9 +1,10 @@
 """``python -m stream.bench``: the latency benchmark (DESIGN.md section 8).
 
-The command only; the benchmark: :mod:`stream.measure.bench`.
+The command only; the benchmark: :mod:`stream.measure.bench` (one stream, modes) and
+:mod:`stream.measure.multi_bench` (``--streams``).
 """
 
-from stream.measure.bench import main
+from stream.measure.multi_bench import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -59,6 +59,11 @@ class FrameRing:
         self._cond = threading.Condition(threading.Lock())
         self._written = self._read = self._dropped = 0
         self._closed = False
+        self._notify: threading.Event | None = None
+
+    def notify(self, event: threading.Event | None) -> None:
+        """Set ``event`` on every frame put (one consumer waiting on several rings)."""
+        self._notify = event
 
     def put(self, frame: Frame) -> bool:
         """Add a frame without waiting; returns False when the frame itself was dropped."""
@@ -74,7 +79,9 @@ class FrameRing:
                 self._frames.popleft()
             self._frames.append(frame)
             self._cond.notify()
-            return True
+        if self._notify is not None:
+            self._notify.set()
+        return True
 
     def get(self, timeout_s: float | None = 0.0) -> Frame | None:
         """Remove and return the oldest frame, waiting up to ``timeout_s`` (None: until one

@@ -10,7 +10,8 @@ p99, max; input and output FPS; drops at every buffer; the keep ratio. Frames ca
 first ``--warmup`` seconds are excluded. ``--compare`` runs three modes one after the other on
 the same source: ``clip`` (the reference way: the whole 5-frame window through the model for
 every frame), ``stream`` (the feature cache) and ``stream+carry`` (plus CIM carry-over), and
-prints the ratios.
+prints the ratios. ``--streams N[,N...]``: several streams in one process
+(:mod:`stream.measure.multi_bench`, whose ``main`` is the command's entry point).
 """
 
 from __future__ import annotations
@@ -38,6 +39,17 @@ from stream.transport.sockets import BindError
 MODES = ("clip", "stream", "stream+carry")
 
 
+def parse_counts(text: str) -> list[int]:
+    """--streams "1,2,4" -> [1, 2, 4] (each >= 1)."""
+    try:
+        counts = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--streams {text!r}: integers, e.g. 1,2,4") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"--streams {text!r}: each count must be >= 1")
+    return counts
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m stream.bench", description=__doc__.split("\n")[0])
     p.add_argument("--source", default="demo", help="demo | FILE | camera index | URL")
@@ -55,6 +67,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, help="write the report(s) as JSON")
     p.add_argument("--plot", type=Path, help="write a PNG: latency over time and histogram")
     p.add_argument("--port", type=int, default=0, help="loopback port (0: a free one)")
+    p.add_argument("--streams", type=parse_counts, metavar="N[,N...]",
+                   help="several streams in one process: N demo scenes (seeds 0..N-1) or N "
+                        "copies of --source FILE; several N: one run each, --plot p99 vs N")
     return p.parse_args(argv)
 
 
@@ -197,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.duration <= args.warmup:
         print(f"error: --duration ({args.duration:g} s) must exceed --warmup "
               f"({args.warmup:g} s)", file=sys.stderr)
+        return 2
+    if args.streams:  # the command (stream/bench.py) sends these to multi_bench.main
+        print("error: --streams: run python -m stream.bench", file=sys.stderr)
         return 2
     if args.compare:
         modes = list(MODES)

@@ -8,6 +8,15 @@ use this format; any key may be left out. Example::
       engine: {threads: 2, carry: {enabled: true, refresh_every: 8}}
       publish: {encoding: png}
 
+Several streams in one process (``streams:``; each publishes ``mask/<name>``)::
+
+    live:
+      engine: {max_batch: 8}
+      streams:
+        - {name: door, source: 0, mic: default}
+        - {name: hall, source: "rtsp://10.0.0.5/cam", av_offset_ms: 40}
+        - {name: demo, source: "demo:3", fps: 15}
+
 The model comes from ``--weights`` or ``engine.weights`` (our checkpoint carries its config);
 at run time the CIM threshold (``engine.cim_threshold``), the input size (``engine.input_size``)
 and how often the audio embedding is recomputed (``engine.audio_rate_hz``) can be changed.
@@ -28,6 +37,7 @@ from stream.engine.engine import CarryConfig
 from stream.transport.messages import ENCODINGS, STREAM_NAME
 
 PAIRING_POLICIES = tuple(p.value for p in PairingPolicy)  # latest | exact
+TAKE_POLICIES = ("newest", "all")
 
 
 @dataclass(frozen=True)
@@ -40,6 +50,8 @@ class SourceSettings:
     realtime: bool = True             # media files: pace to their timestamps
     stream_timeout_s: float = 10.0    # URL: longest wait to open it and for each read
     reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)  # camera / URL outages
+    take: str = "newest"              # newest (older unread frames dropped, counted) | all
+    #                                   (every frame in order; the ring still drops on overflow)
 
 
 @dataclass(frozen=True)
@@ -64,7 +76,10 @@ class EngineSettings:
     precision: str = "fp32"           # fp32 | bf16 (autocast; pays on GPUs with bf16 units)
     cuda_graphs: bool = False         # CUDA only: per-frame encoder replayed from a CUDA graph
     carry: CarryConfig = field(default_factory=CarryConfig)
-    max_consecutive_errors: int = 10  # frame failures in a row that stop the run
+    max_consecutive_errors: int = 10  # frame failures in a row that stop the run (the stream)
+    max_batch: int = 8                # several streams: most frames (streams) per batched step
+    batch_buckets: tuple[int, ...] | None = None  # pad batches to these sizes (static shapes
+    #                                   for CUDA graphs), e.g. [1, 2, 4, 8]; null: no padding
 
 
 @dataclass(frozen=True)
@@ -91,11 +106,25 @@ class PublishSettings:
 
 
 @dataclass(frozen=True)
+class StreamSettings:
+    """One stream of a multi-stream run; the fields left null take live.source / live.sync."""
+
+    name: str = ""                    # topic mask/<name> (default cam<i>)
+    source: str | int = "demo"        # demo | demo:SEED | camera index | media file | URL
+    mic: str | int | None = None      # microphone for a camera (name, index, 'default')
+    av_offset_ms: float | None = None  # this stream's A/V offset (calib.av_offset)
+    fps: float | None = None          # demo frame rate; camera: requested rate
+    realtime: bool | None = None      # media file / demo: pace in real time
+    take: str | None = None           # newest | all
+
+
+@dataclass(frozen=True)
 class LiveConfig:
     source: SourceSettings = field(default_factory=SourceSettings)
     sync: SyncSettings = field(default_factory=SyncSettings)
     engine: EngineSettings = field(default_factory=EngineSettings)
     publish: PublishSettings = field(default_factory=PublishSettings)
+    streams: tuple[StreamSettings, ...] = ()  # several streams (empty: one, from the CLI)
 
 
 def _non_finite(obj: Any, prefix: str) -> str | None:
@@ -109,6 +138,25 @@ def _non_finite(obj: Any, prefix: str) -> str | None:
         elif isinstance(value, float) and not math.isfinite(value):
             return key
     return None
+
+
+def _stream_problems(streams: tuple[StreamSettings, ...]) -> list[tuple[bool, str, str]]:
+    """(False, key, why) for each bad entry of ``live.streams``."""
+    out, seen = [], set()
+    for i, s in enumerate(streams):
+        key = f"live.streams[{i}]"
+        if s.name and not STREAM_NAME.fullmatch(s.name):
+            out.append((False, f"{key}.name", f"{s.name!r}: use letters, digits and _.:- only"))
+        if s.name and s.name in seen:
+            out.append((False, f"{key}.name", f"{s.name!r} is taken by another stream"))
+        seen.add(s.name)
+        if s.take is not None and s.take not in TAKE_POLICIES:
+            out.append((False, f"{key}.take", f"must be one of {', '.join(TAKE_POLICIES)}"))
+        if s.fps is not None and s.fps <= 0:
+            out.append((False, f"{key}.fps", "must be > 0"))
+        if isinstance(s.source, str) and not s.source:
+            out.append((False, f"{key}.source", "must not be empty"))
+    return out
 
 
 def validate_live_config(cfg: LiveConfig) -> None:
@@ -143,6 +191,14 @@ def validate_live_config(cfg: LiveConfig) -> None:
          "must be fp32 or bf16"),
         (cfg.engine.max_consecutive_errors >= 1, "live.engine.max_consecutive_errors",
          "must be >= 1"),
+        (cfg.engine.max_batch >= 1, "live.engine.max_batch", "must be >= 1"),
+        (cfg.engine.batch_buckets is None or (len(cfg.engine.batch_buckets) > 0 and min(
+            cfg.engine.batch_buckets) >= 1 and max(cfg.engine.batch_buckets)
+            >= cfg.engine.max_batch), "live.engine.batch_buckets",
+         "must be sizes >= 1, the largest >= live.engine.max_batch (or null)"),
+        (cfg.source.take in TAKE_POLICIES, "live.source.take",
+         f"must be one of {', '.join(TAKE_POLICIES)}"),
+        *_stream_problems(cfg.streams),
         (cfg.publish.encoding in ENCODINGS, "live.publish.encoding",
          f"must be one of {', '.join(ENCODINGS)}"),
         (bool(STREAM_NAME.fullmatch(cfg.publish.stream)), "live.publish.stream",

@@ -64,6 +64,30 @@ class RunSummary:
     reason: str = ""
     error: str | None = None
     counters: dict[str, Any] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # several streams: name -> why
+
+
+def publish_result(publisher: MaskPublisher, paired: PairedFrame, result: EngineResult,
+                   times: dict[str, int], threshold: float, model_name: str,
+                   stream: str | None = None) -> tuple[int, dict[str, Any]]:
+    """Publish one engine result as ``mask/<stream>``, its stage times in the header;
+    -> (seq, the header's fields for sinks, without seq and t_publish_ns)."""
+    frame = paired.frame
+    t_cap = frame.t_capture_ns
+    audio_start = paired.t_audio_start_ns if paired.t_audio_start_ns is not None else t_cap
+    audio_end = paired.t_audio_end_ns if paired.t_audio_end_ns is not None else t_cap
+    stages = {**times, **{f"t_{k}_ns": v for k, v in result.times_ns.items()}}
+    extra: dict[str, Any] = {**stages, "window": result.window,
+                             "audio": "none" if paired.logmel is None else "paired"}
+    seq = publisher.publish(result.prob, frame.index, t_cap, audio_start, audio_end,
+                            result.keep_ratio, threshold, model_name,
+                            audio_late=paired.audio_late,
+                            audio_lag_ms=paired.audio_lag_ns / 1e6, extra=extra, stream=stream)
+    header = {"frame_index": frame.index, "t_capture_ns": t_cap,
+              "t_audio_start_ns": audio_start, "t_audio_end_ns": audio_end,
+              "keep_ratio": result.keep_ratio, "audio_late": paired.audio_late,
+              "audio_lag_ms": paired.audio_lag_ns / 1e6, **extra}
+    return seq, header
 
 
 class LivePipeline:
@@ -199,26 +223,13 @@ class LivePipeline:
 
     # -- publishing (caller's thread) ----------------------------------------------------------
     def _publish(self, paired: PairedFrame, result: EngineResult, times: dict[str, int]) -> None:
-        frame = paired.frame
-        t_cap = frame.t_capture_ns
-        audio_start = paired.t_audio_start_ns if paired.t_audio_start_ns is not None else t_cap
-        audio_end = paired.t_audio_end_ns if paired.t_audio_end_ns is not None else t_cap
-        stages = {**times, **{f"t_{k}_ns": v for k, v in result.times_ns.items()}}
-        extra: dict[str, Any] = {**stages, "window": result.window,
-                                 "audio": "none" if paired.logmel is None else "paired"}
-        seq = self.publisher.publish(result.prob, frame.index, t_cap, audio_start, audio_end,
-                                     result.keep_ratio, self.threshold, self.model_name,
-                                     audio_late=paired.audio_late,
-                                     audio_lag_ms=paired.audio_lag_ns / 1e6, extra=extra)
+        seq, header = publish_result(self.publisher, paired, result, times, self.threshold,
+                                     self.model_name)
         self._summary.published += 1
         if self.sinks:
-            header = {"seq": seq, "frame_index": frame.index, "t_capture_ns": t_cap,
-                      "t_audio_start_ns": audio_start, "t_audio_end_ns": audio_end,
-                      "keep_ratio": result.keep_ratio, "audio_late": paired.audio_late,
-                      "audio_lag_ms": paired.audio_lag_ns / 1e6, "t_publish_ns": self.clock(),
-                      **extra}
+            header = {"seq": seq, **header, "t_publish_ns": self.clock()}
             for sink in self.sinks:
-                sink(frame, result.prob, header)
+                sink(paired.frame, result.prob, header)
 
     def run(self) -> RunSummary:
         """Run until a stop condition; returns the summary. Raises :class:`PipelineError` when

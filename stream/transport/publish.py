@@ -20,7 +20,6 @@ reads too slowly loses masks at the proxy, seen only as `seq` gaps there.
 
 from __future__ import annotations
 
-import enum
 import logging
 import threading
 import time
@@ -40,22 +39,11 @@ from .curve import (
     start_zap,
 )
 from .messages import ENCODINGS, SCHEMA_VERSION, STREAM_NAME, MaskHeader, dumps, encode_mask
-from .sockets import DEFAULT_URL, exposure_warning, open_xpub
+from .sockets import DEFAULT_URL, DropPolicy, exposure_warning, open_xpub
 
 logger = logging.getLogger(__name__)
 
 CONNECT_LINGER_MS = 1000   # connect mode: how long `stop` may take to hand queued masks over
-
-
-class DropPolicy(enum.Enum):
-    """What happens to a mask when a subscriber's queue is full (both never block)."""
-
-    COUNTED = "counted"
-    """XPUB_NODROP: the mask goes to no subscriber and `dropped_at_socket` counts it. The
-    slowest subscriber sets the pace for all of them (within their high-water marks)."""
-    PER_SUBSCRIBER = "per_subscriber"
-    """Plain PUB behaviour: only the slow subscriber loses the mask; the publisher cannot see
-    it, so `dropped_at_socket` stays 0 and only the subscriber's seq gaps show the loss."""
 
 
 class MaskPublisher:
@@ -125,7 +113,7 @@ class MaskPublisher:
         self._own_context: zmq.Context[Any] | None = None
         self._auth: ThreadAuthenticator | None = None
         self._allow: AllowList | None = None
-        self._stats_interval_s, self._stats_provider = stats_interval_s, stats_provider
+        self._stats_interval_s = stats_interval_s
         self._drop_policy, self._clock = drop_policy, clock
         self._heartbeat_s, self._heartbeat_timeout_s = heartbeat_s, heartbeat_timeout_s
         self._monitor: zmq.Socket[bytes] | None = None
@@ -135,8 +123,26 @@ class MaskPublisher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._subscriptions: set[bytes] = set()
-        self._next_seq = 0
-        self._sent = self._dropped = self._stats_sent = self._stats_dropped = 0
+        self._counts: dict[str, dict[str, int]] = {}   # per stream: seq and socket counters
+        self._providers: dict[str, Callable[[], Mapping[str, Any]] | None] = {}
+        self.add_stream(stream, stats_provider)
+
+    def add_stream(self, stream: str,
+                   stats_provider: Callable[[], Mapping[str, Any]] | None = None) -> None:
+        """Publish one more stream on this socket: ``mask/<stream>`` with its own ``seq`` and
+        ``stats/<stream>`` with its own counters (one process, N streams)."""
+        if not STREAM_NAME.fullmatch(stream):
+            raise ValueError(f"stream name {stream!r}: use letters, digits and _.:- only")
+        if stream in self._counts:
+            raise ValueError(f"stream {stream!r} is already published here")
+        with self._lock:
+            self._counts[stream] = {"published": 0, "sent": 0, "dropped_at_socket": 0,
+                                    "stats_sent": 0, "stats_dropped": 0}
+            self._providers[stream] = stats_provider
+
+    @property
+    def streams(self) -> list[str]:
+        return list(self._counts)
 
     # ------------------------------------------------------------------------------ lifecycle
 
@@ -237,8 +243,10 @@ class MaskPublisher:
         audio_late: bool = False,
         audio_lag_ms: float = 0.0,
         extra: Mapping[str, Any] | None = None,
+        stream: str | None = None,
     ) -> int:
-        """Send one mask, never blocking; returns its seq (also when the socket dropped it).
+        """Send one mask of ``stream`` (default: the constructor's), never blocking; returns
+        its seq (also when the socket dropped it).
 
         prob: (H, W) float probabilities in [0, 1]; encoded with `threshold` as `encoding`
         says. `audio_lag_ms`: how much earlier the audio window ends than the one wanted.
@@ -246,14 +254,17 @@ class MaskPublisher:
         """
         payload = encode_mask(prob, self.encoding, threshold)                 # outside the lock
         H, W = prob.shape
-        topic = self.mask_topic.encode()
+        stream = stream or self.stream
+        topic = f"mask/{stream}".encode()
         with self._lock:
             sock = self._require_socket()
-            seq, self._next_seq = self._next_seq, self._next_seq + 1
+            counts = self._counts[stream]
+            seq = counts["published"]
+            counts["published"] += 1
             if seq % 64 == 0:                  # bound the XPUB's queue of subscription events
                 self._drain_subscriptions(sock)
             header = MaskHeader(
-                stream=self.stream, seq=seq, frame_index=int(frame_index),
+                stream=stream, seq=seq, frame_index=int(frame_index),
                 t_capture_ns=int(t_capture_ns), t_audio_start_ns=int(t_audio_start_ns),
                 t_audio_end_ns=int(t_audio_end_ns), t_publish_ns=self._clock(),
                 height=int(H), width=int(W), encoding=self.encoding, threshold=float(threshold),
@@ -262,19 +273,22 @@ class MaskPublisher:
             try:
                 sock.send_multipart([topic, header.to_json(), payload],
                                     flags=zmq.NOBLOCK, copy=False)
-                self._sent += 1
+                counts["sent"] += 1
             except zmq.Again:
-                self._dropped += 1
+                counts["dropped_at_socket"] += 1
         return seq
 
-    def publish_stats(self) -> bool:
-        """Send one `stats/<stream>` message now; False when the socket dropped it."""
-        counters = self._provider_counters()
+    def publish_stats(self, stream: str | None = None) -> bool:
+        """Send one `stats/<stream>` message now (default: the constructor's stream); False
+        when the socket dropped it."""
+        stream = stream or self.stream
+        counters = self._provider_counters(stream)
         with self._lock:
             sock = self._require_socket()
             self._drain_subscriptions(sock)
-            header = {"v": SCHEMA_VERSION, "stream": self.stream, "t_publish_ns": self._clock(),
-                      **self._counters_locked(), "subscriptions": len(self._subscriptions),
+            counts = self._counts[stream]
+            header = {"v": SCHEMA_VERSION, "stream": stream, "t_publish_ns": self._clock(),
+                      **counts, "subscriptions": len(self._subscriptions),
                       "subscribers": self._connected - self._disconnected,
                       "subscribers_lost": self._disconnected,
                       "encoding": self.encoding, "drop_policy": self._drop_policy.value,
@@ -283,17 +297,18 @@ class MaskPublisher:
                       "curve_denied": self._allow.denied if self._allow else 0,
                       "counters": counters}
             try:
-                sock.send_multipart([self.stats_topic.encode(), dumps(header), b""],
+                sock.send_multipart([f"stats/{stream}".encode(), dumps(header), b""],
                                     flags=zmq.NOBLOCK)
-                self._stats_sent += 1
+                counts["stats_sent"] += 1
                 return True
             except zmq.Again:
-                self._stats_dropped += 1
+                counts["stats_dropped"] += 1
                 return False
 
-    def set_stats_provider(self, provider: Callable[[], Mapping[str, Any]] | None) -> None:
-        """Set (or clear) the function whose counters go into stats headers."""
-        self._stats_provider = provider
+    def set_stats_provider(self, provider: Callable[[], Mapping[str, Any]] | None,
+                           stream: str | None = None) -> None:
+        """Set (or clear) the function whose counters go into ``stream``'s stats headers."""
+        self._providers[stream or self.stream] = provider
 
     @property
     def auth_mode(self) -> str:
@@ -305,10 +320,11 @@ class MaskPublisher:
             return "curve-client"
         return "curve" if self._curve.allowed_clients is None else "curve+allowlist"
 
-    def counters(self) -> dict[str, int]:
-        """published (masks handed to `publish` = next seq), sent, dropped_at_socket, stats."""
+    def counters(self, stream: str | None = None) -> dict[str, int]:
+        """published (masks handed to `publish` = next seq), sent, dropped_at_socket, stats,
+        of ``stream`` (default: the constructor's)."""
         with self._lock:
-            return self._counters_locked()
+            return dict(self._counts[stream or self.stream])
 
     def wait_for_subscriber(self, topic: str | None = None, timeout_s: float = 5.0) -> bool:
         """Wait until some subscriber's filter matches `topic` (the mask topic by default).
@@ -333,11 +349,6 @@ class MaskPublisher:
         if self._socket is None:
             raise RuntimeError("publisher is not started: call start() or use `with`")
         return self._socket
-
-    def _counters_locked(self) -> dict[str, int]:
-        return {"published": self._next_seq, "sent": self._sent,
-                "dropped_at_socket": self._dropped, "stats_sent": self._stats_sent,
-                "stats_dropped": self._stats_dropped}
 
     def _drain_subscriptions(self, sock: zmq.Socket[bytes]) -> None:
         """Read XPUB subscription messages (b"\\x01prefix" / b"\\x00prefix"); lock held."""
@@ -368,11 +379,12 @@ class MaskPublisher:
             elif event["event"] == zmq.EVENT_DISCONNECTED:
                 self._disconnected += 1
 
-    def _provider_counters(self) -> dict[str, Any]:
-        if self._stats_provider is None:
+    def _provider_counters(self, stream: str) -> dict[str, Any]:
+        provider = self._providers.get(stream)
+        if provider is None:
             return {}
         try:
-            counters = dict(self._stats_provider())
+            counters = dict(provider())
             dumps(counters)                                   # JSON-able, or drop it here
             return counters
         except Exception as e:                                # never raise into the pipeline
@@ -382,6 +394,7 @@ class MaskPublisher:
     def _stats_loop(self, interval_s: float) -> None:
         while not self._stop.wait(interval_s):
             try:
-                self.publish_stats()
+                for stream in self.streams:
+                    self.publish_stats(stream)
             except RuntimeError:                              # socket closed under us: stopping
                 return

@@ -1,11 +1,12 @@
 """Socket setup: the publisher's default address, whether an address is reachable from other
 machines (:func:`exposure_warning`, shared with the proxy), the errors binding or connecting
 raises (:class:`BindError` and its kinds), and the publisher's XPUB socket configured and bound
-(:func:`open_xpub`: high-water mark, drop policy, CurveZMQ, heartbeats).
+(:func:`open_xpub`: high-water mark, :class:`DropPolicy`, CurveZMQ, heartbeats).
 """
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 import zmq
@@ -14,6 +15,17 @@ from .curve import CurveClientKeys, CurveServerKeys, apply_client, apply_server
 
 DEFAULT_URL = "tcp://127.0.0.1:5555"
 _ALL_INTERFACES = ("*", "0.0.0.0", "::", "[::]", "[*]", "")
+
+
+class DropPolicy(enum.Enum):
+    """What happens to a mask when a subscriber's queue is full (both never block)."""
+
+    COUNTED = "counted"
+    """XPUB_NODROP: the mask goes to no subscriber and `dropped_at_socket` counts it. The
+    slowest subscriber sets the pace for all of them (within their high-water marks)."""
+    PER_SUBSCRIBER = "per_subscriber"
+    """Plain PUB behaviour: only the slow subscriber loses the mask; the publisher cannot see
+    it, so `dropped_at_socket` stays 0 and only the subscriber's seq gaps show the loss."""
 
 
 class BindError(OSError):

@@ -93,3 +93,38 @@ def test_bench_runs_the_pipeline_with_a_subscriber_process(tmp_path):
     assert rep["drops"]["seq_gaps_at_subscriber"] == 0
     assert png.stat().st_size > 10_000
     assert "END TO END" in res.stdout
+
+
+def test_stream_counts_parse() -> None:
+    import argparse
+
+    from stream.measure.bench import parse_counts
+
+    assert parse_counts("1,2,4") == [1, 2, 4] and parse_counts("3") == [3]
+    for bad in ("0", "a,b", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_counts(bad)
+
+
+@pytest.mark.races
+def test_bench_streams_reports_each_stream_and_pooled(tmp_path):
+    out, png = tmp_path / "multi.json", tmp_path / "multi.png"
+    res = subprocess.run([sys.executable, "-m", "stream.bench", "--streams", "1,2", "--duration",
+                          "4", "--warmup", "1", "--set", "live.source.fps=10", "--json",
+                          str(out), "--plot", str(png)],
+                         cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr
+    runs = json.loads(out.read_text())["runs"]
+    assert [r["streams"] for r in runs] == [1, 2]
+    for r in runs:
+        assert sorted(r["per_stream"]) == [f"s{i}" for i in range(r["streams"])]
+        for rep in [*r["per_stream"].values(), r["pooled"]]:
+            for key in ("fps_in", "fps_out", "e2e_ms", "drops", "frames"):
+                assert key in rep
+            assert rep["frames"]["received"] > 0
+            assert 0 < rep["e2e_ms"]["p50"] <= rep["e2e_ms"]["p99"] <= rep["e2e_ms"]["max"]
+        assert r["pooled"]["frames"]["received"] == sum(
+            p["frames"]["received"] for p in r["per_stream"].values())
+        assert r["batch"]["steps"] > 0 and len(r["load_avg_before"]) == 3
+    assert png.stat().st_size > 10_000
+    assert "POOLED" in res.stdout
