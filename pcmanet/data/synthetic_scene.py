@@ -258,3 +258,35 @@ def mix_clip(sources: Sequence[ObjectInstance], num_samples: int, rng: np.random
     else:
         mix, peak = noise, rng.uniform(*SILENT_PEAK)
     return mix * (peak / max(float(np.abs(mix).max()), 1e-12))
+
+
+def sample_scene(rng: np.random.Generator, classes: Sequence[ObjectClass], size: int,
+                 times: Sequence[float] = FRAME_TIMES, min_visible: float = 0.4
+                 ) -> tuple[np.ndarray, list[ObjectInstance]]:
+    """Background (size, size, 3) uint8 BGR and one object of each of ``classes`` (bottom to top)
+    whose visible part is at least ``min_visible`` of their in-frame silhouette at every time."""
+    background = random_background(size, rng)
+    for _attempt in range(200):
+        centres: list[np.ndarray] = []
+        while len(centres) < len(classes):
+            c = rng.uniform(0.22, 0.78, 2)
+            if all(np.hypot(*(c - o)) > 0.22 for o in centres) or rng.random() < 0.05:
+                centres.append(c)
+        objects = [sample_instance(cls, sample_motion(
+            rng, (float(c[0]), float(c[1])), float(rng.uniform(0.09, 0.2)), 0.12), rng)
+            for cls, c in zip(classes, centres)]
+        if _visible_enough(objects, times, min_visible):
+            return background, objects
+    raise RuntimeError(f"no scene with {len(classes)} visible objects in 200 tries")  # ~never
+
+
+def _visible_enough(objects: Sequence[ObjectInstance], times: Sequence[float], min_visible: float,
+                    check_size: int = 64) -> bool:
+    for t in times:
+        for obj, vis in zip(objects, visible_masks(objects, t, check_size)):
+            x, y, _, _ = obj.motion.at(t)
+            full = np.count_nonzero(visible_masks([obj], t, check_size))
+            if not (0.08 < x < 0.92 and 0.08 < y < 0.92) or \
+                    np.count_nonzero(vis) < max(min_visible * full, 4):
+                return False
+    return True
