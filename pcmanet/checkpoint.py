@@ -35,10 +35,12 @@ FORMAT, VERSION = "pcmanet-live", 1
 
 def save_checkpoint(path: str | Path, model: nn.Module, cfg: ModelConfig,
                     extra: Mapping[str, Any] | None = None,
-                    optimizer: Mapping[str, Any] | None = None) -> None:
+                    optimizer: Mapping[str, Any] | None = None,
+                    ema: Mapping[str, Any] | None = None) -> None:
     """Write atomically (temp file then rename), so a crash never leaves a truncated file.
 
     optimizer: an optimizer state_dict to keep for resuming training (optional).
+    ema: the weight average's state_dict (``train.ema``) to keep for resuming (optional).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -48,6 +50,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, cfg: ModelConfig,
         "extra": dict(extra or {})}
     if optimizer is not None:
         payload["optimizer"] = optimizer
+    if ema is not None:
+        payload["ema"] = {k: v.detach().cpu() for k, v in ema.items()}
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)

@@ -91,6 +91,7 @@ class TrainConfig:
     encoder_grad: str = "all"                 # all | labelled: S4 economy (pcmanet/train_step.py)
     decode_frames: int | None = None          # decode k random labelled frames per clip (MS3)
     init: str | None = None                   # start from this checkpoint's matching weights
+    ema: float | None = None                  # validate/keep an EMA of the weights (decay)
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ def validate_run_config(cfg: RunConfig) -> None:
         (t.grad_clip is None or t.grad_clip > 0, "train.grad_clip", "must be > 0"),
         (t.warmup_steps >= 0, "train.warmup_steps", "must be >= 0"),
         (t.encoder_grad in ("all", "labelled"), "train.encoder_grad", "must be all or labelled"),
+        (t.ema is None or 0.0 <= t.ema < 1.0, "train.ema", "must lie in [0, 1) or be null"),
         (t.decode_frames is None or t.decode_frames >= 1, "train.decode_frames",
          "must be >= 1 (or null: every labelled frame)"),
     ]

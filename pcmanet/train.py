@@ -51,6 +51,7 @@ from pcmanet.config import (
     load_config,
 )
 from pcmanet.distributed import init_distributed, mean_across
+from pcmanet.ema import WeightAverage
 from pcmanet.evaluate import evaluate_model, to_device
 from pcmanet.model import PCMANet
 from pcmanet.schedule import lr_scale, next_validation_after, require_an_end
@@ -113,6 +114,8 @@ class Trainer:
         if cfg.train.init is not None:
             self._log(init_from_checkpoint(self.model, cfg.train.init))
         self.model = self.model.to(device)
+        self.ema = (WeightAverage(self.model, cfg.train.ema) if cfg.train.ema is not None
+                    else None)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=cfg.train.lr,
                                           weight_decay=cfg.train.weight_decay)
@@ -151,11 +154,21 @@ class Trainer:
                 "val_after": self.val_after, "val_step": self.val_step,
                 "data": config_to_dict(self.cfg.data), "train": config_to_dict(self.cfg.train)}
 
+    @property
+    def kept_model(self) -> nn.Module:
+        """What validation scores and best.pt keeps: the weight average, else the model."""
+        return self.ema.module if self.ema is not None else self.model
+
     def save(self, name: str, miou: float | None) -> None:
         if self.rank != 0:
             return
-        save_checkpoint(self.out / name, self.model, self.cfg.model, extra=self._extra(miou),
-                        optimizer=self.optimizer.state_dict() if name == "last.pt" else None)
+        if name == "last.pt":  # the trained weights, for resuming, with their average
+            save_checkpoint(self.out / name, self.model, self.cfg.model, extra=self._extra(miou),
+                            optimizer=self.optimizer.state_dict(),
+                            ema=self.ema.state_dict() if self.ema is not None else None)
+        else:
+            save_checkpoint(self.out / name, self.kept_model, self.cfg.model,
+                            extra=self._extra(miou))
 
     def resume(self) -> None:
         path = self.out / "last.pt"
@@ -163,6 +176,10 @@ class Trainer:
         try:
             self.model.load_state_dict(obj["state_dict"])
             self.optimizer.load_state_dict(obj["optimizer"])
+            if self.ema is not None and "ema" in obj:
+                self.ema.load_state_dict(obj["ema"])
+            elif self.ema is not None:  # a run without train.ema before: start it here
+                self.ema = WeightAverage(self.model, self.ema.decay)
         except (KeyError, RuntimeError, ValueError) as e:
             raise CheckpointError(f"{path}: cannot resume from it ({e})") from None
         extra = obj.get("extra", {})
@@ -220,6 +237,8 @@ class Trainer:
             if self.cfg.train.grad_clip is not None:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
             self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.model)
             self.step += 1
             self._last_loss = float(loss.detach())
             total, n = total + self._last_loss, n + 1
@@ -268,7 +287,7 @@ class Trainer:
                 and self.run_time() >= self.val_after)
 
     def validate(self) -> float:
-        metrics = evaluate_model(self.model, self.val_set, self.cfg.train.val_batch_size,
+        metrics = evaluate_model(self.kept_model, self.val_set, self.cfg.train.val_batch_size,
                                  self.device, self.cfg.data.num_workers, show_progress=False)
         return float(metrics["miou"])
 

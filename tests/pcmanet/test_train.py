@@ -375,3 +375,26 @@ def test_ms3_run_with_decode_frames(tmp_path, capsys):
     assert all(math.isfinite(r["loss"]) and 0.0 <= r["val_miou"] <= 1.0 for r in records)
     assert "decode_frames: 2" in (out / "config.yaml").read_text()
     assert (out / "best.pt").is_file()
+
+
+def test_ema_keeps_the_average_in_best_and_resumes(tmp_path, s4_root, capsys):
+    """train.ema: validation and best.pt use the weight average (not the last weights);
+    last.pt keeps both, and --resume continues the average rather than restarting it."""
+    import torch
+
+    from pcmanet.weights_file import read_weights_file
+
+    out = tmp_path / "ema"
+    args = ["--config", TINY, "--data-root", str(s4_root), "--task", "s4", "--out", str(out),
+            "train.ema=0.5", *FAST]
+    assert train_main([*args, "train.epochs=1"]) == 0
+    last, best = read_weights_file(out / "last.pt"), read_weights_file(out / "best.pt")
+    assert "ema" in last and "ema" not in best
+    name = next(k for k, v in best["state_dict"].items() if v.is_floating_point() and v.numel() > 8)
+    assert torch.equal(best["state_dict"][name], last["ema"][f"module.{name}"])
+    assert not torch.equal(best["state_dict"][name], last["state_dict"][name])
+    n_before = int(last["ema"]["n_averaged"])
+    assert n_before == 4  # one update per step: 16 clips / 4 per batch
+    capsys.readouterr()
+    assert train_main([*args, "train.epochs=2", "--resume"]) == 0
+    assert int(read_weights_file(out / "last.pt")["ema"]["n_averaged"]) == 2 * n_before
