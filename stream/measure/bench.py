@@ -17,11 +17,13 @@ prints the ratios. ``--streams N[,N...]``: several streams in one process
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import multiprocessing as mp
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -104,11 +106,14 @@ def app_args(args: argparse.Namespace, url: str) -> argparse.Namespace:
                                         args.device, args.mic))
 
 
-def _subscriber(url: str, topic: str, out: str, stop: Any, ready: Any) -> None:
-    """Subscriber process: receive masks, stamp arrival, write one JSON header per line."""
+def subscriber_process(url: str, topic: str, out: str, stop: Any, ready: Any) -> None:
+    """Subscriber process: receive masks of ``topic`` (a prefix: ``mask/`` takes every
+    stream's), stamp arrival, write one JSON header per line. Its receive queue is deep, so a
+    burst of masks from many streams is stamped rather than dropped."""
     sock = zmq.Context().socket(zmq.SUB)
     sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
     sock.setsockopt(zmq.RCVTIMEO, 100)
+    sock.setsockopt(zmq.RCVHWM, 100_000)
     sock.connect(url)
     ready.set()
     records = []
@@ -129,6 +134,31 @@ def _subscriber(url: str, topic: str, out: str, stop: Any, ready: Any) -> None:
     Path(out).write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
+@contextlib.contextmanager
+def subscribed(url: str, topic: str, out: Path, ready_s: float = 30.0,
+               join_s: float = 15.0) -> Iterator[list[dict[str, Any]]]:
+    """A :func:`subscriber_process` on ``url`` / ``topic`` for the duration of the with-block
+    (started and ready before it begins). After a block that ends normally the yielded list
+    holds every header it received, arrival-stamped (also kept in ``out``, one per line); on
+    an exception the process is killed."""
+    ctx = mp.get_context("spawn")
+    stop, ready = ctx.Event(), ctx.Event()
+    sub = ctx.Process(target=subscriber_process, args=(url, topic, str(out), stop, ready),
+                      daemon=True)
+    sub.start()
+    records: list[dict[str, Any]] = []
+    try:
+        ready.wait(ready_s)
+        yield records
+        stop.set()
+        sub.join(join_s)
+    finally:
+        if sub.is_alive():
+            sub.kill()
+    if out.exists():
+        records.extend(json.loads(line) for line in out.read_text().splitlines())
+
+
 def free_port() -> int:
     import socket
 
@@ -145,25 +175,14 @@ def run_mode(args: argparse.Namespace, mode: str, workdir: Path) -> tuple[dict[s
     cfg = app.resolve_config(a)
     carry = replace(cfg.engine.carry, enabled=mode == "stream+carry")
     cfg = replace(cfg, engine=replace(cfg.engine, carry=carry))
-    ctx = mp.get_context("spawn")
-    stop, ready = ctx.Event(), ctx.Event()
     out = workdir / f"received_{mode.replace('+', '_')}.jsonl"
-    sub = ctx.Process(target=_subscriber, args=(url, "mask/bench", str(out), stop, ready),
-                      daemon=True)
-    sub.start()
-    try:
-        ready.wait(30)
-        with app.live_session(a, cfg, engine_mode="clip" if mode == "clip" else "stream") as s:
-            t0 = time.monotonic()
-            summary = s.pipeline.run()
-            span = time.monotonic() - t0
-            counters = {**summary.counters, "publisher": s.publisher.counters()}
-        stop.set()
-        sub.join(15)
-    finally:
-        if sub.is_alive():
-            sub.kill()
-    records = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    engine_mode = "clip" if mode == "clip" else "stream"
+    with subscribed(url, "mask/bench", out) as records, \
+            app.live_session(a, cfg, engine_mode=engine_mode) as s:
+        t0 = time.monotonic()
+        summary = s.pipeline.run()
+        span = time.monotonic() - t0
+        counters = {**summary.counters, "publisher": s.publisher.counters()}
     captured = int(counters["frame_ring"]["written"])
     pub = counters["publisher"]
     counters["publisher"] = {"published": pub.get("published", 0),

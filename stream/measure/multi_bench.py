@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import sys
 import time
@@ -27,7 +26,7 @@ from pcmanet.checkpoint import CheckpointError
 from pcmanet.config import ConfigError, config_to_dict
 from stream.capture.base import SourceError
 from stream.measure import bench
-from stream.measure.bench import _finite, free_port, pipeline_argv
+from stream.measure.bench import _finite, free_port, pipeline_argv, subscribed
 from stream.measure.latency import report
 from stream.run import app
 from stream.run.config import StreamSettings
@@ -35,33 +34,6 @@ from stream.run.pipeline import PipelineError
 from stream.transport.sockets import BindError
 
 TARGET_P99_MS = 100.0
-
-
-def _subscriber(url: str, out: str, stop: Any, ready: Any) -> None:
-    """Subscriber process: every mask/<name>, arrival stamped, one JSON header per line."""
-    import zmq
-
-    sock = zmq.Context().socket(zmq.SUB)
-    sock.setsockopt(zmq.SUBSCRIBE, b"mask/")
-    sock.setsockopt(zmq.RCVTIMEO, 100)
-    sock.setsockopt(zmq.RCVHWM, 100_000)
-    sock.connect(url)
-    ready.set()
-    records, idle_since = [], None
-    while True:
-        try:
-            _topic, header, _payload = sock.recv_multipart()
-        except zmq.Again:
-            if stop.is_set():
-                idle_since = idle_since or time.monotonic()
-                if time.monotonic() - idle_since > 0.5:
-                    break
-            continue
-        rec = json.loads(header)
-        rec["t_receive_ns"] = time.monotonic_ns()
-        records.append(rec)
-    sock.close(linger=0)
-    Path(out).write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
 def run_streams(args: argparse.Namespace, n: int, workdir: Path) -> dict[str, Any]:
@@ -79,26 +51,14 @@ def run_streams(args: argparse.Namespace, n: int, workdir: Path) -> dict[str, An
                                    else source) for i in range(n))
     cfg = replace(cfg, streams=streams)
     specs = app.resolve_streams(a, cfg)
-    ctx = mp.get_context("spawn")
-    stop, ready = ctx.Event(), ctx.Event()
     out = workdir / f"received_{n}.jsonl"
-    sub = ctx.Process(target=_subscriber, args=(url, str(out), stop, ready), daemon=True)
-    sub.start()
     load_before = os.getloadavg()
-    try:
-        ready.wait(30)
-        with app.multi_session(a, cfg, specs) as s:
-            t0 = time.monotonic()
-            summary = s.pipeline.run()
-            span = time.monotonic() - t0
-            pub = {spec.name: s.publisher.counters(spec.name) for spec in specs}
-            model, size, device = s.model_name, s.size, str(s.device)
-        stop.set()
-        sub.join(15)
-    finally:
-        if sub.is_alive():
-            sub.kill()
-    records = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    with subscribed(url, "mask/", out) as records, app.multi_session(a, cfg, specs) as s:
+        t0 = time.monotonic()
+        summary = s.pipeline.run()
+        span = time.monotonic() - t0
+        pub = {spec.name: s.publisher.counters(spec.name) for spec in specs}
+        model, size, device = s.model_name, s.size, str(s.device)
     meta = {"source": source, "live": config_to_dict(cfg), "model": model, "input_size": size,
             "device": device, "duration_s": args.duration}
     per_stream: dict[str, Any] = {}

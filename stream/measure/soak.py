@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import multiprocessing as mp
 import sys
 import tempfile
 import threading
@@ -38,8 +37,7 @@ from typing import Any
 from pcmanet.checkpoint import CheckpointError
 from pcmanet.config import ConfigError, config_to_dict
 from stream.capture.base import SourceError
-from stream.measure.bench import _finite, free_port, pipeline_argv
-from stream.measure.bench import _subscriber as subscriber_process
+from stream.measure.bench import _finite, free_port, pipeline_argv, subscribed
 from stream.measure.latency import seq_gaps, summarize_ms
 from stream.run import app
 from stream.run.pipeline import PipelineError
@@ -246,33 +244,21 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     url = f"tcp://127.0.0.1:{free_port()}"
     a = live_args(args, url)
     cfg = app.resolve_config(a)
-    ctx = mp.get_context("spawn")
-    stop, ready = ctx.Event(), ctx.Event()
     out = workdir / "received.jsonl"
-    sub = ctx.Process(target=subscriber_process, args=(url, "mask/soak", str(out), stop, ready),
-                      daemon=True)
-    sub.start()
-    try:
-        ready.wait(60)
-        with app.live_session(a, cfg) as s:
-            def counters() -> dict[str, Any]:
-                return {**s.pipeline.counters(), "publisher": s.publisher.counters()}
+    with subscribed(url, "mask/soak", out, ready_s=60, join_s=30) as records, \
+            app.live_session(a, cfg) as s:
+        def counters() -> dict[str, Any]:
+            return {**s.pipeline.counters(), "publisher": s.publisher.counters()}
 
-            t0 = time.monotonic_ns()
-            sampler = Sampler(args.sample, counters, args.interval, t0)
-            sampler.start()
-            try:
-                s.pipeline.run()
-            finally:
-                sampler.stop()
-            duration_s = (time.monotonic_ns() - t0) / NS_PER_S
-            final = counters()
-        stop.set()
-        sub.join(30)
-    finally:
-        if sub.is_alive():
-            sub.kill()
-    records = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+        t0 = time.monotonic_ns()
+        sampler = Sampler(args.sample, counters, args.interval, t0)
+        sampler.start()
+        try:
+            s.pipeline.run()
+        finally:
+            sampler.stop()
+        duration_s = (time.monotonic_ns() - t0) / NS_PER_S
+        final = counters()
     rep = analyse(records, [(t, mb) for t, mb, _ in sampler.samples], final, t0_ns=t0,
                   duration_s=duration_s, interval_s=args.interval, warmup_s=args.warmup)
     rep["config"] = {"source": args.source, "minutes": args.minutes, "model": s.model_name,

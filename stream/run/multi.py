@@ -43,7 +43,7 @@ from stream.buffers.sync import Pairer, PairingPolicy
 from stream.capture.base import _SourceThread
 from stream.engine.batch import BatchedEngine, StreamState
 from stream.engine.engine import EngineResult
-from stream.run.pipeline import PipelineError, RunSummary, publish_result
+from stream.run.pipeline import PipelineError, RunSummary, audio_counters, publish_result
 from stream.transport.publish import MaskPublisher
 
 logger = logging.getLogger(__name__)
@@ -143,10 +143,7 @@ class Lane:
                        "handoff_dropped": self.handoff_dropped},
             "sources": {src.name: src.stats() for src in self.sources},
         }
-        if self.audio is not None and self.mel is not None and self.pairer is not None:
-            out["audio_ring"] = self.audio.stats()
-            out["mel_ring"] = self.mel.stats()
-            out["pairing"] = self.pairer.stats()
+        out.update(audio_counters(self.audio, self.mel, self.pairer))
         return out
 
 

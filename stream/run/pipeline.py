@@ -90,6 +90,14 @@ def publish_result(publisher: MaskPublisher, paired: PairedFrame, result: Engine
     return seq, header
 
 
+def audio_counters(audio: AudioRing | None, mel: MelRing | None, pairer: Pairer | None
+                   ) -> dict[str, Any]:
+    """The audio path's counters for ``stats/<stream>`` (empty for a stream without audio)."""
+    if audio is None or mel is None or pairer is None:
+        return {}
+    return {"audio_ring": audio.stats(), "mel_ring": mel.stats(), "pairing": pairer.stats()}
+
+
 class LivePipeline:
     """Runs the engine thread and publishes its masks until a stop condition.
 
@@ -154,10 +162,7 @@ class LivePipeline:
                        "frame_errors": s.frame_errors, "handoff_dropped": s.handoff_dropped},
             "sources": {src.name: src.stats() for src in self.sources},
         }
-        if self.audio is not None and self.mel is not None and self.pairer is not None:
-            out["audio_ring"] = self.audio.stats()
-            out["mel_ring"] = self.mel.stats()
-            out["pairing"] = self.pairer.stats()
+        out.update(audio_counters(self.audio, self.mel, self.pairer))
         return out
 
     # -- engine thread -------------------------------------------------------------------------
