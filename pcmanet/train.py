@@ -102,10 +102,10 @@ class Trainer:
                               "data.cache=false for avss")
         self.train_set: Dataset[Any] = build_dataset(
             task, data_root, "train", audio_source=d.audio_source, image_size=d.image_size,
-            augment=d.augment, **({"cache": True} if d.cache else {}))
+            augment=d.augment, cache=d.cache)
         self.val_set: Dataset[Any] = build_dataset(
             task, data_root, "val", audio_source=d.audio_source, image_size=d.image_size,
-            **({"cache": True} if d.cache else {}))
+            cache=d.cache)
         num_frames = self.train_set.num_frames  # type: ignore[attr-defined]
         if num_frames != cfg.model.num_frames:
             raise ConfigError(f"model.num_frames={cfg.model.num_frames} but {task} clips have "

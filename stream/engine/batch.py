@@ -31,7 +31,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from pcmanet.audio.frontend import EXAMPLE_FRAMES, MEL_BANDS
@@ -45,7 +44,7 @@ from stream.engine.parts import (
     DeviceResult,
     EngineResult,
     FeatureCache,
-    foreground_prob,
+    frame_prob,
 )
 from stream.engine.preprocess import Preprocessor
 
@@ -180,14 +179,8 @@ class BatchedEngine:
     # -- the step -------------------------------------------------------------------------------
     def step(self, items: Sequence[tuple[StreamState, PairedFrame]]) -> list[EngineResult]:
         """:meth:`step_device` on frames in host memory, masks back to the host (waits)."""
-        results = self.step_device([BatchItem(s, p) for s, p in items])
-        out = []
-        for r in results:
-            prob = r.prob.cpu().numpy()
-            keep = float(r.keep_ratio)
-            out.append(EngineResult(prob, r.logits, keep, r.window,
-                                    {**r.times_ns, "decode_end": self.clock()}))
-        return out
+        return [r.to_host(self.clock) for r in self.step_device([BatchItem(s, p)
+                                                                 for s, p in items])]
 
     def step_device(self, items: Sequence[BatchItem]) -> list[DeviceResult]:
         """One batched step; results (one per item, in order) stay on the device."""
@@ -231,9 +224,7 @@ class BatchedEngine:
         for i, it in enumerate(items):
             it.state.carry.update([u[i:i + 1] for u in out.uncertain], x[i:i + 1], a0[i:i + 1])
             logits = out.logits[0][i:i + 1].float()                         # (1, K, S, S)
-            H, W = it.paired.frame.image.shape[:2]
-            full = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False)
-            prob = foreground_prob(full)[0].float()                         # (H, W)
+            prob = frame_prob(logits, *it.paired.frame.image.shape[:2])     # (H, W)
             own = PCMANetOutput([], [], [m[i:i + 1] for m in out.masks], [])  # this stream's
             results.append(DeviceResult(prob, logits, keep_fraction(own),
                                         [e.frame_index for e in entry_lists[i]], dict(times)))

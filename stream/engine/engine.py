@@ -31,7 +31,6 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from pcmanet.model import FrameFeatures, PCMANet, PCMANetOutput, keep_fraction
@@ -46,6 +45,7 @@ from stream.engine.parts import (  # noqa: F401  (re-exported: the engine's publ
     EngineResult,
     FeatureCache,
     foreground_prob,
+    frame_prob,
 )
 
 _EMPTY = FrameFeatures([], [], [], torch.empty(1, 0))  # clip mode caches inputs only
@@ -152,20 +152,14 @@ class StreamingEngine:
         out = PCMANetOutput([lg[-1:] for lg in out.logits], out.keep_ratios,
                             [m[-1:] for m in out.masks], [m[-1:] for m in out.uncertain])
         logits = out.logits[0].float()                                      # (1, K, S, S)
-        H, W = frame.image.shape[:2]
-        full = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False)
-        prob = foreground_prob(full)[0].float()                             # (H, W)
+        prob = frame_prob(logits, *frame.image.shape[:2])                   # (H, W)
         times["decode_end"] = self.clock()
         return DeviceResult(prob, logits, keep_fraction(out), [e.frame_index for e in entries],
                             times)
 
     def step(self, paired: PairedFrame) -> EngineResult:
         """:meth:`step_device`, then the mask to the host (waits for the device)."""
-        r = self.step_device(paired)
-        prob = r.prob.cpu().numpy()
-        keep = float(r.keep_ratio)
-        r.times_ns["decode_end"] = self.clock()
-        return EngineResult(prob, r.logits, keep, r.window, r.times_ns)
+        return self.step_device(paired).to_host(self.clock)
 
     @torch.inference_mode()
     def clip_logits(self) -> Tensor:

@@ -8,6 +8,7 @@ masks from frame to frame (see :mod:`stream.engine.engine`), :class:`EngineResul
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -197,6 +198,21 @@ class DeviceResult:
     keep_ratio: Tensor
     window: list[int]
     times_ns: dict[str, int] = field(default_factory=dict)
+
+    def to_host(self, clock: Callable[[], int]) -> EngineResult:
+        """The mask and keep ratio copied to the host (waits for the device); ``decode_end``
+        is stamped by ``clock`` once they are there."""
+        prob = self.prob.cpu().numpy()
+        keep = float(self.keep_ratio)
+        return EngineResult(prob, self.logits, keep, self.window,
+                            {**self.times_ns, "decode_end": clock()})
+
+
+def frame_prob(logits: Tensor, height: int, width: int) -> Tensor:
+    """(1, K, S, S) logits -> (height, width) float32 foreground probability at the frame's
+    size (bilinear upsampling, then :func:`foreground_prob`)."""
+    full = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+    return foreground_prob(full)[0].float()
 
 
 def foreground_prob(logits: Tensor) -> Tensor:

@@ -24,7 +24,6 @@ stream failed.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import threading
@@ -43,7 +42,14 @@ from stream.buffers.sync import Pairer, PairingPolicy
 from stream.capture.base import _SourceThread
 from stream.engine.batch import BatchedEngine, StreamState
 from stream.engine.engine import EngineResult
-from stream.run.pipeline import PipelineError, RunSummary, audio_counters, publish_result
+from stream.run.pipeline import (
+    FrameFaults,
+    PipelineError,
+    RunSummary,
+    audio_counters,
+    publish_result,
+    put_drop_oldest,
+)
 from stream.transport.publish import MaskPublisher
 
 logger = logging.getLogger(__name__)
@@ -83,8 +89,8 @@ class Lane:
         self.status = "running"                    # running | done | failed
         self.error: str | None = None
         self.processed = self.published = self.frame_errors = self.handoff_dropped = 0
-        self.consecutive_errors = 0
-        self.seen_causes: set[str] = set()
+        # frames failing in the engine; the pipeline sets its own limit
+        self.faults = FrameFaults(10, f"stream {name}: ")
         self.latency_ms: deque[float] = deque(maxlen=LATENCY_HISTORY)  # capture -> published
         self._rates: deque[tuple[int, int, int]] = deque([(clock(), 0, 0)])
         self._lock = threading.Lock()
@@ -213,6 +219,7 @@ class MultiPipeline:
         self._work = threading.Event()  # set by every lane's frame ring on put
         for lane in self.lanes:
             lane.frames.notify(self._work)
+            lane.faults = FrameFaults(max_consecutive_errors, f"stream {lane.name}: ")
         self._handoff: queue.Queue[Done] = queue.Queue(maxsize=2 * max_batch)
         self._stop = stop_event or threading.Event()
         self._engine_done = threading.Event()
@@ -257,23 +264,18 @@ class MultiPipeline:
                 except Exception as e_one:
                     self._frame_failed(lane, paired, e_one)
                     continue
-                lane.consecutive_errors = 0
+                lane.faults.ok()
                 done.append((lane, paired, result, t))
             return done
         for lane, _ in items:
-            lane.consecutive_errors = 0
+            lane.faults.ok()
         return [(lane, p, r, t) for (lane, p), r, t in zip(items, results, times, strict=True)]
 
     def _frame_failed(self, lane: Lane, paired: PairedFrame, e: Exception) -> None:
         lane.frame_errors += 1
-        lane.consecutive_errors += 1
-        cause = f"{type(e).__name__}: {e}"
-        if cause not in lane.seen_causes:
-            lane.seen_causes.add(cause)
-            logger.error("stream %s: frame %d dropped: %s", lane.name, paired.frame.index, cause)
-        if lane.consecutive_errors >= self.max_consecutive_errors:
-            lane.end("failed", f"{lane.consecutive_errors} frames in a row failed in the "
-                               f"engine; last cause: {cause}")
+        fatal = lane.faults.failed(paired.frame.index, e)
+        if fatal is not None:
+            lane.end("failed", fatal)
 
     def _engine_loop(self) -> None:
         try:
@@ -295,13 +297,9 @@ class MultiPipeline:
     def _hand_over(self, done: list[Done]) -> None:
         for item in done:
             item[0].processed += 1
-            while True:
-                try:
-                    self._handoff.put_nowait(item)
-                    break
-                except queue.Full:
-                    with contextlib.suppress(queue.Empty):
-                        self._handoff.get_nowait()[0].handoff_dropped += 1
+            dropped = put_drop_oldest(self._handoff, item)
+            if dropped is not None:
+                dropped[0].handoff_dropped += 1
 
     # -- publishing (caller's thread) ----------------------------------------------------------
     def publish(self, item: Done) -> None:

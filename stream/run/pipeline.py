@@ -18,6 +18,7 @@ logged once). Every thread is joined and every sink closed within ~2 s.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -98,6 +99,43 @@ def audio_counters(audio: AudioRing | None, mel: MelRing | None, pairer: Pairer 
     return {"audio_ring": audio.stats(), "mel_ring": mel.stats(), "pairing": pairer.stats()}
 
 
+def put_drop_oldest(q: queue.Queue[Any], item: Any) -> Any | None:
+    """Put ``item`` without waiting; when ``q`` is full its oldest item makes room. -> the
+    item dropped (None: none was)."""
+    dropped = None
+    while True:
+        try:
+            q.put_nowait(item)
+            return dropped
+        except queue.Full:
+            with contextlib.suppress(queue.Empty):
+                dropped = q.get_nowait()
+
+
+class FrameFaults:
+    """One stream's frames that raised in the engine: each distinct cause is logged once (with
+    ``label`` in front), and ``limit`` failures in a row end the stream."""
+
+    def __init__(self, limit: int, label: str = "") -> None:
+        self.limit, self.label, self.in_a_row = limit, label, 0
+        self._causes: set[str] = set()
+
+    def ok(self) -> None:
+        """A frame went through: the run of failures is broken."""
+        self.in_a_row = 0
+
+    def failed(self, frame_index: int, e: Exception) -> str | None:
+        """Count one failed frame; -> why the stream must stop, or None while it may go on."""
+        self.in_a_row += 1
+        cause = f"{type(e).__name__}: {e}"
+        if cause not in self._causes:
+            self._causes.add(cause)
+            logger.error("%sframe %d dropped: %s", self.label, frame_index, cause)
+        if self.in_a_row >= self.limit:
+            return f"{self.in_a_row} frames in a row failed in the engine; last cause: {cause}"
+        return None
+
+
 class LivePipeline:
     """Runs the engine thread and publishes its masks until a stop condition.
 
@@ -145,7 +183,7 @@ class LivePipeline:
         self._engine_done = threading.Event()
         self._summary = RunSummary()
         self._fatal: str | None = None
-        self._seen_causes: set[str] = set()
+        self._faults = FrameFaults(max_consecutive_errors)
         self._thread: threading.Thread | None = None
 
     # -- control -------------------------------------------------------------------------------
@@ -170,7 +208,6 @@ class LivePipeline:
         return all(src.finished.is_set() for src in self.sources) and len(self.frames) == 0
 
     def _engine_loop(self) -> None:
-        consecutive = 0
         runner = StreamRunner(self.engine, max_in_flight=2 if self.engine.device.type == "cuda"
                               else 1)
         stage_times: dict[int, dict[str, int]] = {}  # frame index -> dequeue/paired times
@@ -192,18 +229,13 @@ class LivePipeline:
                     done += runner.poll()
                 except Exception as e:  # one bad frame must not end a live run
                     stage_times.pop(frame.index, None)
-                    consecutive += 1
                     self._summary.frame_errors += 1
-                    cause = f"{type(e).__name__}: {e}"
-                    if cause not in self._seen_causes:
-                        self._seen_causes.add(cause)
-                        logger.error("frame %d dropped: %s", frame.index, cause)
-                    if consecutive >= self.max_consecutive_errors:
-                        self._fatal = (f"{consecutive} frames in a row failed in the engine; "
-                                       f"last cause: {cause}")
+                    fatal = self._faults.failed(frame.index, e)
+                    if fatal is not None:
+                        self._fatal = fatal
                         return
                     continue
-                consecutive = 0
+                self._faults.ok()
                 self._hand_over(done, stage_times)
             self._hand_over(runner.poll(wait=True), stage_times)
         finally:
@@ -215,16 +247,8 @@ class LivePipeline:
         for paired, result in done:
             self._summary.processed += 1
             item = (paired, result, stage_times.pop(paired.frame.index, {}))
-            while True:
-                try:
-                    self._handoff.put_nowait(item)
-                    break
-                except queue.Full:
-                    try:
-                        self._handoff.get_nowait()
-                        self._summary.handoff_dropped += 1
-                    except queue.Empty:
-                        pass
+            if put_drop_oldest(self._handoff, item) is not None:
+                self._summary.handoff_dropped += 1
 
     # -- publishing (caller's thread) ----------------------------------------------------------
     def _publish(self, paired: PairedFrame, result: EngineResult, times: dict[str, int]) -> None:

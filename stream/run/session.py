@@ -144,9 +144,7 @@ def live_session(args: argparse.Namespace, cfg: LiveConfig, engine_mode: str = "
     sources: list[Any] = []
     session: Session | None = None
     try:
-        if args.wait_subscriber > 0 and not publisher.wait_for_subscriber(
-                publisher.mask_topic, args.wait_subscriber):
-            logger.warning("no subscriber after %.1f s; starting anyway", args.wait_subscriber)
+        _wait_for_subscriber(publisher, args.wait_subscriber)
         sources, audio = open_sources(spec, cfg, frames, audio_ring)
         sinks: list[Sink] = []
         stop_event = threading.Event()  # the overlay window's quit key sets it
@@ -174,6 +172,12 @@ def live_session(args: argparse.Namespace, cfg: LiveConfig, engine_mode: str = "
         for src in sources:
             src.stop()
         publisher.stop(linger_ms=session.flush_ms if session is not None else None)
+
+
+def _wait_for_subscriber(publisher: MaskPublisher, seconds: float) -> None:
+    """``--wait-subscriber S``: wait up to S seconds for a subscriber before capture starts."""
+    if seconds > 0 and not publisher.wait_for_subscriber(publisher.mask_topic, seconds):
+        logger.warning("no subscriber after %.1f s; starting anyway", seconds)
 
 
 def _model_and_keys(args: argparse.Namespace, cfg: LiveConfig
@@ -243,9 +247,7 @@ def multi_session(args: argparse.Namespace, cfg: LiveConfig, specs: list[StreamS
     session: MultiSession | None = None
     publisher.start()
     try:
-        if args.wait_subscriber > 0 and not publisher.wait_for_subscriber(
-                publisher.mask_topic, args.wait_subscriber):
-            logger.warning("no subscriber after %.1f s; starting anyway", args.wait_subscriber)
+        _wait_for_subscriber(publisher, args.wait_subscriber)
         for spec in specs:
             frames = FrameRing(cfg.source.frame_ring)
             ring = AudioRing(round(cfg.source.audio_ring_s * SAMPLE_RATE))
