@@ -228,8 +228,37 @@ class PCMANet(nn.Module):
         if targets is None:
             targets = torch.arange(BT, device=feats.audio.device)
         clip = torch.div(targets, T, rounding_mode="floor")                 # (F,)
-        grids = token_grids([tuple(m.shape[-2:]) for m in feats.maps])      # type: ignore[misc]
-        audio = feats.audio                                                 # (BT, C)
+        return self.decode_rows(
+            feats.audio, feats.kv, [m.index_select(0, targets) for m in feats.maps],
+            [t.index_select(0, targets) for t in feats.tokens],
+            None if feats.fine is None else feats.fine.index_select(0, targets),
+            clip, out_size=out_size, restrict=restrict)
+
+    def decode_rows(
+        self,
+        audio: Tensor,
+        kv: list[Tensor | None],
+        maps: list[Tensor],
+        tokens: list[Tensor],
+        fine: Tensor | None,
+        clip: Tensor,
+        out_size: tuple[int, int] | None = None,
+        restrict: list[Tensor] | None = None,
+        static: bool = False,
+    ) -> PCMANetOutput:
+        """:meth:`decode` from what it reads: the window's audio side and the decoded rows.
+
+        audio: (B*T, C) projected audio embeddings of the B windows, clip-major.
+        kv: per stage (B*T, N_k, 2*h*d) visual keys|values of the windows' frames (None at the
+            finest stage).
+        maps, tokens, fine: the F decoded frames' AVGA maps (F, C, H_k, W_k), QSCA tokens
+            (F, N_k, C) and refiner features (F, r, H/2, W/2) or None.
+        clip: (F,) int64 window (0..B-1) of each decoded frame.
+        static: fixed shapes and no host synchronisation (QSCA's dense masked path), for
+            ``torch.compile(fullgraph=True)`` and CUDA graphs.
+        """
+        T = self.num_frames
+        grids = token_grids([tuple(m.shape[-2:]) for m in maps])            # type: ignore[misc]
         state: Tensor | None = None                                         # GF output, coarser
         mask: Tensor | None = None                                          # CIM mask, this stage
         own: Tensor | None = None                                           # ... unrestricted
@@ -239,18 +268,18 @@ class PCMANet(nn.Module):
         ratios: list[Tensor] = []
         for k in reversed(range(len(self.qsca))):                           # stage 4 -> stage 1
             qsca: QSCA = self.qsca[k]                                       # type: ignore[assignment]
-            a = qsca.audio_step(audio, feats.kv[k], T)
-            low = feats.maps[k].index_select(0, targets)                    # (F, C, H_k, W_k)
-            guide, ratio = qsca.visual_step(
-                feats.tokens[k].index_select(0, targets), clip, a, grids[k],
-                tuple(low.shape[-2:]), mask)                                # type: ignore[arg-type]
+            a = qsca.audio_step(audio, kv[k], T)
+            low = maps[k]                                                   # (F, C, H_k, W_k)
+            guide, ratio = qsca.visual_step(tokens[k], clip, a, grids[k],
+                                            tuple(low.shape[-2:]), mask,    # type: ignore[arg-type]
+                                            static=static)
             if mask is not None:
                 ratios.append(ratio)
             state = self.gf[k](low, state, guide)                           # (F, C, H_k, W_k)
             out = self.heads[k](state)                                      # (F, K, H_k, W_k)
             if k == 0 and self.refiner is not None:                         # -> (F, K, H/2, W/2)
-                assert feats.fine is not None, "a refiner model's features carry `fine`"
-                out = self.refiner(feats.fine.index_select(0, targets), state, out)
+                assert fine is not None, "a refiner model's features carry `fine`"
+                out = self.refiner(fine, state, out)
             logits.append(out)
             if k > 0:
                 # Uncertain tokens at this resolution, restricted to the coarser stage's.

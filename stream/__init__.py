@@ -4,7 +4,7 @@
        |
     buffers/    FrameRing, AudioRing -> MelRing; sync pairs each frame with its log-mel window
        |
-    engine/     StreamingEngine: preprocess, per-frame features (FeatureCache), decode (CUDA)
+    engine/     BatchedEngine: preprocess, one static step (feature ring, decode, CIM carry)
        |
     transport/  masks leave over ZeroMQ: messages (schema v1), publisher, subscriber, proxy
     run/        the pipeline assembled as run_live.py runs it: CLI, settings, threads, sinks

@@ -122,12 +122,14 @@ class QSCA(nn.Module):
         grid: tuple[int, int],
         out_size: tuple[int, int],
         mask: Tensor | None = None,
+        static: bool = False,
     ) -> tuple[Tensor, Tensor]:
         """Update the visual tokens of the decoded frames and turn them back into a map.
 
         tokens: (F, N, C) visual tokens of the F decoded frames.
         clip: (F,) int64, the clip (row of `audio.key`) each frame belongs to.
         mask: (F, 1, gh, gw) with 1 = uncertain = computed as a query; None = every token.
+        static: always the dense masked path (fixed shapes, no host synchronisation).
         Returns the map (F, C, H, W) at `out_size` and the keep ratio (0-dim tensor).
         """
         Fq, N, C = tokens.shape
@@ -141,9 +143,10 @@ class QSCA(nn.Module):
             keep = mask.reshape(Fq, N)                                      # (F, N) in token order
             ratio = keep.mean()
             grad = contextlib.nullcontext() if self.query_grad else torch.no_grad()
-            # On CUDA always dense (masked): gathering needs the count of selected tokens on
-            # the host, a synchronisation that would stall the streaming pipeline.
-            if tokens.is_cuda or ratio.item() > self.gather_max_ratio:
+            # Dense (masked) on CUDA and in static mode: gathering needs the count of selected
+            # tokens on the host, a synchronisation that stalls a CUDA stream and breaks a
+            # compiled graph.
+            if static or tokens.is_cuda or ratio.item() > self.gather_max_ratio:
                 with grad:
                     out = self._dense_attention(tokens, clip, audio) * keep[..., None]
                 y = y + F.linear(out, self.to_out.weight)

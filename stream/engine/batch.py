@@ -1,18 +1,18 @@
-"""The batched streaming engine (DESIGN.md 5, "Many streams"): one model step for N streams.
+"""The batched streaming engine (DESIGN.md 5 and 5a): one static step for N streams.
 
-Per stream (:class:`StreamState`): its :class:`FeatureCache`, :class:`CimCarry`, the audio
-embedding it may reuse (``audio_rate_hz``) and its counters. Shared (:class:`BatchedEngine`):
-the model, the preprocessor and the batched step. :meth:`BatchedEngine.step` takes the newest
+Per stream (:class:`StreamState`, host): its ring index (which slot holds which frame, the
+window choice), its CIM carry schedule, its audio reuse and counters; its device rows live in
+the engine's :class:`~stream.engine.ring.DeviceTables`. Shared (:class:`BatchedEngine`): the
+model, the preprocessor and the step variants. :meth:`BatchedEngine.step` takes the newest
 paired frame of each of N streams (at most one per stream) and
 
 1. preprocesses each frame to (1, 3, S, S) (frames may differ in size) -> x (N, 3, S, S),
-2. embeds the audio of the streams that need a new embedding in one call -> (N, D),
-3. encodes the N frames in one ``model.encode_frames`` call and puts row i into stream i's
-   cache,
-4. builds the N windows of T cached frames clip-major -> (N*T) rows, stacks the carried CIM
-   masks (ones for a stream with no restriction), and decodes the newest frame of every window
-   in one ``model.decode`` call (targets T-1, 2T-1, ...),
-5. updates each stream's carry and upsamples its logits to its own frame size.
+2. plans each stream's ring write and window on the host, and whether its carry refreshes and
+   its audio embedding is reused -> one (P, T + 4) int64 control tensor,
+3. runs the :class:`~stream.engine.static.StaticStep` (audio embedding, encode, ring write and
+   window gather, CIM carry, decode of the newest frames) -> logits (P, K, S, S), keep (P,),
+4. commits each stream's plan (only now: a step that raises leaves every stream as it was)
+   and upsamples its logits to its own frame size.
 
 Batch-size buckets: with ``buckets`` (e.g. 1, 2, 4, 8), encode and decode run on a batch padded
 to the smallest bucket >= N (the last real row repeated; the padded rows' outputs are thrown
@@ -29,24 +29,24 @@ import bisect
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from pcmanet.audio.frontend import EXAMPLE_FRAMES, MEL_BANDS
-from pcmanet.model import FrameFeatures, PCMANet, PCMANetOutput, keep_fraction
+from pcmanet.model import FrameFeatures, PCMANet
 from stream.buffers.frames import PairedFrame
+from stream.engine.compiled import StepVariants
 from stream.engine.parts import (
     SILENCE_LOGMEL,
-    CacheEntry,
     CarryConfig,
-    CimCarry,
     DeviceResult,
     EngineResult,
-    FeatureCache,
     frame_prob,
 )
 from stream.engine.preprocess import Preprocessor
+from stream.engine.ring import DeviceTables, Plan, WindowIndex, ring_slots
 
 DEFAULT_BUCKETS = (1, 2, 4, 8, 16, 32, 64)  # batch sizes a CUDA graph would be captured for
 
@@ -64,11 +64,6 @@ def pad_to(n: int, buckets: Sequence[int] | None) -> int:
     return ordered[i]
 
 
-def _rows(start: int, stop: int) -> Callable[[Tensor], Tensor]:
-    """A function taking rows start:stop of a tensor (for ``FrameFeatures.apply``)."""
-    return lambda t: t[start:stop]
-
-
 def _pad_rows(x: Tensor, size: int) -> Tensor:
     """(n, ...) -> (size, ...), the last row repeated."""
     n = x.shape[0]
@@ -78,26 +73,65 @@ def _pad_rows(x: Tensor, size: int) -> Tensor:
 
 
 class StreamState:
-    """One stream's engine state: feature cache, CIM carry, audio reuse and counters.
+    """One stream's engine state on the host: its ring index, CIM carry schedule, audio reuse
+    and counters (its device rows live in the engine's :class:`DeviceTables`).
 
     Args:
-        horizon_s, retain_s, cache_dtype, keep_inputs: the :class:`FeatureCache`.
+        row: the stream's row in the per-stream tables (ring slots row*slots ...).
+        index: the stream's :class:`WindowIndex`.
         carry: CIM carry-over settings.
+        keep_inputs: keep each held frame's model inputs (clip-mode comparison).
     """
 
-    def __init__(self, horizon_s: float, retain_s: float, carry: CarryConfig,
-                 cache_dtype: torch.dtype | None = None, keep_inputs: bool = False) -> None:
-        self.cache = FeatureCache(horizon_s, retain_s=retain_s, dtype=cache_dtype,
-                                  keep_inputs=keep_inputs)
-        self.carry = CimCarry(carry)
-        self.last_audio: tuple[int, Tensor] | None = None   # (capture ns, embedding (1, D))
+    def __init__(self, row: int, index: WindowIndex, carry: CarryConfig,
+                 keep_inputs: bool = False) -> None:
+        self.row, self.index, self.carry_cfg, self.keep_inputs = row, index, carry, keep_inputs
+        self.inputs: dict[int, tuple[Tensor, Tensor]] = {}  # slot -> (x (1,3,S,S), mel)
+        self.window: tuple[int, ...] = ()                   # the last step's window slots
+        self.last_audio_ns: int | None = None               # capture time of the last embedding
         self.audio_embeddings = 0                           # audio encoder runs
+        self.since_refresh = 0
+        self.scheduled_refreshes = 0                        # plain-selection (refresh) frames
         self.frames = 0
+
+    @property
+    def cache(self) -> WindowIndex:
+        """The ring index (held frames, inserted, evicted)."""
+        return self.index
+
+    def refresh_due(self) -> bool:
+        """Whether this stream's next frame takes the plain CIM selection."""
+        return (not self.carry_cfg.enabled or self.frames == 0
+                or self.since_refresh + 1 >= self.carry_cfg.refresh_every)
+
+    def reuse_due(self, t_capture_ns: int, period_ns: int | None) -> bool:
+        """Whether the next frame reuses the last audio embedding (``audio_rate_hz``)."""
+        return (period_ns is not None and self.last_audio_ns is not None
+                and 0 <= t_capture_ns - self.last_audio_ns < period_ns)
+
+    def commit(self, plan: Plan, t_capture_ns: int, refresh: bool, reuse: bool,
+               inputs: tuple[Tensor, Tensor]) -> None:
+        """A step of this stream succeeded: its ring, carry schedule and audio reuse move on."""
+        self.index.commit(plan)
+        self.window = plan.window
+        if self.keep_inputs:
+            self.inputs[plan.write] = inputs
+            held = {h.slot for h in plan.held}
+            self.inputs = {k: v for k, v in self.inputs.items() if k in held}
+        if refresh:
+            self.scheduled_refreshes += 1
+            self.since_refresh = 0
+        else:
+            self.since_refresh += 1
+        if not reuse:
+            self.last_audio_ns = t_capture_ns
+            self.audio_embeddings += 1
+        self.frames += 1
 
     def stats(self) -> dict[str, int]:
         return {"frames": self.frames, "audio_embeddings": self.audio_embeddings,
-                **{f"cache_{k}": v for k, v in self.cache.stats().items()},
-                "carry_refreshes": self.carry.scheduled_refreshes}
+                **{f"cache_{k}": v for k, v in self.index.stats().items()},
+                "carry_refreshes": self.scheduled_refreshes}
 
 
 @dataclass
@@ -117,7 +151,7 @@ class BatchItem:
 
 
 class BatchedEngine:
-    """Segments the newest frame of each of N streams in one encode and one decode.
+    """Segments the newest frame of each of N streams in one static step.
 
     Args:
         model: a PCMANet in eval mode with an audio encoder (log-mel input).
@@ -125,15 +159,19 @@ class BatchedEngine:
         device: where the model runs.
         spacing_s: time between window frames.
         carry: CIM carry-over settings of every stream.
-        cache_dtype: feature cache storage dtype (None: as computed).
-        keep_inputs: keep inputs in the caches (clip-mode comparison).
+        cache_dtype: feature ring storage dtype (None: as computed).
+        keep_inputs: keep the held frames' inputs (clip-mode comparison).
         clock: stamps stage times.
         audio_rate_hz: per stream, recompute the audio embedding at most this often.
         precision: "fp32" or "bf16" (autocast).
         encode: ``(x (N, 3, S, S), emb (N, D)) -> FrameFeatures``; default
-            ``model.encode_frames`` (a CUDA graph per bucket would go here).
+            ``model.encode_frames``.
         buckets: pad every batch to one of these sizes (see the module docstring); None: no
             padding.
+        compile: "off" (eager), "on" (``torch.compile(fullgraph=True)``; an error if it fails)
+            or "auto" (compiled where it works, else eager with one log line saying why); see
+            :mod:`stream.engine.compiled`.
+        streams: streams the device tables are sized for at first (they grow on demand).
     """
 
     def __init__(self, model: PCMANet, image_size: int, device: torch.device | str = "cpu",
@@ -142,7 +180,8 @@ class BatchedEngine:
                  clock: Callable[[], int] = time.monotonic_ns,
                  audio_rate_hz: float | None = None, precision: str = "fp32",
                  encode: Callable[[Tensor, Tensor], FrameFeatures] | None = None,
-                 buckets: Sequence[int] | None = None) -> None:
+                 buckets: Sequence[int] | None = None, compile: str = "off",
+                 streams: int = 1) -> None:
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
         if audio_rate_hz is not None and audio_rate_hz <= 0:
@@ -158,23 +197,52 @@ class BatchedEngine:
         self.carry_cfg, self.cache_dtype, self.keep_inputs = carry or CarryConfig(), \
             cache_dtype, keep_inputs
         self._audio_period_ns = None if audio_rate_hz is None else round(1e9 / audio_rate_hz)
-        self._encode = encode or model.encode_frames
         self.preprocess = Preprocessor(image_size, self.device)
         self._silence = torch.full((1, 1, EXAMPLE_FRAMES, MEL_BANDS), SILENCE_LOGMEL,
                                    device=self.device)
+        self.horizon_s = (self.T - 1) * spacing_s + 0.5
+        self.retain_s = min(0.1, spacing_s / 4)
+        self.slots = ring_slots(self.horizon_s, self.retain_s)
+        self.tables = self._probe_tables(max(1, streams), encode)
+        self.steps_fn = StepVariants(model, self.tables, self.carry_cfg, encode, compile,
+                                     self._autocast)
+        self.states: list[StreamState] = []
         self.steps = self.rows = self.padded_rows = 0
 
+    def _autocast(self) -> Any:
+        return torch.autocast(self.device.type, torch.bfloat16,
+                              enabled=self.precision == "bf16")
+
+    @torch.inference_mode()
+    def _probe_tables(self, streams: int, encode: Callable[[Tensor, Tensor], FrameFeatures]
+                      | None) -> DeviceTables:
+        """Device tables for ``streams`` streams, shaped by one encode of a blank frame."""
+        x = torch.zeros(1, 3, self.size, self.size, device=self.device)
+        with self._autocast():
+            emb = self.model.embed_audio(self._silence)                     # (1, D)
+            probe = (encode or self.model.encode_frames)(x, emb)
+        return DeviceTables(probe, emb, x, streams, self.slots, self.cache_dtype)
+
     def new_stream(self) -> StreamState:
-        """State for one more stream (its cache sized for this engine's window)."""
-        horizon = (self.T - 1) * self.spacing_s + 0.5
-        return StreamState(horizon, min(0.1, self.spacing_s / 4), self.carry_cfg,
-                           self.cache_dtype, self.keep_inputs)
+        """State for one more stream (the device tables grow when they are full)."""
+        row = len(self.states)
+        if row >= self.tables.streams:
+            self.tables.grow(2 * self.tables.streams)
+            self.steps_fn.tables_changed()
+        index = WindowIndex(self.slots, self.horizon_s, self.retain_s, self.T, self.spacing_s)
+        state = StreamState(row, index, self.carry_cfg, self.keep_inputs)
+        self.states.append(state)
+        return state
 
     def audio_input(self, logmel: object) -> Tensor:
         """(96, 64) log-mel window -> (1, 1, 96, 64) on the device; None -> silence."""
         if logmel is None:
             return self._silence
         return torch.as_tensor(logmel, dtype=torch.float32).to(self.device)[None, None]
+
+    def feature_bytes_per_stream(self) -> int:
+        """Device bytes of one stream's feature ring."""
+        return self.tables.bytes_per_stream()
 
     # -- the step -------------------------------------------------------------------------------
     def step(self, items: Sequence[tuple[StreamState, PairedFrame]]) -> list[EngineResult]:
@@ -183,17 +251,17 @@ class BatchedEngine:
                                                                  for s, p in items])]
 
     def step_device(self, items: Sequence[BatchItem]) -> list[DeviceResult]:
-        """One batched step; results (one per item, in order) stay on the device."""
+        """One batched step; results (one per item, in order) stay on the device. A step that
+        raises changes no stream's state."""
         if not items:
             return []
         if len({id(it.state) for it in items}) != len(items):
             raise ValueError("a batch holds at most one frame per stream")
-        with torch.inference_mode(), torch.autocast(self.device.type, torch.bfloat16,
-                                                    enabled=self.precision == "bf16"):
+        with torch.inference_mode(), self._autocast():
             return self._step(items)
 
     def _step(self, items: Sequence[BatchItem]) -> list[DeviceResult]:
-        N, T = len(items), self.T
+        N = len(items)
         P = pad_to(N, self.buckets)
         times = {"preprocess_start": self.clock()}
         x = torch.cat([self.preprocess(it.paired.frame.image if it.image is None else it.image)
@@ -201,34 +269,23 @@ class BatchedEngine:
         mels = [self.audio_input(it.paired.logmel) if it.audio is None else it.audio
                 for it in items]                                            # N x (1, 1, 96, 64)
         times["encode_start"] = self.clock()
-        emb = self._audio_embeddings(items, mels)                           # (N, D)
-        feats = self._encode(_pad_rows(x, P), _pad_rows(emb, P))            # F = P rows
-        windows: list[FrameFeatures] = []
-        entry_lists = []
-        for i, it in enumerate(items):
-            frame = it.paired.frame
-            row = feats.apply(_rows(i, i + 1))                                  # F = 1
-            it.state.cache.put(CacheEntry(frame.t_capture_ns, frame.index, row, x[i:i + 1],
-                                          mels[i]))
-            entries = it.state.cache.window(T, self.spacing_s)
-            entry_lists.append(entries)
-            windows.append(it.state.cache.features(entries))                # F = T
-        times["decode_start"] = self.clock()
-        windows += [windows[-1]] * (P - N)                                  # padded clips
-        a0 = feats.audio[:N]                                                # (N, C)
-        restrict = self._restrict(items, x, a0, P)
-        targets = torch.arange(P, device=self.device) * T + (T - 1)         # (P,) newest rows
-        out = self.model.decode(FrameFeatures.cat(windows), targets,        # P*T rows
-                                out_size=(self.size, self.size), restrict=restrict)
+        plans = [it.state.index.plan(it.paired.frame.t_capture_ns, it.paired.frame.index)
+                 for it in items]
+        refresh = [it.state.refresh_due() for it in items]
+        reuse = [it.state.reuse_due(it.paired.frame.t_capture_ns, self._audio_period_ns)
+                 for it in items]
+        control = self._control(items, plans, refresh, reuse, P)            # (P, T + 4)
+        logits, keep = self.steps_fn(P, not all(reuse))(
+            _pad_rows(x, P), _pad_rows(torch.cat(mels), P), control)
+        times["decode_start"] = times["encode_start"]  # one step: encode and decode together
         results = []
         for i, it in enumerate(items):
-            it.state.carry.update([u[i:i + 1] for u in out.uncertain], x[i:i + 1], a0[i:i + 1])
-            logits = out.logits[0][i:i + 1].float()                         # (1, K, S, S)
-            prob = frame_prob(logits, *it.paired.frame.image.shape[:2])     # (H, W)
-            own = PCMANetOutput([], [], [m[i:i + 1] for m in out.masks], [])  # this stream's
-            results.append(DeviceResult(prob, logits, keep_fraction(own),
-                                        [e.frame_index for e in entry_lists[i]], dict(times)))
-            it.state.frames += 1
+            it.state.commit(plans[i], it.paired.frame.t_capture_ns, refresh[i], reuse[i],
+                            (x[i:i + 1], mels[i]))
+            row = logits[i:i + 1].float()                                   # (1, K, S, S)
+            prob = frame_prob(row, *it.paired.frame.image.shape[:2])        # (H, W)
+            results.append(DeviceResult(prob, row, keep[i], list(plans[i].frames),
+                                        dict(times)))
         end = self.clock()  # host time: kernels may still run on a GPU
         for r in results:
             r.times_ns["decode_end"] = end
@@ -236,37 +293,15 @@ class BatchedEngine:
             self.padded_rows + P - N
         return results
 
-    def _audio_embeddings(self, items: Sequence[BatchItem], mels: list[Tensor]) -> Tensor:
-        """(N, D): each stream's embedding, reused within its audio period, the others
-        computed in one audio-encoder call."""
-        reuse: list[Tensor | None] = []
-        for it in items:
-            last, t = it.state.last_audio, it.paired.frame.t_capture_ns
-            ok = (last is not None and self._audio_period_ns is not None
-                  and 0 <= t - last[0] < self._audio_period_ns)
-            reuse.append(last[1] if ok and last is not None else None)
-        todo = [i for i, r in enumerate(reuse) if r is None]
-        if todo:
-            fresh = self.model.embed_audio(torch.cat([mels[i] for i in todo]))  # (n, D)
-            for j, i in enumerate(todo):
-                emb = fresh[j:j + 1]
-                items[i].state.last_audio = (items[i].paired.frame.t_capture_ns, emb)
-                items[i].state.audio_embeddings += 1
-                reuse[i] = emb
-        return torch.cat(reuse)  # type: ignore[arg-type]
-
-    def _restrict(self, items: Sequence[BatchItem], x: Tensor, a0: Tensor, P: int
-                  ) -> list[Tensor] | None:
-        """Per stage, the streams' carried CIM masks stacked (P, 1, gh, gw): ones for a stream
-        on a full refresh and for padded rows; None when no stream restricts."""
-        per = [it.state.carry.restrict(x[i:i + 1], a0[i:i + 1]) for i, it in enumerate(items)]
-        some = next((r for r in per if r is not None), None)
-        if some is None:
-            return None
-        stages = []
-        for k, like in enumerate(some):
-            rows = [torch.ones_like(like) if r is None else r[k] for r in per]
-            rows += [torch.ones_like(like)] * (P - len(per))
-            stages.append(torch.cat(rows))
-        return stages
-
+    def _control(self, items: Sequence[BatchItem], plans: list[Plan], refresh: list[bool],
+                 reuse: list[bool], P: int) -> Tensor:
+        """(P, T + 4) int64 control rows (see :mod:`stream.engine.static`); padded rows write
+        to and read from the trash slot and the trash stream row."""
+        tb, T = self.tables, self.T
+        rows = []
+        for it, plan, fresh, again in zip(items, plans, refresh, reuse, strict=True):
+            base = it.state.row * tb.slots
+            rows.append([base + plan.write, *(base + s for s in plan.window), it.state.row,
+                         int(fresh), int(again)])
+        rows += [[tb.trash_slot] * (T + 1) + [tb.trash_stream, 1, 0]] * (P - len(items))
+        return torch.tensor(rows, dtype=torch.int64).to(self.device, non_blocking=True)

@@ -4,16 +4,19 @@ Per frame, :meth:`StreamingEngine.step` runs
 
 1. preprocessing (uint8 BGR -> normalised model input, :class:`Preprocessor`),
 2. ``model.encode_frames`` on the new frame and its log-mel window (backbone, lateral convs,
-   AVGA, QSCA tokens and keys/values), kept in :class:`FeatureCache`,
-3. ``model.decode`` of the newest frame over the window of T cached frames chosen by
+   AVGA, QSCA tokens and keys/values); its keys/values and audio token go into the stream's
+   feature ring (:mod:`stream.engine.ring`),
+3. ``model.decode_rows`` of the newest frame over the window of T ring slots chosen by
    :func:`stream.buffers.sync.window_indices` (1 s apart by default): the audio-token chain,
    the newest frame's selected queries, GF and the heads.
+
+Steps 2-3 are one :class:`~stream.engine.static.StaticStep`, eager or compiled.
 
 **Contract**: the newest frame's logits equal what clip mode (``model(frames, audio)`` on the
 same T frames and log-mel windows) computes for it, within 1e-4 (tested).
 
-With :class:`CarryConfig` ``enabled``, CIM masks are carried across frames
-(:class:`CimCarry`): a token of the new frame is computed as a query only where the frame's own
+With :class:`CarryConfig` ``enabled``, CIM masks are carried across frames (device tables
+of the static step): a token of the new frame is computed as a query only where the frame's own
 CIM mask says so *and* it was uncertain in the previous frame or its pixels changed; a full
 refresh (the plain selection) happens every ``refresh_every`` frames and whenever the audio
 embedding moves (a new sound). This trades exactness for fewer query tokens; the clip-mode
@@ -33,22 +36,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pcmanet.model import FrameFeatures, PCMANet, PCMANetOutput, keep_fraction
+from pcmanet.model import PCMANet, PCMANetOutput, keep_fraction
 from stream.buffers.frames import PairedFrame
 from stream.engine.batch import BatchedEngine, BatchItem, StreamState
 from stream.engine.parts import (  # noqa: F401  (re-exported: the engine's public names)
     SILENCE_LOGMEL,
-    CacheEntry,
     CarryConfig,
-    CimCarry,
     DeviceResult,
     EngineResult,
-    FeatureCache,
     foreground_prob,
     frame_prob,
 )
-
-_EMPTY = FrameFeatures([], [], [], torch.empty(1, 0))  # clip mode caches inputs only
+from stream.engine.ring import WindowIndex
 
 
 class StreamingEngine:
@@ -60,8 +59,8 @@ class StreamingEngine:
         device: where the model runs.
         spacing_s: time between window frames (training: 1 s).
         carry: CIM carry-over settings (default: off, reference selection).
-        cache_dtype: feature cache storage dtype (None: as computed).
-        keep_inputs: keep inputs in the cache (needed by :meth:`clip_logits`).
+        cache_dtype: feature ring storage dtype (None: as computed).
+        keep_inputs: keep the held frames' inputs (needed by :meth:`clip_logits`).
         clock: stamps stage times.
         mode: "stream" (cached features, newest frame decoded) or "clip" (the reference way,
             for comparison: every step re-runs the whole model on the T frames of the window
@@ -72,6 +71,8 @@ class StreamingEngine:
             engine's device; probabilities are returned in float32).
         cuda_graphs: replay the per-frame encoder from a CUDA graph (CUDA devices only;
             :mod:`stream.engine.cuda_graphs`).
+        compile: the static step eager ("off"), compiled ("on") or compiled where it works
+            ("auto"); :mod:`stream.engine.compiled`.
     """
 
     def __init__(self, model: PCMANet, image_size: int, device: torch.device | str = "cpu",
@@ -79,15 +80,16 @@ class StreamingEngine:
                  cache_dtype: torch.dtype | None = None, keep_inputs: bool = False,
                  clock: Callable[[], int] = time.monotonic_ns, mode: str = "stream",
                  audio_rate_hz: float | None = None, precision: str = "fp32",
-                 cuda_graphs: bool = False) -> None:
+                 cuda_graphs: bool = False, compile: str = "off") -> None:
         if cuda_graphs and torch.device(device).type != "cuda":
             raise ValueError("cuda_graphs needs a CUDA device (engine device is "
                              f"{torch.device(device)})")
-        encode: Callable[[Tensor, Tensor], FrameFeatures] = model.encode_frames
+        encode = None
         if cuda_graphs:
             from stream.engine.cuda_graphs import GraphedEncoder
 
             encode = GraphedEncoder(model)
+        self.encoder = encode  # the CUDA-graphed encoder, if any
         if mode not in ("stream", "clip"):
             raise ValueError(f"mode must be 'stream' or 'clip', got {mode!r}")
         self.mode = mode
@@ -96,7 +98,7 @@ class StreamingEngine:
                                    cache_dtype=cache_dtype,
                                    keep_inputs=keep_inputs or mode == "clip", clock=clock,
                                    audio_rate_hz=audio_rate_hz, precision=precision,
-                                   encode=encode)
+                                   encode=encode, compile=compile if mode == "stream" else "off")
         self.state: StreamState = self.batch.new_stream()
         self.model, self.size, self.device = self.batch.model, image_size, self.batch.device
         self.T, self.spacing_s, self.clock = model.num_frames, spacing_s, clock
@@ -104,12 +106,9 @@ class StreamingEngine:
         self.frames = 0
 
     @property
-    def cache(self) -> FeatureCache:
-        return self.state.cache
-
-    @property
-    def carry(self) -> CimCarry:
-        return self.state.carry
+    def cache(self) -> WindowIndex:
+        """The stream's ring index (held frames, inserted, evicted)."""
+        return self.state.index
 
     @property
     def audio_embeddings(self) -> int:
@@ -138,24 +137,23 @@ class StreamingEngine:
 
     def _clip_step(self, paired: PairedFrame, image: Tensor | None,
                    audio: Tensor | None) -> DeviceResult:
-        """The reference way: the whole window through the model, from cached inputs (timed
-        as "encode"; "decode" is then ~0)."""
+        """The reference way: the whole window through the model, from the held frames'
+        inputs (timed as "encode"; "decode" is then ~0)."""
         times = {"preprocess_start": self.clock()}
         frame = paired.frame
         x = self.preprocess(frame.image if image is None else image)       # (1, 3, S, S)
         mel = self.audio_input(paired.logmel) if audio is None else audio   # (1, 1, 96, 64)
         times["encode_start"] = self.clock()
-        self.cache.put(CacheEntry(frame.t_capture_ns, frame.index, _EMPTY, x, mel))
-        entries = self.cache.window(self.T, self.spacing_s)
-        out = self._clip_forward(entries)
+        plan = self.state.index.plan(frame.t_capture_ns, frame.index)
+        self.state.commit(plan, frame.t_capture_ns, True, False, (x, mel))
+        out = self._clip_forward()
         times["decode_start"] = self.clock()
         out = PCMANetOutput([lg[-1:] for lg in out.logits], out.keep_ratios,
                             [m[-1:] for m in out.masks], [m[-1:] for m in out.uncertain])
         logits = out.logits[0].float()                                      # (1, K, S, S)
         prob = frame_prob(logits, *frame.image.shape[:2])                   # (H, W)
         times["decode_end"] = self.clock()
-        return DeviceResult(prob, logits, keep_fraction(out), [e.frame_index for e in entries],
-                            times)
+        return DeviceResult(prob, logits, keep_fraction(out), list(plan.frames), times)
 
     def step(self, paired: PairedFrame) -> EngineResult:
         """:meth:`step_device`, then the mask to the host (waits for the device)."""
@@ -163,19 +161,19 @@ class StreamingEngine:
 
     @torch.inference_mode()
     def clip_logits(self) -> Tensor:
-        """Clip mode on the newest frame's window: re-encode all T frames from their cached
+        """Clip mode on the newest frame's window: re-encode all T frames from their held
         inputs and decode them all -> the newest frame's logits (1, K, S, S). Needs
         ``keep_inputs``."""
-        entries = self.cache.window(self.T, self.spacing_s)
-        return self._clip_forward(entries).logits[0][-1:]
+        return self._clip_forward().logits[0][-1:]
 
-    def _clip_forward(self, entries: list[CacheEntry]) -> PCMANetOutput:
-        """The whole model on the entries' cached inputs (T, 3, S, S) and (T, 1, 96, 64), as
+    def _clip_forward(self) -> PCMANetOutput:
+        """The whole model on the last window's inputs (T, 3, S, S) and (T, 1, 96, 64), as
         one clip of T frames."""
-        if any(e.image is None or e.audio is None for e in entries):
+        if not self.state.keep_inputs:
             raise RuntimeError("clip mode needs the engine built with keep_inputs=True")
-        frames = torch.cat([e.image for e in entries])  # type: ignore[misc]
-        mels = torch.cat([e.audio for e in entries])    # type: ignore[misc]
+        inputs = [self.state.inputs[s] for s in self.state.window]
+        frames = torch.cat([x for x, _ in inputs])
+        mels = torch.cat([m for _, m in inputs])
         return self.model(frames, mels)  # type: ignore[no-any-return]
 
     def stats(self) -> dict[str, int]:

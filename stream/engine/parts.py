@@ -1,9 +1,8 @@
-"""The streaming engine's parts (DESIGN.md 5): feature cache, CIM carry-over, results.
+"""The streaming engine's parts (DESIGN.md 5): CIM carry settings and step results.
 
-:class:`FeatureCache` keeps per-frame features by capture time, :class:`CimCarry` carries CIM
-masks from frame to frame (see :mod:`stream.engine.engine`), :class:`EngineResult` and
-:class:`DeviceResult` are what a step returns. Each stream has its own cache and carry
-(:class:`stream.engine.batch.StreamState`); the single- and multi-stream engines share them.
+:class:`CarryConfig` says how CIM masks are carried from frame to frame (the static step does
+it, :mod:`stream.engine.static`); :class:`EngineResult` and :class:`DeviceResult` are what a
+step returns.
 """
 
 from __future__ import annotations
@@ -15,10 +14,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
-from pcmanet.model import FrameFeatures
-from stream.buffers.frames import NS_PER_S
-from stream.buffers.sync import window_indices
 
 SILENCE_LOGMEL = float(np.log(0.01))  # log-mel of digital silence: ln(0 + 0.01)
 
@@ -45,129 +40,6 @@ class CarryConfig:
         if self.refresh_every < 1 or self.dilate < 0 or self.change_threshold < 0:
             raise ValueError(f"bad CarryConfig {self}: need refresh_every >= 1, dilate >= 0, "
                              "change_threshold >= 0")
-
-
-@dataclass
-class CacheEntry:
-    """One cached frame: its features (F = 1) and, for clip-mode comparison, its inputs."""
-
-    t_capture_ns: int
-    frame_index: int
-    feats: FrameFeatures
-    image: Tensor | None = None   # (1, 3, S, S) normalised input
-    audio: Tensor | None = None   # (1, 1, 96, 64) log-mel example
-
-
-def _cast(feats: FrameFeatures, dtype: torch.dtype) -> FrameFeatures:
-    return feats.apply(lambda x: x.to(dtype))
-
-
-class FeatureCache:
-    """Time-indexed, bounded cache of per-frame features.
-
-    The newest frame is always held; older frames are retained at most one per ``retain_s``
-    (so a 4 s window history at 30 FPS keeps ~40 frames, not 120) and only while they can
-    still be chosen for a window (``horizon_s`` behind the newest).
-
-    Args:
-        horizon_s: how far back frames are kept, (T - 1) * spacing plus a margin.
-        retain_s: minimum spacing of retained older frames.
-        dtype: storage dtype (float16 halves memory; results change slightly, see README).
-        keep_inputs: also keep each frame's model inputs (clip-mode comparison, benchmark).
-    """
-
-    def __init__(self, horizon_s: float, retain_s: float = 0.1,
-                 dtype: torch.dtype | None = None, keep_inputs: bool = False) -> None:
-        self.horizon_ns, self.retain_ns = round(horizon_s * NS_PER_S), round(retain_s * NS_PER_S)
-        self.dtype, self.keep_inputs = dtype, keep_inputs
-        self.entries: list[CacheEntry] = []
-        self.inserted = self.evicted = 0
-
-    def put(self, entry: CacheEntry) -> None:
-        """Add the newest frame (capture times must ascend)."""
-        if self.entries and entry.t_capture_ns < self.entries[-1].t_capture_ns:
-            raise ValueError("frames must enter the cache in capture order")
-        if self.dtype is not None:
-            entry.feats = _cast(entry.feats, self.dtype)
-        if not self.keep_inputs:
-            entry.image = entry.audio = None
-        # The previous newest stays only if it is retain_s after the last retained one.
-        if len(self.entries) >= 2 and (self.entries[-1].t_capture_ns
-                                       - self.entries[-2].t_capture_ns < self.retain_ns):
-            self.entries.pop()
-            self.evicted += 1
-        self.entries.append(entry)
-        self.inserted += 1
-        cutoff = entry.t_capture_ns - self.horizon_ns
-        drop = 0
-        while drop < len(self.entries) - 1 and self.entries[drop + 1].t_capture_ns <= cutoff:
-            drop += 1  # keep one frame at or before the cutoff: it is the nearest to it
-        if drop:
-            del self.entries[:drop]
-            self.evicted += drop
-
-    def window(self, T: int, spacing_s: float) -> list[CacheEntry]:
-        """The T entries of the newest frame's window, oldest first (the newest last)."""
-        idx = window_indices([e.t_capture_ns for e in self.entries], T=T, spacing_s=spacing_s)
-        return [self.entries[i] for i in idx]
-
-    def features(self, entries: list[CacheEntry]) -> FrameFeatures:
-        """The entries' features concatenated (F = len(entries)), in float32."""
-        feats = FrameFeatures.cat([e.feats for e in entries])
-        return feats if self.dtype is None else _cast(feats, torch.float32)
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def stats(self) -> dict[str, int]:
-        return {"held": len(self.entries), "inserted": self.inserted, "evicted": self.evicted}
-
-
-class CimCarry:
-    """Carries CIM masks from frame to frame (see the module docstring).
-
-    State: the previous frame's own (unrestricted) CIM masks, its input and audio embedding.
-    Every operation is a tensor op on the model's device (no host synchronisation).
-    """
-
-    def __init__(self, cfg: CarryConfig) -> None:
-        self.cfg = cfg
-        self._masks: list[Tensor] | None = None
-        self._image: Tensor | None = None
-        self._audio: Tensor | None = None
-        self._since_refresh = 0
-        self.frames = self.scheduled_refreshes = 0
-
-    def restrict(self, image: Tensor, audio: Tensor) -> list[Tensor] | None:
-        """Masks that restrict the new frame's query selection, or None for a full refresh.
-
-        image: (1, 3, S, S) the new frame's input; audio: (1, C) its audio embedding.
-        """
-        self.frames += 1
-        if (not self.cfg.enabled or self._masks is None or self._image is None
-                or self._audio is None or self._since_refresh + 1 >= self.cfg.refresh_every):
-            self.scheduled_refreshes += 1
-            self._since_refresh = 0
-            return None
-        self._since_refresh += 1
-        diff = (image - self._image).abs().mean(dim=1, keepdim=True)        # (1, 1, S, S)
-        moved = 1 - F.cosine_similarity(audio.float(), self._audio.float(), dim=1)  # (1,)
-        refresh = (moved > self.cfg.audio_change).float().view(1, 1, 1, 1)
-        out = []
-        for prev in self._masks:                                            # (1, 1, gh, gw)
-            grid = (int(prev.shape[-2]), int(prev.shape[-1]))
-            changed = (F.adaptive_avg_pool2d(diff, grid) > self.cfg.change_threshold).to(prev)
-            seed = torch.maximum(prev, changed)
-            if self.cfg.dilate:
-                r = self.cfg.dilate
-                seed = F.max_pool2d(seed, 2 * r + 1, stride=1, padding=r)
-            out.append(torch.maximum(seed, refresh))
-        return out
-
-    def update(self, own_masks: list[Tensor], image: Tensor, audio: Tensor) -> None:
-        """Remember the frame just decoded: its own CIM masks, input and audio embedding."""
-        self._masks = [m.detach() for m in own_masks]
-        self._image, self._audio = image.detach(), audio.detach()
 
 
 @dataclass

@@ -92,7 +92,7 @@ def test_state_stays_per_stream(demo) -> None:
         eng.step(items)
     assert (a.frames, b.frames) == (8, 4)
     assert a.cache.inserted == 8 and b.cache.inserted == 4
-    assert a.carry.scheduled_refreshes == 2 and b.carry.scheduled_refreshes == 1
+    assert a.scheduled_refreshes == 2 and b.scheduled_refreshes == 1
     assert a.audio_embeddings == 2 and b.audio_embeddings == 1      # once per second each
 
 

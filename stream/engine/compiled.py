@@ -1,0 +1,168 @@
+"""The static step's variants, eager or compiled (``live.engine.compile: off | on | auto``).
+
+A variant is one :class:`StaticStep` for a bucket size P and an audio mode (embed the rows'
+audio, or reuse every row's last embedding). With ``compile`` on, each variant goes through
+``torch.compile(fullgraph=True, dynamic=False)`` (inductor), so the whole per-frame step is one
+graph: no Python between operators, fused elementwise kernels, no graph breaks (a break would
+be an error with ``fullgraph``).
+
+* ``off``: eager.
+* ``on``: compiled; a failure raises :class:`CompileError`.
+* ``auto``: compiled where a C++ compiler exists (inductor's CPU backend builds C++) and the
+  compilation succeeds; otherwise eager, with one log line saying why.
+
+Compiling costs time once per variant (about a minute or two on 2 CPU cores, much less with
+inductor's on-disk cache warm): :meth:`StepVariants.warm` compiles ahead of use, and
+:meth:`StepVariants.warm_in_background` does it in a low-priority thread while the eager step
+serves frames, switching each variant over once its compiled graph is ready.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from pcmanet.model import FrameFeatures, PCMANet
+from stream.engine.parts import CarryConfig
+from stream.engine.ring import DeviceTables
+from stream.engine.static import StaticStep
+
+logger = logging.getLogger(__name__)
+
+COMPILE_MODES = ("off", "on", "auto")
+StepFn = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+class CompileError(RuntimeError):
+    """``compile: on`` and the step could not be compiled; the message says why."""
+
+
+def compile_unavailable(device: torch.device) -> str | None:
+    """Why the step cannot be compiled on ``device`` here (None: it can be tried)."""
+    if device.type == "cpu":
+        cxx = os.environ.get("CXX") or next(
+            (c for c in ("g++", "c++", "clang++") if shutil.which(c)), None)
+        if cxx is None or (os.path.sep in cxx and not os.path.exists(cxx)):
+            return "no C++ compiler (inductor builds C++ on the CPU: apt-get install g++)"
+        return None
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return "triton is not installed (inductor's GPU backend needs it)"
+    return None
+
+
+class StepVariants:
+    """The static step per (bucket P, embed), built on first use.
+
+    Args:
+        model, tables, carry, encode: the :class:`StaticStep`'s.
+        mode: "off", "on" or "auto" (see the module docstring).
+        autocast: a context manager factory the step runs under (the engine's precision).
+    """
+
+    def __init__(self, model: PCMANet, tables: DeviceTables, carry: CarryConfig,
+                 encode: Callable[[Tensor, Tensor], FrameFeatures] | None, mode: str,
+                 autocast: Callable[[], Any]) -> None:
+        if mode not in COMPILE_MODES:
+            raise ValueError(f"compile must be one of {COMPILE_MODES}, got {mode!r}")
+        self.mode, self.autocast = mode, autocast
+        # Eager steps gather QSCA's selected queries (the per-frame engine's values, bit for
+        # bit); compiled ones take the static dense masked path.
+        self.steps = {(embed, static): StaticStep(model, tables, carry, embed, encode, static)
+                      for embed in (True, False) for static in (True, False)}
+        self._compiled: dict[tuple[int, bool], StepFn] = {}
+        self._lock = threading.Lock()        # one compilation at a time
+        self.why_eager: str | None = None    # auto: why the step runs eagerly
+        self.compiled_variants = 0
+        if mode != "off":
+            reason = compile_unavailable(next(model.parameters()).device)
+            if reason is not None:
+                self._give_up(reason)
+
+    @property
+    def compiling(self) -> bool:
+        return self.mode != "off" and self.why_eager is None
+
+    def _give_up(self, reason: str) -> None:
+        if self.mode == "on":
+            raise CompileError(f"live.engine.compile is on but the step cannot be compiled: "
+                               f"{reason}; set live.engine.compile to auto or off")
+        self.why_eager = reason
+        logger.warning("engine runs eagerly (live.engine.compile=auto): %s", reason)
+
+    def __call__(self, P: int, embed: bool) -> StepFn:
+        """The step for a batch of P rows: compiled if ready (or compiled now), else eager."""
+        fn = self._compiled.get((P, embed))
+        if fn is not None:
+            return fn
+        if self.compiling and not self._lock.locked():
+            fn = self._compile(P, embed)
+        return self.steps[(embed, False)] if fn is None else fn
+
+    def _compile(self, P: int, embed: bool) -> StepFn | None:
+        """Compile the (P, embed) variant (run once on blank inputs, so the graph is built
+        now); None when ``auto`` gives up."""
+        with self._lock:
+            if (P, embed) in self._compiled:
+                return self._compiled[(P, embed)]
+            if not self.compiling:
+                return None
+            step = self.steps[(embed, True)]
+            fn = torch.compile(step, fullgraph=True, dynamic=False)
+            try:
+                self._run_blank(fn, step, P)
+            except Exception as e:
+                torch._dynamo.reset()
+                self._give_up(f"compiling the step failed: {type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''}")
+                return None
+            self._compiled[(P, embed)] = fn
+            self.compiled_variants += 1
+            return fn
+
+    def _run_blank(self, fn: StepFn, step: StaticStep, P: int) -> None:
+        """One call on blank rows that write only the trash slot and trash stream row."""
+        tb = step.tables
+        S = tb.carry_image.shape[-1]
+        dev = tb.carry_image.device
+        x = torch.zeros(P, 3, S, S, device=dev)
+        mel = torch.zeros(P, 1, 96, 64, device=dev)
+        control = torch.tensor([[tb.trash_slot] * (step.T + 1) + [tb.trash_stream, 1, 0]] * P,
+                               dtype=torch.int64, device=dev)
+        with torch.inference_mode(), self.autocast():
+            fn(x, mel, control)
+
+    def warm(self, variants: Iterable[tuple[int, bool]]) -> None:
+        """Compile these (P, embed) variants now (no-op when not compiling)."""
+        for P, embed in variants:
+            if not self.compiling:
+                return
+            self._compile(P, embed)
+
+    def warm_in_background(self, variants: Iterable[tuple[int, bool]]) -> threading.Thread:
+        """:meth:`warm` in a daemon thread at the lowest CPU priority (its compiler processes
+        inherit it), so frames keep flowing through the eager step meanwhile."""
+        todo = list(variants)
+
+        def run() -> None:
+            with contextlib.suppress(AttributeError, OSError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+            self.warm(todo)
+
+        thread = threading.Thread(target=run, name="compile-step", daemon=True)
+        thread.start()
+        return thread
+
+    def tables_changed(self) -> None:
+        """The tables grew: compiled variants recompile on their next use."""
+        with self._lock:
+            self._compiled.clear()
