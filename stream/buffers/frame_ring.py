@@ -1,6 +1,6 @@
 """The frame ring: captured video frames between a source and the engine (DESIGN.md section 3).
 
-:class:`FrameRing` is bounded, with a named :class:`DropPolicy`, and never blocks the producer.
+:class:`FrameRing` is bounded, with a named :class:`OverflowPolicy`, and never blocks the producer.
 It counts what was written, read and dropped: ``written == read + dropped + buffered``
 (buffered: written but not yet read).
 """
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from stream.buffers.frames import Frame
 
 
-class DropPolicy(enum.Enum):
+class OverflowPolicy(enum.Enum):
     """What a full ring does with a new item."""
 
     DROP_OLDEST = "drop_oldest"  # evict the oldest buffered item; the ring keeps the newest N
@@ -48,10 +48,10 @@ class FrameRing:
 
     Args:
         capacity: most frames held.
-        policy: which frame a full ring drops, see :class:`DropPolicy`.
+        policy: which frame a full ring drops, see :class:`OverflowPolicy`.
     """
 
-    def __init__(self, capacity: int, policy: DropPolicy = DropPolicy.DROP_OLDEST) -> None:
+    def __init__(self, capacity: int, policy: OverflowPolicy = OverflowPolicy.DROP_OLDEST) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.capacity, self.policy = capacity, policy
@@ -74,7 +74,7 @@ class FrameRing:
                 return False
             if len(self._frames) >= self.capacity:
                 self._dropped += 1
-                if self.policy is DropPolicy.DROP_NEWEST:
+                if self.policy is OverflowPolicy.DROP_NEWEST:
                     return False
                 self._frames.popleft()
             self._frames.append(frame)

@@ -277,7 +277,9 @@ class BatchedEngine:
         control = self._control(items, plans, refresh, reuse, P)            # (P, T + 4)
         logits, keep = self.steps_fn(P, not all(reuse))(
             _pad_rows(x, P), _pad_rows(torch.cat(mels), P), control)
-        times["decode_start"] = times["encode_start"]  # one step: encode and decode together
+        # One step does audio, encode and decode: "encode" times the whole model step and
+        # "decode" the rest (upsampling to each frame's size; on a GPU, queueing it).
+        times["decode_start"] = self.clock()
         results = []
         for i, it in enumerate(items):
             it.state.commit(plans[i], it.paired.frame.t_capture_ns, refresh[i], reuse[i],
@@ -295,13 +297,15 @@ class BatchedEngine:
 
     def _control(self, items: Sequence[BatchItem], plans: list[Plan], refresh: list[bool],
                  reuse: list[bool], P: int) -> Tensor:
-        """(P, T + 4) int64 control rows (see :mod:`stream.engine.static`); padded rows write
-        to and read from the trash slot and the trash stream row."""
+        """(P, T + 4) int64 control rows (see :mod:`stream.engine.static`). A padded row (its
+        input a copy of the last real row's) writes to the trash slot and the trash stream row
+        and reads the last real row's window, so it computes what that row computes and the
+        batch-wide QSCA path choice is the unpadded batch's."""
         tb, T = self.tables, self.T
         rows = []
         for it, plan, fresh, again in zip(items, plans, refresh, reuse, strict=True):
             base = it.state.row * tb.slots
             rows.append([base + plan.write, *(base + s for s in plan.window), it.state.row,
                          int(fresh), int(again)])
-        rows += [[tb.trash_slot] * (T + 1) + [tb.trash_stream, 1, 0]] * (P - len(items))
+        rows += [[tb.trash_slot, *rows[-1][1:T + 1], tb.trash_stream, 1, 0]] * (P - len(items))
         return torch.tensor(rows, dtype=torch.int64).to(self.device, non_blocking=True)

@@ -36,8 +36,13 @@ from stream.engine.ring import DeviceTables
 from stream.engine.static import StaticStep
 
 logger = logging.getLogger(__name__)
+# torch's C++ builder warns on every compile that there is no CUDA runtime (true, irrelevant).
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 COMPILE_MODES = ("off", "on", "auto")
+# Inductor on the CPU: freezing folds the (fixed, inference-only) weights into the graph as
+# constants, which lets it pre-pack convolution and linear weights for oneDNN.
+CPU_OPTIONS = {"freezing": True}
 StepFn = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
@@ -117,7 +122,12 @@ class StepVariants:
             if not self.compiling:
                 return None
             step = self.steps[(embed, True)]
-            fn = torch.compile(step, fullgraph=True, dynamic=False)
+            # Every variant is a graph of the same forward: room for all buckets x modes.
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit,
+                                                       64)
+            cpu = step.tables.carry_image.device.type == "cpu"
+            fn = torch.compile(step, fullgraph=True, dynamic=False,
+                               options=CPU_OPTIONS if cpu else None)
             try:
                 self._run_blank(fn, step, P)
             except Exception as e:

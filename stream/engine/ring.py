@@ -141,6 +141,11 @@ class DeviceTables(nn.Module):
         dtype: ring storage dtype (None: as computed; float16 halves it).
     """
 
+    ring_audio: Tensor
+    emb: Tensor
+    carry_image: Tensor
+    carry_audio: Tensor
+
     def __init__(self, probe: FrameFeatures, emb: Tensor, image: Tensor, streams: int,
                  slots: int, dtype: torch.dtype | None = None) -> None:
         super().__init__()
@@ -176,9 +181,9 @@ class DeviceTables(nn.Module):
 
     def bytes_per_stream(self) -> int:
         """Ring bytes one stream holds (keys/values and audio of its slots)."""
-        per_row = sum(t[0].numel() * t.element_size()
-                      for t in [*(self.ring_kv(k) for k in self.stages), self.ring_audio]
-                      if t is not None)
+        tables = [t for t in (*(self.ring_kv(k) for k in self.stages), self.ring_audio)
+                  if t is not None]
+        per_row = sum(t[0].numel() * t.element_size() for t in tables)
         return per_row * self.slots
 
     def grow(self, streams: int) -> None:

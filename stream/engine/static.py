@@ -54,6 +54,9 @@ class StaticStep(nn.Module):
             which makes the step bit for bit the per-frame engine's (an eager step).
     """
 
+    model: PCMANet
+    tables: DeviceTables
+
     def __init__(self, model: PCMANet, tables: DeviceTables, carry: CarryConfig,
                  embed: bool = True,
                  encode: Callable[[Tensor, Tensor], FrameFeatures] | None = None,
@@ -118,7 +121,8 @@ class StaticStep(nn.Module):
         out = []
         for table in tb.carry_masks():
             prev = table.index_select(0, stream)                            # (P, 1, h, w)
-            changed = (F.adaptive_avg_pool2d(diff, prev.shape[-2:])
+            grid = (int(prev.shape[-2]), int(prev.shape[-1]))
+            changed = (F.adaptive_avg_pool2d(diff, grid)
                        > cfg.change_threshold).to(prev)
             seed = torch.maximum(prev, changed)
             if cfg.dilate:

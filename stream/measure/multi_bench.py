@@ -49,7 +49,8 @@ def run_streams(args: argparse.Namespace, n: int, workdir: Path) -> dict[str, An
     source = args.source
     streams = tuple(StreamSettings(name=f"s{i}", source=f"demo:{i}" if source == "demo"
                                    else source) for i in range(n))
-    cfg = replace(cfg, streams=streams)
+    # The steady state is measured: compiled steps are compiled before the clock starts.
+    cfg = replace(cfg, streams=streams, engine=replace(cfg.engine, compile_wait=True))
     specs = app.resolve_streams(a, cfg)
     out = workdir / f"received_{n}.jsonl"
     load_before = os.getloadavg()

@@ -5,7 +5,9 @@ Data path: ``pipeline`` wires ``stream.capture`` -> ``stream.buffers`` -> ``stre
 
 * ``app``: ``run_live.py``'s CLI (``main``) and the functions ``stream.measure`` reuses.
 * ``config``: ``LiveConfig``, the ``live:`` YAML settings, validated.
-* ``pipeline``: ``LivePipeline``: the engine thread (pairing, engine), then publishing and the
-  sinks in the caller's thread.
+* ``multi``: ``MultiPipeline``, the one pipeline: lanes (one per stream), the engine thread
+  (round-robin scheduling, pairing, batched steps), then publishing and the sinks in the
+  caller's thread; ``pipeline``: ``LivePipeline``, that pipeline with one lane;
+  ``results``: what they share (summary, errors, publishing a result, fault counts).
 * ``overlay``: the ``--show`` window; ``record``: ``--record DIR``.
 """

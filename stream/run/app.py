@@ -41,6 +41,7 @@ from pcmanet.checkpoint import CheckpointError
 from pcmanet.config import ConfigError, config_to_dict
 from pcmanet.variants import PCMANET_VARIANTS
 from stream.capture.base import SourceError
+from stream.engine.compiled import CompileError
 from stream.run.config import LiveConfig, load_live_config, validate_live_config
 from stream.run.pipeline import PipelineError, RunSummary
 from stream.run.session import (  # noqa: F401  (stream.bench builds runs through app)
@@ -262,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except (UserError, ConfigError, CheckpointError, SourceError, BindError, PipelineError,
-            FileExistsError) as e:
+            CompileError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -77,6 +77,10 @@ class EngineSettings:
     cuda_graphs: bool = False         # CUDA only: per-frame encoder replayed from a CUDA graph
     carry: CarryConfig = field(default_factory=CarryConfig)
     max_consecutive_errors: int = 10  # frame failures in a row that stop the run (the stream)
+    compile: str = "auto"             # off | on | auto: the static step torch.compile'd (auto:
+    #                                   where a C++ compiler exists and it compiles, else eager)
+    compile_wait: bool = False        # compile before capture starts (false: in the background,
+    #                                   at low priority, while the eager step serves frames)
     max_batch: int = 8                # several streams: most frames (streams) per batched step
     batch_buckets: tuple[int, ...] | None = None  # pad batches to these sizes (static shapes
     #                                   for CUDA graphs), e.g. [1, 2, 4, 8]; null: no padding
@@ -192,6 +196,8 @@ def validate_live_config(cfg: LiveConfig) -> None:
         (cfg.engine.max_consecutive_errors >= 1, "live.engine.max_consecutive_errors",
          "must be >= 1"),
         (cfg.engine.max_batch >= 1, "live.engine.max_batch", "must be >= 1"),
+        (cfg.engine.compile in ("off", "on", "auto"), "live.engine.compile",
+         "must be off, on or auto"),
         (cfg.engine.batch_buckets is None or (len(cfg.engine.batch_buckets) > 0 and min(
             cfg.engine.batch_buckets) >= 1 and max(cfg.engine.batch_buckets)
             >= cfg.engine.max_batch), "live.engine.batch_buckets",

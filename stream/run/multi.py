@@ -42,10 +42,11 @@ from stream.buffers.sync import Pairer, PairingPolicy
 from stream.capture.base import _SourceThread
 from stream.engine.batch import BatchedEngine, StreamState
 from stream.engine.engine import EngineResult
-from stream.run.pipeline import (
+from stream.run.results import (
     FrameFaults,
     PipelineError,
     RunSummary,
+    Sink,
     audio_counters,
     publish_result,
     put_drop_oldest,
@@ -87,6 +88,7 @@ class Lane:
                               max_lag_s=max_lag_ms / 1e3)
                        if self.mel is not None else None)
         self.status = "running"                    # running | done | failed
+        self.reached_max_frames = False
         self.error: str | None = None
         self.processed = self.published = self.frame_errors = self.handoff_dropped = 0
         # frames failing in the engine; the pipeline sets its own limit
@@ -200,6 +202,7 @@ class MultiPipeline:
         max_consecutive_errors: a stream's frames failing in a row that end the stream.
         clock: the pipeline clock.
         stop_event: set from anywhere to end the run.
+        sinks: get every published mask in the publishing thread (overlay, recorder).
     """
 
     def __init__(self, *, lanes: Sequence[Lane], engine: BatchedEngine,
@@ -207,11 +210,13 @@ class MultiPipeline:
                  max_batch: int = 8, max_frames: int | None = None,
                  duration_s: float | None = None, max_consecutive_errors: int = 10,
                  clock: Callable[[], int] = time.monotonic_ns,
-                 stop_event: threading.Event | None = None) -> None:
+                 stop_event: threading.Event | None = None, sinks: Sequence[Sink] = ()
+                 ) -> None:
         names = [lane.name for lane in lanes]
         if not lanes or len(set(names)) != len(names):
             raise ValueError(f"need one or more lanes with distinct names, got {names}")
         self.lanes, self.engine, self.publisher = list(lanes), engine, publisher
+        self.sinks = list(sinks)
         self.threshold, self.model_name = threshold, model_name
         self.scheduler = RoundRobin(max_batch)
         self.max_frames, self.duration_s = max_frames, duration_s
@@ -224,6 +229,7 @@ class MultiPipeline:
         self._stop = stop_event or threading.Event()
         self._engine_done = threading.Event()
         self._thread: threading.Thread | None = None
+        self.summary = RunSummary()
 
     def stop(self) -> None:
         self._stop.set()
@@ -252,7 +258,7 @@ class MultiPipeline:
             items.append((lane, paired))
             times.append({"t_dequeue_ns": t_dequeue, "t_paired_ns": self.clock()})
         try:
-            results = self.engine.step([(lane.state, p) for lane, p in items])
+            results = self._step([(lane.state, p) for lane, p in items])
         except Exception as e:
             if len(items) == 1:
                 self._frame_failed(items[0][0], items[0][1], e)
@@ -260,7 +266,7 @@ class MultiPipeline:
             done = []   # whose frame was it? Each alone; the others' frames still go through
             for (lane, paired), t in zip(items, times, strict=True):
                 try:
-                    (result,) = self.engine.step([(lane.state, paired)])
+                    (result,) = self._step([(lane.state, paired)])
                 except Exception as e_one:
                     self._frame_failed(lane, paired, e_one)
                     continue
@@ -270,6 +276,10 @@ class MultiPipeline:
         for lane, _ in items:
             lane.faults.ok()
         return [(lane, p, r, t) for (lane, p), r, t in zip(items, results, times, strict=True)]
+
+    def _step(self, items: list[tuple[StreamState, PairedFrame]]) -> list[EngineResult]:
+        """One engine step (a step that raises changes no stream's state)."""
+        return self.engine.step(items)
 
     def _frame_failed(self, lane: Lane, paired: PairedFrame, e: Exception) -> None:
         lane.frame_errors += 1
@@ -306,12 +316,17 @@ class MultiPipeline:
         lane, paired, result, times = item
         if self.max_frames is not None and lane.published >= self.max_frames:
             return
-        publish_result(self.publisher, paired, result, times, self.threshold, self.model_name,
-                       stream=lane.name)
+        seq, header = publish_result(self.publisher, paired, result, times, self.threshold,
+                                     self.model_name, stream=lane.name)
         lane.published += 1
+        if self.sinks:
+            header = {"seq": seq, **header, "t_publish_ns": self.clock()}
+            for sink in self.sinks:
+                sink(paired.frame, result.prob, header)
         lane.latency_ms.append((self.clock() - paired.frame.t_capture_ns) / 1e6)
         if self.max_frames is not None and lane.published >= self.max_frames:
             lane.end("done")
+            lane.reached_max_frames = True
 
     def run(self) -> RunSummary:
         """Run until a stop condition; -> the summary (``counters`` by stream, ``failed``).
@@ -333,22 +348,29 @@ class MultiPipeline:
                         break
                     continue
                 self.publish(item)
+                if self.max_frames is not None and all(lane.reached_max_frames
+                                                       for lane in self.lanes):
+                    reason = "max frames reached"
+                    break
         except KeyboardInterrupt:
             reason = "interrupted"
         finally:
             self.shutdown()
         failed = {lane.name: lane.error or "" for lane in self.lanes if lane.status == "failed"}
-        summary = RunSummary(
+        self.summary = RunSummary(
             published=sum(lane.published for lane in self.lanes),
             processed=sum(lane.processed for lane in self.lanes),
             frame_errors=sum(lane.frame_errors for lane in self.lanes),
             handoff_dropped=sum(lane.handoff_dropped for lane in self.lanes),
             reason=reason, counters=self.counters(), failed=failed)
         if reason == "end of input" and len(failed) == len(self.lanes):
-            summary.error = "every stream failed: " + "; ".join(
-                f"{name}: {why}" for name, why in failed.items())
-            raise PipelineError(summary.error)
-        return summary
+            self.summary.error = self._all_failed(failed)
+            raise PipelineError(self.summary.error)
+        return self.summary
+
+    def _all_failed(self, failed: dict[str, str]) -> str:
+        """The run's error when every stream failed (one line)."""
+        return "every stream failed: " + "; ".join(f"{n}: {why}" for n, why in failed.items())
 
     def shutdown(self, timeout_s: float = 1.5) -> None:
         """Stop every source and the engine thread; bounded by ~timeout_s."""
@@ -364,3 +386,9 @@ class MultiPipeline:
                     src.join(max(0.0, deadline - time.monotonic()))
         if self._thread is not None:
             self._thread.join(max(0.0, deadline - time.monotonic()))
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as e:  # closing one sink must not keep the others open
+                logger.error("closing %s failed: %s", type(sink).__name__, e)
+        self.sinks = []

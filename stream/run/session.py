@@ -1,8 +1,9 @@
 """Building a live run: the model, the publisher, the sources and the pipeline, as context
 managers that stop the sources and close the publisher on exit.
 
-* :func:`live_session`: one stream, :class:`~stream.run.pipeline.LivePipeline` with the
-  :class:`~stream.engine.engine.StreamingEngine` (CUDA-stream overlap, clip mode, sinks).
+* :func:`live_session`: one stream, :class:`~stream.run.pipeline.LivePipeline` (the
+  multi-stream pipeline with one lane) with the :class:`~stream.engine.engine.StreamingEngine`
+  (clip mode, sinks).
 * :func:`multi_session`: N streams, :class:`~stream.run.multi.MultiPipeline` with the
   :class:`~stream.engine.batch.BatchedEngine`, every stream on one publisher socket.
 
@@ -30,7 +31,7 @@ from stream.buffers.audio_ring import AudioRing
 from stream.buffers.frame_ring import FrameRing
 from stream.buffers.sync import PairingPolicy
 from stream.capture.base import SAMPLE_RATE, SourceError
-from stream.engine.batch import BatchedEngine
+from stream.engine.batch import DEFAULT_BUCKETS, BatchedEngine, pad_to
 from stream.engine.engine import StreamingEngine
 from stream.run.config import LiveConfig
 from stream.run.multi import Lane, MultiPipeline
@@ -136,7 +137,8 @@ def live_session(args: argparse.Namespace, cfg: LiveConfig, engine_mode: str = "
                              cache_dtype=torch.float16 if cfg.engine.cache_fp16 else None,
                              mode=engine_mode, audio_rate_hz=cfg.engine.audio_rate_hz,
                              precision=cfg.engine.precision,
-                             cuda_graphs=cfg.engine.cuda_graphs)
+                             cuda_graphs=cfg.engine.cuda_graphs,
+                             compile=cfg.engine.compile if engine_mode == "stream" else "off")
     publisher = _publisher(cfg, spec.name, curve)
     frames = FrameRing(cfg.source.frame_ring)
     audio_ring = AudioRing(round(cfg.source.audio_ring_s * SAMPLE_RATE))
@@ -145,6 +147,7 @@ def live_session(args: argparse.Namespace, cfg: LiveConfig, engine_mode: str = "
     session: Session | None = None
     try:
         _wait_for_subscriber(publisher, args.wait_subscriber)
+        compile_step(engine.batch, cfg, streams=1)
         sources, audio = open_sources(spec, cfg, frames, audio_ring)
         sinks: list[Sink] = []
         stop_event = threading.Event()  # the overlay window's quit key sets it
@@ -164,7 +167,8 @@ def live_session(args: argparse.Namespace, cfg: LiveConfig, engine_mode: str = "
             av_offset_ms=cfg.sync.av_offset_ms, pairing=PairingPolicy(cfg.sync.pairing),
             max_lag_ms=cfg.sync.max_lag_ms, max_wait_ms=cfg.sync.max_wait_ms,
             max_frames=args.max_frames, duration_s=args.duration, sinks=sinks,
-            max_consecutive_errors=cfg.engine.max_consecutive_errors, stop_event=stop_event)
+            max_consecutive_errors=cfg.engine.max_consecutive_errors, stop_event=stop_event,
+            take=spec.take)
         publisher.set_stats_provider(pipeline.counters)
         session = Session(pipeline, publisher, engine, sources, name, size, device)
         yield session
@@ -172,6 +176,26 @@ def live_session(args: argparse.Namespace, cfg: LiveConfig, engine_mode: str = "
         for src in sources:
             src.stop()
         publisher.stop(linger_ms=session.flush_ms if session is not None else None)
+
+
+def compile_step(engine: BatchedEngine, cfg: LiveConfig, streams: int) -> None:
+    """Compile the static step's variants this run will use (``live.engine.compile``): before
+    capture starts with ``compile_wait``, else in a low-priority background thread while the
+    eager step serves frames. Batches of 1 .. ``streams`` rows are padded to the engine's
+    buckets."""
+    steps = engine.steps_fn
+    if not steps.compiling:
+        return
+    sizes = sorted({pad_to(n, engine.buckets) for n in range(1, min(streams, cfg.engine.max_batch)
+                                                             + 1)})
+    embeds = (True, False) if cfg.engine.audio_rate_hz is not None else (True,)
+    variants = [(P, embed) for P in sizes for embed in embeds]
+    if cfg.engine.compile_wait:
+        logger.info("compiling the engine step (%d variant(s)) before capture starts",
+                    len(variants))
+        steps.warm(variants)
+    else:
+        steps.warm_in_background(variants)
 
 
 def _wait_for_subscriber(publisher: MaskPublisher, seconds: float) -> None:
@@ -238,16 +262,19 @@ def multi_session(args: argparse.Namespace, cfg: LiveConfig, specs: list[StreamS
                         "several streams")
     device, curve, model, size, name = _model_and_keys(args, cfg)
     e = cfg.engine
+    # Compiled, a batch size is a graph: pad to powers of two unless buckets are given.
+    buckets = e.batch_buckets or (DEFAULT_BUCKETS if e.compile != "off" else None)
     engine = BatchedEngine(model, size, device, spacing_s=cfg.sync.spacing_s, carry=e.carry,
                            cache_dtype=torch.float16 if e.cache_fp16 else None,
                            audio_rate_hz=e.audio_rate_hz, precision=e.precision,
-                           buckets=e.batch_buckets)
+                           buckets=buckets, compile=e.compile, streams=len(specs))
     publisher = _publisher(cfg, specs[0].name, curve, streams=len(specs))
     lanes: list[Lane] = []
     session: MultiSession | None = None
     publisher.start()
     try:
         _wait_for_subscriber(publisher, args.wait_subscriber)
+        compile_step(engine, cfg, streams=len(specs))
         for spec in specs:
             frames = FrameRing(cfg.source.frame_ring)
             ring = AudioRing(round(cfg.source.audio_ring_s * SAMPLE_RATE))

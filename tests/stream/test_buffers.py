@@ -11,7 +11,7 @@ import torch
 
 from pcmanet.audio.frontend import HOP_SAMPLES, MEL_BANDS, WINDOW_SAMPLES, LogMel
 from stream.buffers.audio_ring import AudioRing
-from stream.buffers.frame_ring import DropPolicy, FrameRing, nearest_index
+from stream.buffers.frame_ring import FrameRing, OverflowPolicy, nearest_index
 from stream.buffers.frames import Frame
 from stream.buffers.mel_ring import MelRing
 
@@ -72,7 +72,7 @@ def test_frame_ring_is_fifo():
 
 
 def test_drop_oldest_keeps_newest_n():
-    ring = FrameRing(4, DropPolicy.DROP_OLDEST)
+    ring = FrameRing(4, OverflowPolicy.DROP_OLDEST)
     accepted = [ring.put(f) for f in make_frames(10)]
     assert all(accepted)
     assert [f.index for f in ring.snapshot()] == [6, 7, 8, 9]
@@ -82,7 +82,7 @@ def test_drop_oldest_keeps_newest_n():
 
 
 def test_drop_newest_keeps_oldest_n():
-    ring = FrameRing(4, DropPolicy.DROP_NEWEST)
+    ring = FrameRing(4, OverflowPolicy.DROP_NEWEST)
     accepted = [ring.put(f) for f in make_frames(10)]
     assert accepted == [True] * 4 + [False] * 6
     assert [f.index for f in ring.snapshot()] == [0, 1, 2, 3]
