@@ -3,7 +3,8 @@
 
 import sys
 
+from stream.engine.compiled import exit_code
 from stream.run.app import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_code(main()))

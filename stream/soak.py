@@ -3,7 +3,8 @@
 The command only; the soak run and its report: :mod:`stream.measure.soak`.
 """
 
+from stream.engine.compiled import exit_code
 from stream.measure.soak import main
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(exit_code(main()))

@@ -23,6 +23,7 @@ import contextlib
 import logging
 import os
 import shutil
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -44,6 +45,21 @@ COMPILE_MODES = ("off", "on", "auto")
 # constants, which lets it pre-pack convolution and linear weights for oneDNN.
 CPU_OPTIONS = {"freezing": True}
 StepFn = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+_background: list[threading.Thread] = []   # compile threads started by warm_in_background
+
+
+def exit_code(rc: int) -> int:
+    """``rc``, for a command's ``sys.exit``; but while a background compilation is still
+    running, exit the process now (``os._exit``, after flushing stdout and stderr): a daemon
+    thread inside torch's C++ code when the interpreter finalises aborts the process
+    ("terminate called without an active exception"). Call it once everything is closed."""
+    if any(t.is_alive() for t in _background):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    return rc
 
 
 class CompileError(RuntimeError):
@@ -169,6 +185,7 @@ class StepVariants:
             self.warm(todo)
 
         thread = threading.Thread(target=run, name="compile-step", daemon=True)
+        _background.append(thread)
         thread.start()
         return thread
 

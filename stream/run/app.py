@@ -41,7 +41,7 @@ from pcmanet.checkpoint import CheckpointError
 from pcmanet.config import ConfigError, config_to_dict
 from pcmanet.variants import PCMANET_VARIANTS
 from stream.capture.base import SourceError
-from stream.engine.compiled import CompileError
+from stream.engine.compiled import CompileError, exit_code
 from stream.run.config import LiveConfig, load_live_config, validate_live_config
 from stream.run.pipeline import PipelineError, RunSummary
 from stream.run.session import (  # noqa: F401  (stream.bench builds runs through app)
@@ -269,4 +269,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_code(main()))

@@ -77,13 +77,19 @@ class EngineSettings:
     cuda_graphs: bool = False         # CUDA only: per-frame encoder replayed from a CUDA graph
     carry: CarryConfig = field(default_factory=CarryConfig)
     max_consecutive_errors: int = 10  # frame failures in a row that stop the run (the stream)
-    compile: str = "auto"             # off | on | auto: the static step torch.compile'd (auto:
-    #                                   where a C++ compiler exists and it compiles, else eager)
+    compile: str | bool = "auto"      # off | on | auto: the static step torch.compile'd (auto:
+    #                                   where a C++ compiler exists and it compiles, else eager;
+    #                                   YAML reads bare off/on as booleans: taken as "off"/"on")
     compile_wait: bool = False        # compile before capture starts (false: in the background,
     #                                   at low priority, while the eager step serves frames)
     max_batch: int = 8                # several streams: most frames (streams) per batched step
+
     batch_buckets: tuple[int, ...] | None = None  # pad batches to these sizes (static shapes
     #                                   for CUDA graphs), e.g. [1, 2, 4, 8]; null: no padding
+
+    def __post_init__(self) -> None:
+        if isinstance(self.compile, bool):
+            object.__setattr__(self, "compile", "on" if self.compile else "off")
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,7 @@ class LivePipeline(MultiPipeline):
                          max_consecutive_errors=max_consecutive_errors, clock=clock,
                          stop_event=stop_event, sinks=sinks)
         self.single = engine
+        self.the_lane.faults = FrameFaults(max_consecutive_errors)  # one stream: no label
 
     @property
     def the_lane(self) -> Lane:

@@ -224,10 +224,11 @@ def test_microphone_overflow_is_counted_and_pairing_goes_on(pulse_env: Any, engi
     demo = DemoSource(frames, None, fps=10, size=96, seed=3)          # video only, real time
     mic = MicSource("pulse", audio, staging_s=0.05)                  # ~50 ms of staging
     url = f"inproc://mic-{uuid.uuid4().hex}"
+    engine = StreamingEngine(model, size, "cpu")    # built first, as run_live builds it
     with MaskPublisher(url, stats_interval_s=0.25) as pub, \
             MaskSubscriber(url, topic=["mask/cam0", "stats/cam0"], timeout_s=2.0) as sub:
         pipeline = LivePipeline(frames=frames, audio=audio, sources=[mic, demo],
-                                engine=StreamingEngine(model, size, "cpu"), publisher=pub,
+                                engine=engine, publisher=pub,
                                 threshold=0.5, model_name="demo", duration_s=7.0)
         pub.set_stats_provider(pipeline.counters)
         assert pub.wait_for_subscriber("stats/cam0", 5.0)
