@@ -102,6 +102,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--encoding", choices=ENCODINGS, help="mask payload encoding (default mono8)")
     p.add_argument("--device", help="cpu | cuda | cuda:N (default cpu)")
     p.add_argument("--show", action="store_true", help="overlay window with FPS and latency")
+    p.add_argument("--frames", action="store_true",
+                   help="also publish frame/<stream>: each mask's frame as JPEG "
+                        "(live.publish.frames sets quality, every n-th, max side)")
     p.add_argument("--record", metavar="DIR", help="keep inputs, masks and timestamps in DIR")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     p.add_argument("--max-frames", type=int, metavar="N",
@@ -138,6 +141,8 @@ def resolve_config(args: argparse.Namespace) -> LiveConfig:
         engine = replace(engine, device=args.device)
     if args.no_pacing:
         source = replace(source, realtime=False)
+    if args.frames:
+        publish = replace(publish, frames=replace(publish.frames, enabled=True))
     cfg = replace(cfg, publish=publish, engine=engine, source=source)
     validate_live_config(cfg)
     return cfg
