@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from importlib import resources
 from urllib.parse import urlsplit
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from stream.viewer.tiles import Board
 
@@ -63,6 +63,7 @@ class ViewerServer:
         self._files = {path: (resources.files("stream.viewer").joinpath("static", name)
                               .read_bytes(), kind) for path, (name, kind) in STATIC.items()}
         self._wakes: set[asyncio.Event] = set()
+        self._sockets: set[web.WebSocketResponse] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         board.listeners.append(self._wake_from_thread)
@@ -92,8 +93,9 @@ class ViewerServer:
         return self.url
 
     async def stop(self) -> None:
-        for wake in self._wakes:
-            wake.set()
+        """Close every WebSocket (going away: the page retries) and stop listening."""
+        for ws in list(self._sockets):
+            await ws.close(code=WSCloseCode.GOING_AWAY)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -124,10 +126,11 @@ class ViewerServer:
         origin = request.headers.get("Origin")
         if origin is not None and urlsplit(origin).netloc != request.host:
             raise web.HTTPForbidden(text=f"WebSocket from origin {origin} refused\n")
-        ws = web.WebSocketResponse(heartbeat=10.0)
+        ws = web.WebSocketResponse(heartbeat=10.0, timeout=1.0, compress=False)  # JPEGs
         await ws.prepare(request)
         wake = asyncio.Event()
         self._wakes.add(wake)
+        self._sockets.add(ws)
         sender = asyncio.create_task(self._send_loop(ws, wake))
         try:
             async for msg in ws:                  # the client says nothing; this sees it go
@@ -135,6 +138,7 @@ class ViewerServer:
                     break
         finally:
             self._wakes.discard(wake)
+            self._sockets.discard(ws)
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                 await sender

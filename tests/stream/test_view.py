@@ -31,6 +31,7 @@ from tests.stream.view_helpers import (
     W,
     get,
     mask_for,
+    read_line,
     streams,
     viewer,
     wait_for,
@@ -258,12 +259,11 @@ def test_run_live_view_serves_the_demo(tmp_path: Path) -> None:
                              "--duration", "120"], cwd=REPO, text=True,
                             stderr=subprocess.PIPE)
     try:
-        assert proc.stderr is not None
         deadline = time.monotonic() + 120
         page = None
         while page is None and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            assert line, "run_live ended before serving the viewer"
+            line = read_line(proc.stderr, max(0.0, deadline - time.monotonic()))
+            assert line, "run_live ended, or took 120 s, before serving the viewer"
             if line.startswith("viewer on "):
                 page = line.split()[2]
         assert page is not None

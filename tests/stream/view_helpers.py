@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -74,11 +74,11 @@ class Feeder:
             i += 1
 
 
-def read_line(proc: subprocess.Popen[str], timeout_s: float) -> str:
-    """The next stdout line of ``proc`` within ``timeout_s`` ('' if it ended or timed out)."""
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
-    return proc.stdout.readline() if ready else ""
+def read_line(stream: IO[str] | None, timeout_s: float) -> str:
+    """The next line of a process's pipe within ``timeout_s`` ('' if it ended or timed out)."""
+    assert stream is not None
+    ready, _, _ = select.select([stream], [], [], timeout_s)
+    return stream.readline() if ready else ""
 
 
 @contextmanager
@@ -91,7 +91,7 @@ def viewer(urls: Sequence[str], *args: str, timeout_s: float = 60.0,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, **(env or {})})
     try:
-        line = read_line(proc, timeout_s)
+        line = read_line(proc.stdout, timeout_s)
         assert line.startswith("viewer on http://127.0.0.1:"), (line, proc.poll())
         yield line.split()[2]
         proc.terminate()
