@@ -67,10 +67,17 @@ class Receivers:
         return [sub.counters() for sub in self._subs]
 
     def _receive(self, index: int, sub: MaskSubscriber) -> None:
+        failures = 0
         while not self._stop.is_set():
             msg = sub.recv(POLL_S)
-            if msg is not None:
+            if msg is None:
+                continue
+            try:
                 self.board.on_message(index, msg)
+            except Exception:                      # a header the board cannot use: skip it
+                failures += 1
+                if failures <= 10 or failures % 100 == 0:
+                    logger.exception("message %d from %s skipped", failures, sub.url)
 
     def _compose(self) -> None:
         period = 1.0 / self.max_fps if self.max_fps > 0 else 0.0

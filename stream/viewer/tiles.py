@@ -10,6 +10,7 @@ sent no frame for ``FRAMELESS_S`` (masks only) is drawn on black.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import OrderedDict, deque
@@ -104,7 +105,7 @@ class Tile:
         self.n_frames += 1
         self.t_frame = now
         _put(self.frames, seq, msg)
-        every = max(1, int(msg.header.get("every", 1)))
+        every = _every(msg.header)
         waiting = [s for s in self.masks if seq <= s < seq + every]
         if waiting:
             self.pending = (self.masks[waiting[-1]], msg)
@@ -113,11 +114,12 @@ class Tile:
 
     def on_stats(self, msg: MaskMessage) -> None:
         self.stats = msg.header
-        counters = msg.header.get("counters") or {}
-        if isinstance(counters.get("fps_in"), (int, float)):
-            self.fps_in = float(counters["fps_in"])
+        counters = _dict(msg.header.get("counters"))
+        fps_in = _number(counters.get("fps_in"))
+        if fps_in is not None:
+            self.fps_in = fps_in
             return
-        written = (counters.get("frame_ring") or {}).get("written")
+        written = _dict(counters.get("frame_ring")).get("written")
         if isinstance(written, int):
             now_ns = msg.header["t_publish_ns"]
             if self._written is not None and now_ns > self._written[0]:
@@ -130,7 +132,7 @@ class Tile:
         for s in reversed(self.frames):
             if s <= seq:
                 frame = self.frames[s]
-                return frame if seq < s + max(1, int(frame.header.get("every", 1))) else None
+                return frame if seq < s + _every(frame.header) else None
         return None
 
     # -- drawing and figures ------------------------------------------------------------------
@@ -140,17 +142,17 @@ class Tile:
 
     def figures(self, now: float, stale_s: float, fail_s: float) -> dict[str, Any]:
         """The stream's live figures, JSON-able (None where not known yet)."""
-        counters = self.stats.get("counters") or {}
+        counters = _dict(self.stats.get("counters"))
         recent = [t for t in self.arrivals if now - t <= RATE_WINDOW_S]
-        ring = counters.get("frame_ring") or {}
-        engine = counters.get("engine") or {}
-        drops = {"socket": int(self.stats.get("dropped_at_socket", 0)),
-                 "ring": int(ring.get("dropped", 0)),
-                 "handoff": int(engine.get("handoff_dropped", 0)), "missed": self.missed}
+        ring, engine = _dict(counters.get("frame_ring")), _dict(counters.get("engine"))
+        drops = {"socket": int(_number(self.stats.get("dropped_at_socket")) or 0),
+                 "ring": int(_number(ring.get("dropped")) or 0),
+                 "handoff": int(_number(engine.get("handoff_dropped")) or 0),
+                 "missed": self.missed}
         silent = now - self.t_last
         state, why = "live", None
         if counters.get("state") == "failed":
-            state, why = "failed", counters.get("error")
+            state, why = "failed", str(counters.get("error") or "the stream failed")
         elif counters.get("state") == "done":
             state = "ended"
         elif silent > fail_s:
@@ -169,6 +171,23 @@ class Tile:
             "seq": self.last_seq, "frame_index": m.get("frame_index"), "masks": self.n_masks,
             "frames": self.n_frames, "restarts": self.restarts, "picture": self.picture,
         }
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    """A stats field that should be an object: itself, else {} (headers are not trusted)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: Any) -> float | None:
+    """A stats field that should be a number: as float, else None."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return float(value) if ok and math.isfinite(value) else None
+
+
+def _every(header: dict[str, Any]) -> int:
+    """A frame header's optional ``every`` (1 when absent or not a positive int)."""
+    every = header.get("every")
+    return every if isinstance(every, int) and not isinstance(every, bool) and every > 0 else 1
 
 
 def _put(d: OrderedDict[int, MaskMessage], seq: int, msg: MaskMessage) -> None:

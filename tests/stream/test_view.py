@@ -127,6 +127,26 @@ def test_board_draws_masks_between_sparse_frames_on_the_latest_frame() -> None:
     assert board.compose_pending() == 0
 
 
+def test_odd_stats_and_frame_headers_leave_the_figures_working() -> None:
+    """Stats headers are only checked for their required keys: the rest is not trusted."""
+    board = Board(["tcp://127.0.0.1:1"])
+    board.on_message(0, message("mask", 0))
+    for counters in ([1, 2], {"frame_ring": "x", "engine": [], "fps_in": "fast"},
+                     {"fps_in": float("nan"), "state": "failed", "error": None}):
+        board.on_message(0, MaskMessage("stats/cam0", {"stream": "cam0", "t_publish_ns": 1,
+                                                       "dropped_at_socket": True,
+                                                       "counters": counters}, None, 0))
+        fig, = board.figures()
+        assert fig["drops"]["total"] == 0 and fig["fps_in"] is None
+    assert fig["state"] == "failed" and fig["why"] == "the stream failed"
+    odd = message("frame", 0)
+    odd.header["every"] = "many"
+    board.on_message(0, odd)
+    board.on_message(0, message("mask", 1))
+    board.on_message(0, message("frame", 1))
+    assert board.compose_pending() >= 1
+
+
 def test_stats_only_senders_get_no_tile() -> None:
     board = Board(["tcp://127.0.0.1:1"])
     board.on_message(0, MaskMessage("stats/proxy", {"stream": "proxy", "t_publish_ns": 1}, None,
