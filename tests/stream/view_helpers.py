@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import select
+import queue
 import subprocess
 import sys
 import threading
@@ -29,6 +29,17 @@ FRAME[:, : W // 2] = (170, 70, 60)
 MASK_BOX = (30, 90, 40, 120)                     # rows 30..89, cols 40..119
 
 
+T_PUBLISH_NS = 10**15                            # the test publishers' clock, frozen here:
+LATENCY_MS = 15.0                                # the feeder stamps captures this long before
+
+
+def frozen_clock() -> int:
+    """A publisher clock (``MaskPublisher(clock=...)``) that always says T_PUBLISH_NS, so the
+    capture -> publish latency the viewer shows is exactly LATENCY_MS, however loaded the
+    machine."""
+    return T_PUBLISH_NS
+
+
 def mask_for(box: tuple[int, int, int, int], shape: tuple[int, int] = (H, W)) -> np.ndarray:
     """(H, W) float32: 1 inside rows box[0]:box[1], cols box[2]:box[3], else 0."""
     prob = np.zeros(shape, np.float32)
@@ -39,7 +50,8 @@ def mask_for(box: tuple[int, int, int, int], shape: tuple[int, int] = (H, W)) ->
 class Feeder:
     """Publishes (mask, frame) pairs of some streams every ``period_s`` on a thread, as a
     live pipeline does; ``frame`` None: masks only. The pace is the workload; no test
-    outcome waits on it."""
+    outcome waits on it. Captures are stamped LATENCY_MS before T_PUBLISH_NS (give the
+    publisher ``clock=frozen_clock``)."""
 
     def __init__(self, pub: MaskPublisher, period_s: float = 0.05) -> None:
         self.pub, self.period_s = pub, period_s
@@ -66,19 +78,34 @@ class Feeder:
             with self.lock:
                 items = list(self.streams.items())
             for stream, (prob, frame) in items:
-                t = time.monotonic_ns()
-                seq = self.pub.publish(prob, i, t - 15_000_000, t - 40_000_000, t, 0.75, 0.5,
-                                       "test", audio_lag_ms=5.0, stream=stream)
+                t = T_PUBLISH_NS - round(LATENCY_MS * 1e6)                  # captured
+                seq = self.pub.publish(prob, i, t, t - 960_000_000, t, 0.75, 0.5, "test",
+                                       audio_lag_ms=5.0, stream=stream)
                 if frame is not None:
-                    self.pub.publish_frame(frame, seq, i, t - 15_000_000, stream=stream)
+                    self.pub.publish_frame(frame, seq, i, t, stream=stream)
             i += 1
 
 
-def read_line(stream: IO[str] | None, timeout_s: float) -> str:
-    """The next line of a process's pipe within ``timeout_s`` ('' if it ended or timed out)."""
-    assert stream is not None
-    ready, _, _ = select.select([stream], [], [], timeout_s)
-    return stream.readline() if ready else ""
+class Lines:
+    """A process's text pipe read line by line on a thread, so a wait for the next line can
+    be bounded (select() on the pipe would miss lines already in Python's buffer)."""
+
+    def __init__(self, stream: IO[str] | None) -> None:
+        assert stream is not None
+        self._lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._lines.put(line)
+        self._lines.put("")                              # the process closed it
+
+    def next(self, timeout_s: float) -> str:
+        """The next line within ``timeout_s``; '' when the pipe closed or the time ran out."""
+        try:
+            return self._lines.get(timeout=max(0.0, timeout_s))
+        except queue.Empty:
+            return ""
 
 
 @contextmanager
@@ -91,7 +118,7 @@ def viewer(urls: Sequence[str], *args: str, timeout_s: float = 60.0,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, **(env or {})})
     try:
-        line = read_line(proc.stdout, timeout_s)
+        line = Lines(proc.stdout).next(timeout_s)
         assert line.startswith("viewer on http://127.0.0.1:"), (line, proc.poll())
         yield line.split()[2]
         proc.terminate()
