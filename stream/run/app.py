@@ -8,11 +8,14 @@ The CLI behind ``run_live.py``; ``stream.bench`` builds its pipeline with the sa
     python run_live.py --camera rtsp://127.0.0.1:8554/cam --zmq tcp://127.0.0.1:5600
     python run_live.py --video a.mp4 --video b.mp4 --camera udp://...   # 3 streams, cam0..2
     python run_live.py --config configs/live/multi.yaml                  # live.streams
+    python run_live.py --demo --view 127.0.0.1:8080                      # watch in a browser
 
 Masks go to ``mask/<stream>`` on ``--zmq`` (schema v1, README "Subscribing"), counters to
-``stats/<stream>`` once a second. With no source flag the demo runs (``--demo``). Ctrl-C stops
-every thread and closes every file within 2 s. User errors (no such camera, microphone or
-file, a port in use, weights of another variant, a bad config) print one line and exit 2.
+``stats/<stream>`` once a second; with ``--frames`` (or ``--view``, which serves the browser
+viewer of this run, docs/viewer.md) also each mask's frame as ``frame/<stream>``. With no source
+flag the demo runs (``--demo``). Ctrl-C stops every thread and closes every file within 2 s.
+User errors (no such camera, microphone or file, a port in use, weights of another variant, a
+bad config) print one line and exit 2.
 
 Several sources (repeated ``--camera`` / ``--video``, or ``live.streams``) run in one process
 with one batched engine (:mod:`stream.run.multi`); each stream publishes ``mask/<name>`` and
@@ -49,12 +52,14 @@ from stream.run.session import (  # noqa: F401  (stream.bench builds runs throug
     PLANNED_ENDS,
     MultiSession,
     Session,
+    curve_keys,
     live_session,
     load_model,
     multi_session,
     pick_device,
 )
 from stream.run.streams import StreamSpec, UserError, resolve_streams
+from stream.run.viewing import check_view, open_viewer
 from stream.transport.messages import ENCODINGS
 from stream.transport.sockets import BindError
 
@@ -103,6 +108,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--encoding", choices=ENCODINGS, help="mask payload encoding (default mono8)")
     p.add_argument("--device", help="cpu | cuda | cuda:N (default cpu)")
     p.add_argument("--show", action="store_true", help="overlay window with FPS and latency")
+    p.add_argument("--frames", action="store_true",
+                   help="also publish frame/<stream>: each mask's frame as JPEG "
+                        "(live.publish.frames sets quality, every n-th, max side)")
+    p.add_argument("--view", metavar="HOST:PORT",
+                   help="serve the browser viewer of this run there, e.g. 127.0.0.1:8080 "
+                        "(turns --frames on)")
     p.add_argument("--record", metavar="DIR", help="keep inputs, masks and timestamps in DIR")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     p.add_argument("--max-frames", type=int, metavar="N",
@@ -139,6 +150,10 @@ def resolve_config(args: argparse.Namespace) -> LiveConfig:
         engine = replace(engine, device=args.device)
     if args.no_pacing:
         source = replace(source, realtime=False)
+    if args.view:
+        check_view(args.view, publish.connect is not None)
+    if args.frames or args.view:
+        publish = replace(publish, frames=replace(publish.frames, enabled=True))
     cfg = replace(cfg, publish=publish, engine=engine, source=source)
     validate_live_config(cfg)
     return cfg
@@ -189,11 +204,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if is_multi(args, cfg, specs):
         return run_multi(args, cfg, specs)
-    with live_session(args, cfg) as s:
+    with live_session(args, cfg) as s, \
+            open_viewer(args.view, s.publisher, curve_keys(cfg)) as page:
         where = "into the proxy at" if s.publisher.connect else "on"
         print(f"publishing mask/{cfg.publish.stream} {where} {s.publisher.endpoint} "
               f"({cfg.publish.encoding}, auth {s.publisher.auth_mode}); model {s.model_name} "
               f"at {s.size}x{s.size} on {s.device}; Ctrl-C stops", file=sys.stderr, flush=True)
+        print_view(page)
         t0 = time.monotonic()
         summary = s.pipeline.run()
         elapsed = time.monotonic() - t0
@@ -209,13 +226,15 @@ def run(args: argparse.Namespace) -> int:
 
 def run_multi(args: argparse.Namespace, cfg: LiveConfig, specs: list[StreamSpec]) -> int:
     """Several streams in this process: run them and print one line per stream."""
-    with multi_session(args, cfg, specs) as s:
+    with multi_session(args, cfg, specs) as s, \
+            open_viewer(args.view, s.publisher, curve_keys(cfg)) as page:
         where = "into the proxy at" if s.publisher.connect else "on"
         names = ", ".join(f"mask/{spec.name}" for spec in specs)
         print(f"publishing {names} {where} {s.publisher.endpoint} ({cfg.publish.encoding}, "
               f"auth {s.publisher.auth_mode}); model {s.model_name} at {s.size}x{s.size} on "
               f"{s.device}, batches of up to {cfg.engine.max_batch}; Ctrl-C stops",
               file=sys.stderr, flush=True)
+        print_view(page)
         t0 = time.monotonic()
         summary = s.pipeline.run()
         elapsed = time.monotonic() - t0
@@ -223,6 +242,12 @@ def run_multi(args: argparse.Namespace, cfg: LiveConfig, specs: list[StreamSpec]
             s.flush_ms = FLUSH_MS
     print_streams(summary, elapsed)
     return 0
+
+
+def print_view(page: str | None) -> None:
+    """--view: where to open the viewer."""
+    if page is not None:
+        print(f"viewer on {page}", file=sys.stderr, flush=True)
 
 
 def print_streams(summary: RunSummary, elapsed: float) -> None:

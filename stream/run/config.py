@@ -6,7 +6,7 @@ use this format; any key may be left out. Example::
     live:
       sync: {av_offset_ms: 40}
       engine: {threads: 2, carry: {enabled: true, refresh_every: 8}}
-      publish: {encoding: png}
+      publish: {encoding: png, frames: {enabled: true, every: 2}}
 
 Several streams in one process (``streams:``; each publishes ``mask/<name>``)::
 
@@ -34,6 +34,7 @@ from pcmanet.config import ConfigError, from_mapping, load_yaml, merge, parse_ov
 from stream.buffers.sync import PairingPolicy
 from stream.capture.reconnect import ReconnectPolicy
 from stream.engine.engine import CarryConfig
+from stream.transport.frames import FrameOptions, option_problems
 from stream.transport.messages import ENCODINGS, STREAM_NAME
 
 PAIRING_POLICIES = tuple(p.value for p in PairingPolicy)  # latest | exact
@@ -101,6 +102,23 @@ class CurveSettings:
 
 
 @dataclass(frozen=True)
+class FrameSettings:
+    """The optional ``frame/<stream>`` topic: the frames the masks were computed on, as JPEG
+    (``stream.transport.frames``; the viewer draws masks on them)."""
+
+    enabled: bool = False             # off: masks and stats only (run_live --frames/--view: on)
+    every: int = 1                    # one frame each `every` masks
+    quality: int = 80                 # JPEG quality, 1..100
+    max_side: int | None = 640        # longer side scaled down to this (null: source size)
+
+    def options(self) -> FrameOptions | None:
+        """The publisher's FrameOptions; None when off."""
+        if not self.enabled:
+            return None
+        return FrameOptions(every=self.every, quality=self.quality, max_side=self.max_side)
+
+
+@dataclass(frozen=True)
 class PublishSettings:
     zmq: str = "tcp://127.0.0.1:5555"  # bind address (loopback unless told otherwise)
     connect: str | None = None        # a stream.proxy frontend to connect to instead of binding
@@ -113,6 +131,7 @@ class PublishSettings:
     heartbeat_s: float | None = 0.5   # PING period; null: no heartbeats
     heartbeat_timeout_s: float = 1.5  # a subscriber silent this long is disconnected
     curve: CurveSettings = field(default_factory=CurveSettings)  # CurveZMQ (off by default)
+    frames: FrameSettings = field(default_factory=FrameSettings)  # frame/<stream> (off)
 
 
 @dataclass(frozen=True)
@@ -211,6 +230,8 @@ def validate_live_config(cfg: LiveConfig) -> None:
         (cfg.source.take in TAKE_POLICIES, "live.source.take",
          f"must be one of {', '.join(TAKE_POLICIES)}"),
         *_stream_problems(cfg.streams),
+        *((False, f"live.publish.frames.{key}", why) for key, why in option_problems(
+            cfg.publish.frames.every, cfg.publish.frames.quality, cfg.publish.frames.max_side)),
         (cfg.publish.encoding in ENCODINGS, "live.publish.encoding",
          f"must be one of {', '.join(ENCODINGS)}"),
         (bool(STREAM_NAME.fullmatch(cfg.publish.stream)), "live.publish.stream",

@@ -50,7 +50,8 @@ class RunSummary:
 def publish_result(publisher: MaskPublisher, paired: PairedFrame, result: EngineResult,
                    times: dict[str, int], threshold: float, model_name: str,
                    stream: str | None = None) -> tuple[int, dict[str, Any]]:
-    """Publish one engine result as ``mask/<stream>``, its stage times in the header;
+    """Publish one engine result as ``mask/<stream>``, its stage times in the header, then
+    (when the publisher has frames on) its frame as ``frame/<stream>`` under the same seq;
     -> (seq, the header's fields for sinks, without seq and t_publish_ns)."""
     frame = paired.frame
     t_cap = frame.t_capture_ns
@@ -63,6 +64,7 @@ def publish_result(publisher: MaskPublisher, paired: PairedFrame, result: Engine
                             result.keep_ratio, threshold, model_name,
                             audio_late=paired.audio_late,
                             audio_lag_ms=paired.audio_lag_ns / 1e6, extra=extra, stream=stream)
+    publisher.publish_frame(frame.image, seq, frame.index, t_cap, stream=stream)  # if frames on
     header = {"frame_index": frame.index, "t_capture_ns": t_cap,
               "t_audio_start_ns": audio_start, "t_audio_end_ns": audio_end,
               "keep_ratio": result.keep_ratio, "audio_late": paired.audio_late,

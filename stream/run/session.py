@@ -232,7 +232,7 @@ def _publisher(cfg: LiveConfig, stream: str,
                          sndhwm=p.sndhwm * streams, curve=curve,
                          drop_policy=DropPolicy(p.drop_policy),
                          stats_interval_s=p.stats_interval_s, heartbeat_s=p.heartbeat_s,
-                         heartbeat_timeout_s=p.heartbeat_timeout_s)
+                         heartbeat_timeout_s=p.heartbeat_timeout_s, frames=p.frames.options())
 
 
 @dataclass

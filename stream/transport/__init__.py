@@ -6,8 +6,9 @@ processes, directly or through the proxy.
 
 * ``messages``: schema v1, ``[topic, header, payload]``, and the payload encodings.
 * ``publish``: ``MaskPublisher`` (XPUB, never blocks, counts drops, stats once a second).
+* ``frames``: the optional ``frame/<stream>`` topic's options and JPEG encoder.
 * ``sockets``: socket setup: the default address, ``exposure_warning``, ``BindError`` and
-  its kinds, ``open_xpub``.
+  its kinds, ``open_xpub``; counted sends and XPUB event draining.
 * ``subscribe``: ``MaskSubscriber`` and the ``python -m stream.subscribe`` CLI.
 * ``proxy``: ``MaskProxy``, the XSUB/XPUB forwarder, and the ``python -m stream.proxy`` CLI.
 * ``curve``, ``keys``: CurveZMQ on sockets; key files and ``python -m stream.keys``.

@@ -2,10 +2,13 @@
 
 Every message is three ZMQ frames, `[topic, header, payload]`:
 
-- topic: `mask/<stream>` for a mask, `stats/<stream>` for the once-a-second counters.
+- topic: `mask/<stream>` for a mask, `stats/<stream>` for the once-a-second counters, and,
+  when the publisher is asked to, `frame/<stream>` for the picture a mask was computed on.
 - header: compact UTF-8 JSON object. Masks carry the `MaskHeader` fields; stats carry
-  `STATS_KEYS` plus whatever the pipeline reports. Unknown keys are allowed (extend freely).
-- payload, by `encoding` (masks; stats send an empty payload):
+  `STATS_KEYS` plus whatever the pipeline reports; frames carry `FRAME_KEYS`, among them the
+  `seq` and `frame_index` of their mask. Unknown keys are allowed (extend freely).
+- payload, by `encoding` (masks; stats send an empty payload; frames are `jpeg`, a baseline
+  or progressive JPEG of `height` x `width`, 3 channels, decoded to (H, W, 3) uint8 BGR):
   `mono8`  H*W bytes, 0 or 255, row-major;
   `png`    8-bit grey PNG (0 or 255);
   `rle`    COCO RLE as JSON, `{"size": [H, W], "counts": [...]}`, uncompressed counts over the
@@ -15,6 +18,9 @@ Every message is three ZMQ frames, `[topic, header, payload]`:
 Binary encodings mean `prob > threshold` (strictly, as `pcmanet.metrics`); the header's
 `threshold` says which one was used. Decoded binary masks are (H, W) uint8 0/1, `prob16`
 decodes to (H, W) float32 probabilities.
+
+The `frame/<stream>` topic came later within schema v1: a subscriber of `mask/...` or
+`stats/...` never receives it, and mask and stats messages are unchanged.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ import numpy as np
 
 SCHEMA_VERSION = 1
 ENCODINGS = ("mono8", "png", "rle", "prob16")
-TOPIC_KINDS = ("mask", "stats")
+TOPIC_KINDS = ("mask", "stats", "frame")
+FRAME_ENCODING = "jpeg"
 STREAM_NAME = re.compile(r"[A-Za-z0-9_.:-]+")     # what a publisher may name a stream
 MAX_PIXELS = 1 << 26                              # 64 Mpx: a larger header is refused, so a
 #                                                   hostile RLE cannot make a decoder allocate more
@@ -101,6 +108,16 @@ MASK_KEYS: dict[str, tuple[type, ...]] = {
     "t_capture_ns": (int,), "t_audio_start_ns": (int,), "t_audio_end_ns": (int,),
     "t_publish_ns": (int,), "height": (int,), "width": (int,), "encoding": (str,),
     "threshold": (int, float), "keep_ratio": (int, float), "model": (str,),
+}
+
+
+# Required frame header keys (`frame/<stream>`): `seq` and `frame_index` are those of the mask
+# computed on this frame; height x width is the JPEG's size (the publisher may have scaled the
+# frame down from source_height x source_width).
+FRAME_KEYS: dict[str, tuple[type, ...]] = {
+    "v": (int,), "stream": (str,), "seq": (int,), "frame_index": (int,),
+    "t_capture_ns": (int,), "t_publish_ns": (int,), "height": (int,), "width": (int,),
+    "encoding": (str,), "source_height": (int,), "source_width": (int,),
 }
 
 
@@ -271,6 +288,60 @@ def validate_mask_header(obj: Mapping[str, Any]) -> None:
             raise MessageError(f"audio_lag_ms must be a finite number >= 0, got {lag!r}")
 
 
+def validate_frame_header(obj: Mapping[str, Any]) -> None:
+    """Raise `MessageError` unless `obj` is a valid v1 frame header."""
+    _check_types(obj, FRAME_KEYS, "frame")
+    if obj["encoding"] != FRAME_ENCODING:
+        raise MessageError(f"frame encoding {obj['encoding']!r}; expected {FRAME_ENCODING!r}")
+    for h, w in ((obj["height"], obj["width"]), (obj["source_height"], obj["source_width"])):
+        if h <= 0 or w <= 0 or h * w > MAX_PIXELS:
+            raise MessageError(f"frame size {h}x{w} must be positive and at most {MAX_PIXELS} "
+                               "pixels")
+    if obj["seq"] < 0 or obj["frame_index"] < 0:
+        raise MessageError(
+            f"seq and frame_index must be >= 0, got {obj['seq']}, {obj['frame_index']}")
+
+
+def jpeg_size(payload: bytes) -> tuple[int, int] | None:
+    """(height, width) from a JPEG's start-of-frame segment, read without decoding; None when
+    `payload` is not a JPEG or has no such segment."""
+    if payload[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 9 <= len(payload):
+        if payload[i] != 0xFF:
+            return None
+        marker = payload[i + 1]
+        if marker == 0xFF:                                # fill byte
+            i += 1
+            continue
+        length = int.from_bytes(payload[i + 2:i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):     # SOFn
+            return (int.from_bytes(payload[i + 5:i + 7], "big"),
+                    int.from_bytes(payload[i + 7:i + 9], "big"))
+        i += 2 + length
+    return None
+
+
+def decode_frame(header: Mapping[str, Any], payload: bytes) -> np.ndarray:
+    """JPEG payload of a validated frame header -> (H, W, 3) uint8 BGR; the size in the JPEG
+    is checked against the header before decoding. Raises `MessageError`."""
+    H, W = header["height"], header["width"]
+    size = jpeg_size(payload)
+    if size is None:
+        raise MessageError(f"frame payload ({len(payload)} bytes) is not a JPEG image")
+    if size != (H, W):
+        raise MessageError(f"jpeg is {size[0]}x{size[1]}, header says {H}x{W}")
+    try:
+        img = cv2.imdecode(np.frombuffer(payload, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as e:
+        raise MessageError(f"jpeg payload could not be decoded: {str(e).strip()[:120]}"
+                           ) from None
+    if img is None or img.shape != (H, W, 3):
+        raise MessageError(f"jpeg payload could not be decoded to {H}x{W}x3")
+    return img
+
+
 def validate_stats_header(obj: Mapping[str, Any]) -> None:
     """Raise `MessageError` unless `obj` is a valid v1 stats header."""
     _check_types(obj, {k: (t,) for k, t in STATS_KEYS.items()}, "stats")
@@ -284,12 +355,14 @@ def parse_topic(topic: bytes) -> tuple[str, str]:
         raise MessageError(f"topic {topic[:40]!r} is not UTF-8") from None
     kind, sep, stream = text.partition("/")
     if not sep or kind not in TOPIC_KINDS or not stream:
-        raise MessageError(f"topic {text[:60]!r} is not mask/<stream> or stats/<stream>")
+        raise MessageError(f"topic {text[:60]!r} is not mask/<stream>, stats/<stream> or "
+                           "frame/<stream>")
     return kind, stream
 
 
 def parse_message(frames: Sequence[bytes]) -> tuple[str, dict[str, Any], np.ndarray | None]:
-    """`[topic, header, payload]` -> (topic, header dict, mask); mask is None for stats.
+    """`[topic, header, payload]` -> (topic, header dict, data): data is the mask (see
+    `decode_payload`), the (H, W, 3) uint8 BGR image for a frame, None for stats.
 
     Checks everything schema v1 fixes and raises `MessageError` with the reason otherwise.
     """
@@ -305,6 +378,9 @@ def parse_message(frames: Sequence[bytes]) -> tuple[str, dict[str, Any], np.ndar
         mask = None
         if payload:
             raise MessageError(f"stats payload must be empty, got {len(payload)} bytes")
+    elif kind == "frame":
+        validate_frame_header(header)
+        mask = decode_frame(header, payload)
     else:
         validate_mask_header(header)
         mask = decode_payload(header, payload)

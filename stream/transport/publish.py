@@ -24,13 +24,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import asdict
 from types import TracebackType
 from typing import Any
 
 import numpy as np
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
-from zmq.utils.monitor import recv_monitor_message
 
 from .curve import (
     AllowList,
@@ -38,8 +38,17 @@ from .curve import (
     CurveServerKeys,
     start_zap,
 )
+from .frames import FrameOptions, encode_frame, frame_header
 from .messages import ENCODINGS, SCHEMA_VERSION, STREAM_NAME, MaskHeader, dumps, encode_mask
-from .sockets import DEFAULT_URL, DropPolicy, exposure_warning, open_xpub
+from .sockets import (
+    DEFAULT_URL,
+    DropPolicy,
+    drain_monitor,
+    drain_subscriptions,
+    exposure_warning,
+    open_xpub,
+    send_counted,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +82,8 @@ class MaskPublisher:
             otherwise keep its queue full and, with `DropPolicy.COUNTED`, hold up the masks
             of every other subscriber. None: no heartbeats.
         connect: connect to `url` (a `stream.proxy` frontend) instead of binding it.
+        frames: publish `frame/<stream>` with `publish_frame` (see `frames.FrameOptions`);
+            None (default): `publish_frame` sends nothing.
 
     Lifecycle: `start()` binds and starts the stats thread, `stop()` (alias `close()`) stops
     it and closes the socket with LINGER 0 (masks still queued are discarded; connect mode:
@@ -96,9 +107,8 @@ class MaskPublisher:
         heartbeat_s: float | None = 0.5,
         heartbeat_timeout_s: float = 1.5,
         connect: bool = False,
+        frames: FrameOptions | None = None,
     ) -> None:
-        if not STREAM_NAME.fullmatch(stream):
-            raise ValueError(f"stream name {stream!r}: use letters, digits and _.:- only")
         if encoding not in ENCODINGS:
             raise ValueError(f"unknown encoding {encoding!r}; expected one of {ENCODINGS}")
         if sndhwm < 1:
@@ -108,7 +118,7 @@ class MaskPublisher:
         self.url, self.stream, self.encoding, self.sndhwm = url, stream, encoding, sndhwm
         self.mask_topic, self.stats_topic = f"mask/{stream}", f"stats/{stream}"
         self.endpoint: str | None = None          # the bound address, port resolved
-        self.connect = connect
+        self.connect, self.frames = connect, frames
         self._context, self._curve = context, curve
         self._own_context: zmq.Context[Any] | None = None
         self._auth: ThreadAuthenticator | None = None
@@ -137,7 +147,8 @@ class MaskPublisher:
             raise ValueError(f"stream {stream!r} is already published here")
         with self._lock:
             self._counts[stream] = {"published": 0, "sent": 0, "dropped_at_socket": 0,
-                                    "stats_sent": 0, "stats_dropped": 0}
+                                    "stats_sent": 0, "stats_dropped": 0, "frames_sent": 0,
+                                    "frames_dropped_at_socket": 0}
             self._providers[stream] = stats_provider
 
     @property
@@ -270,13 +281,26 @@ class MaskPublisher:
                 height=int(H), width=int(W), encoding=self.encoding, threshold=float(threshold),
                 keep_ratio=float(keep_ratio), model=str(model), audio_late=bool(audio_late),
                 audio_lag_ms=float(audio_lag_ms), extra=dict(extra or {}))
-            try:
-                sock.send_multipart([topic, header.to_json(), payload],
-                                    flags=zmq.NOBLOCK, copy=False)
-                counts["sent"] += 1
-            except zmq.Again:
-                counts["dropped_at_socket"] += 1
+            send_counted(sock, [topic, header.to_json(), payload], counts, "sent",
+                         "dropped_at_socket")
         return seq
+
+    def publish_frame(self, image: np.ndarray, seq: int, frame_index: int, t_capture_ns: int,
+                      stream: str | None = None) -> bool:
+        """Send ``frame/<stream>``: the (H, W, 3) uint8 BGR frame the mask numbered ``seq``
+        was computed on, as a JPEG, when `frames` is set and wants this seq (every n-th);
+        never blocks. -> whether it went out (False: frames off, not wanted, or dropped)."""
+        if self.frames is None or not self.frames.wanted(seq):
+            return False
+        payload, h, w = encode_frame(image, self.frames)                     # outside the lock
+        stream = stream or self.stream
+        with self._lock:
+            sock = self._require_socket()
+            counts = self._counts[stream]
+            header = frame_header(stream, seq, frame_index, t_capture_ns, self._clock(), (h, w),
+                                  (int(image.shape[0]), int(image.shape[1])), self.frames)
+            return send_counted(sock, [f"frame/{stream}".encode(), dumps(header), payload],
+                                counts, "frames_sent", "frames_dropped_at_socket")
 
     def publish_stats(self, stream: str | None = None) -> bool:
         """Send one `stats/<stream>` message now (default: the constructor's stream); False
@@ -295,15 +319,10 @@ class MaskPublisher:
                       "interval_s": self._stats_interval_s, "auth": self.auth_mode,
                       "connect": self.connect,
                       "curve_denied": self._allow.denied if self._allow else 0,
+                      "frames": None if self.frames is None else asdict(self.frames),
                       "counters": counters}
-            try:
-                sock.send_multipart([f"stats/{stream}".encode(), dumps(header), b""],
-                                    flags=zmq.NOBLOCK)
-                counts["stats_sent"] += 1
-                return True
-            except zmq.Again:
-                counts["stats_dropped"] += 1
-                return False
+            return send_counted(sock, [f"stats/{stream}".encode(), dumps(header), b""],
+                                counts, "stats_sent", "stats_dropped")
 
     def set_stats_provider(self, provider: Callable[[], Mapping[str, Any]] | None,
                            stream: str | None = None) -> None:
@@ -351,33 +370,12 @@ class MaskPublisher:
         return self._socket
 
     def _drain_subscriptions(self, sock: zmq.Socket[bytes]) -> None:
-        """Read XPUB subscription messages (b"\\x01prefix" / b"\\x00prefix"); lock held."""
-        self._drain_monitor()
-        while True:
-            try:
-                msg = sock.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            if msg[:1] == b"\x01":
-                self._subscriptions.add(msg[1:])
-            elif msg[:1] == b"\x00":
-                self._subscriptions.discard(msg[1:])
-
-    def _drain_monitor(self) -> None:
-        """Count subscriber connections and disconnections (heartbeat timeouts, closed or
-        killed subscribers; connect mode: the link to the proxy) from the socket monitor;
-        lock held."""
-        if self._monitor is None:
-            return
-        while True:
-            try:
-                event = recv_monitor_message(self._monitor, zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            if event["event"] in (zmq.EVENT_ACCEPTED, zmq.EVENT_CONNECTED):
-                self._connected += 1
-            elif event["event"] == zmq.EVENT_DISCONNECTED:
-                self._disconnected += 1
+        """Read subscription changes and the monitor's connection events; lock held."""
+        if self._monitor is not None:
+            connected, disconnected = drain_monitor(self._monitor)
+            self._connected += connected
+            self._disconnected += disconnected
+        drain_subscriptions(sock, self._subscriptions)
 
     def _provider_counters(self, stream: str) -> dict[str, Any]:
         provider = self._providers.get(stream)

@@ -1,7 +1,8 @@
 """Socket setup: the publisher's default address, whether an address is reachable from other
 machines (:func:`exposure_warning`, shared with the proxy), the errors binding or connecting
 raises (:class:`BindError` and its kinds), and the publisher's XPUB socket configured and bound
-(:func:`open_xpub`: high-water mark, :class:`DropPolicy`, CurveZMQ, heartbeats).
+(:func:`open_xpub`: high-water mark, :class:`DropPolicy`, CurveZMQ, heartbeats), and what
+the publisher does on it: non-blocking counted sends, subscription and connection events.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import enum
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from .curve import CurveClientKeys, CurveServerKeys, apply_client, apply_server
 
@@ -95,3 +97,45 @@ def open_xpub(context: zmq.Context[Any], url: str, *, connect: bool, sndhwm: int
                 e.errno, f"{url} is already in use: pick another --zmq port") from None
         raise BindError(e.errno, f"cannot bind {url}: {e.strerror}") from None
     return sock
+
+
+def drain_subscriptions(sock: zmq.Socket[bytes], subscriptions: set[bytes]) -> None:
+    """Read an XPUB's pending subscription messages (b"\\x01prefix" subscribes, b"\\x00prefix"
+    unsubscribes) into `subscriptions`, without waiting."""
+    while True:
+        try:
+            msg = sock.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        if msg[:1] == b"\x01":
+            subscriptions.add(msg[1:])
+        elif msg[:1] == b"\x00":
+            subscriptions.discard(msg[1:])
+
+
+def drain_monitor(monitor: zmq.Socket[bytes]) -> tuple[int, int]:
+    """Read a socket monitor's pending events, without waiting -> (connections made: accepted
+    or connected, connections lost: heartbeat timeouts, closed or killed peers)."""
+    made = lost = 0
+    while True:
+        try:
+            event = recv_monitor_message(monitor, zmq.NOBLOCK)
+        except zmq.Again:
+            return made, lost
+        if event["event"] in (zmq.EVENT_ACCEPTED, zmq.EVENT_CONNECTED):
+            made += 1
+        elif event["event"] == zmq.EVENT_DISCONNECTED:
+            lost += 1
+
+
+def send_counted(sock: zmq.Socket[bytes], parts: list[bytes], counts: dict[str, int], sent: str,
+                 dropped: str) -> bool:
+    """Send `parts` without blocking and count it in `counts` under `sent`, or under `dropped`
+    when the socket would not take it; -> whether it was sent."""
+    try:
+        sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+    except zmq.Again:
+        counts[dropped] += 1
+        return False
+    counts[sent] += 1
+    return True

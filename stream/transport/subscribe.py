@@ -46,7 +46,8 @@ class _Unset(enum.Enum):
 
 @dataclass(frozen=True, eq=False)
 class MaskMessage:
-    """One received message. mask: (H, W) uint8 0/1, float32 for prob16, None for stats.
+    """One received message. mask: (H, W) uint8 0/1, float32 for prob16, None for stats and
+    frames. image: a `frame/<stream>` message's picture, (H, W, 3) uint8 BGR; None otherwise.
 
     `eq=False`: compared by identity (an ndarray field has no single truth value).
     """
@@ -55,6 +56,12 @@ class MaskMessage:
     header: dict[str, Any]
     mask: np.ndarray | None
     t_receive_ns: int            # subscriber's monotonic clock when the message arrived
+    image: np.ndarray | None = None
+
+    @property
+    def kind(self) -> str:
+        """"mask", "stats" or "frame" (the topic's first part)."""
+        return self.topic.partition("/")[0]
 
     @property
     def latency_ms(self) -> float | None:
@@ -80,6 +87,8 @@ class MaskSubscriber:
         topic: one topic or several. A full topic (`mask/cam0`) matches exactly (ZMQ's own
             filter is a prefix, so `mask/cam01` is received and then ignored); a topic ending
             in `/` (`mask/`) or the empty string matches every topic with that prefix.
+            `frame/<stream>` gives the frames a publisher sends beside its masks (decoded to
+            `MaskMessage.image`; pair them with masks by `seq`).
         keep_latest: a background thread receives continuously and keeps only the newest
             message per topic, so a slow consumer always gets the latest mask (`skipped`
             counts the ones it never saw). Without it, messages queue up to `rcvhwm`.
@@ -205,7 +214,7 @@ class MaskSubscriber:
             self.ignored += 1
             return None
         try:
-            topic, header, mask = parse_message(frames)
+            topic, header, data = parse_message(frames)
         except Exception as e:  # MessageError; anything else is a decoder bug: still rejected
             self.rejected += 1
             self.last_reject = str(e) if isinstance(e, MessageError) else f"{type(e).__name__}: {e}"
@@ -214,9 +223,11 @@ class MaskSubscriber:
                                self.rejected, frames[0][:60] if frames else b"", e)
             return None
         self.received += 1
-        if mask is not None:
+        if topic.startswith("frame/"):
+            return MaskMessage(topic, header, None, t_receive_ns, image=data)
+        if data is not None:
             self._track_seq(header["stream"], header["seq"])
-        return MaskMessage(topic, header, mask, t_receive_ns)
+        return MaskMessage(topic, header, data, t_receive_ns)
 
     def _track_seq(self, stream: str, seq: int) -> None:
         last = self._last_seq.get(stream)
@@ -271,9 +282,14 @@ def format_line(msg: MaskMessage, as_json: bool) -> str:
     h = msg.header
     if as_json:
         out: dict[str, Any] = {"topic": msg.topic, **h}
+        if msg.mask is not None or msg.image is not None:
+            out["latency_ms"] = msg.latency_ms
         if msg.mask is not None:
-            out["latency_ms"], out["area"] = msg.latency_ms, msg.area
+            out["area"] = msg.area
         return json.dumps(out, separators=(",", ":"))
+    if msg.image is not None:
+        return (f"{msg.topic} seq={h['seq']} frame={h['frame_index']} "
+                f"size={h['width']}x{h['height']} latency_ms={msg.latency_ms:.1f}")
     if msg.mask is None:
         counts = " ".join(f"{k}={v}" for k, v in h.items()
                           if k not in ("v", "stream", "t_publish_ns") and not isinstance(v, dict))
@@ -308,8 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m stream.subscribe", description=__doc__.split("\n")[0])
     parser.add_argument("url", help="publisher address, e.g. tcp://127.0.0.1:5555")
     parser.add_argument("--topic", action="append",
-                        help="mask/NAME or stats/NAME (repeatable; 'mask/' = every stream); "
-                             "default mask/cam0")
+                        help="mask/NAME, stats/NAME or frame/NAME (repeatable; 'mask/' = "
+                             "every stream); default mask/cam0")
     parser.add_argument("--count", type=int, default=None, help="exit after N messages")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--timeout", type=float, default=None,

@@ -38,8 +38,8 @@ json_scalars = (st.none() | st.booleans() | st.integers() | st.integers(-3, 300)
 json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
                            | st.dictionaries(st.text(max_size=8), inner, max_size=4),
                            max_leaves=12)
-TOPICS = st.sampled_from([b"mask/cam0", b"stats/cam0", b"mask/", b"mask/cam1", b"masks/cam0",
-                          b"\xff/cam0"]) | st.binary(max_size=16)
+TOPICS = st.sampled_from([b"mask/cam0", b"stats/cam0", b"frame/cam0", b"mask/", b"mask/cam1",
+                          b"masks/cam0", b"\xff/cam0"]) | st.binary(max_size=16)
 
 
 def check_parse(frames: list[bytes]) -> None:
@@ -53,6 +53,9 @@ def check_parse(frames: list[bytes]) -> None:
     assert header["stream"] == stream and header["v"] == 1
     if kind == "stats":
         assert mask is None and frames[2] == b""
+        return
+    if kind == "frame":
+        assert mask is not None and mask.shape == (header["height"], header["width"], 3)
         return
     assert mask is not None and mask.shape == (header["height"], header["width"])
     if header["encoding"] == "prob16":
