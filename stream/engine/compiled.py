@@ -43,7 +43,7 @@ logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 COMPILE_MODES = ("off", "on", "auto")
 # Inductor on the CPU: freezing folds the (fixed, inference-only) weights into the graph as
 # constants, which lets it pre-pack convolution and linear weights for oneDNN.
-CPU_OPTIONS = {"freezing": True}
+CPU_OPTIONS: dict[str, str | int | bool | Callable[..., Any]] = {"freezing": True}
 StepFn = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
 
 

@@ -138,7 +138,7 @@ def live_session(args: argparse.Namespace, cfg: LiveConfig, engine_mode: str = "
                              mode=engine_mode, audio_rate_hz=cfg.engine.audio_rate_hz,
                              precision=cfg.engine.precision,
                              cuda_graphs=cfg.engine.cuda_graphs,
-                             compile=cfg.engine.compile if engine_mode == "stream" else "off")
+                             compile=str(cfg.engine.compile) if engine_mode == "stream" else "off")
     publisher = _publisher(cfg, spec.name, curve)
     frames = FrameRing(cfg.source.frame_ring)
     audio_ring = AudioRing(round(cfg.source.audio_ring_s * SAMPLE_RATE))
@@ -267,7 +267,7 @@ def multi_session(args: argparse.Namespace, cfg: LiveConfig, specs: list[StreamS
     engine = BatchedEngine(model, size, device, spacing_s=cfg.sync.spacing_s, carry=e.carry,
                            cache_dtype=torch.float16 if e.cache_fp16 else None,
                            audio_rate_hz=e.audio_rate_hz, precision=e.precision,
-                           buckets=buckets, compile=e.compile, streams=len(specs))
+                           buckets=buckets, compile=str(e.compile), streams=len(specs))
     publisher = _publisher(cfg, specs[0].name, curve, streams=len(specs))
     lanes: list[Lane] = []
     session: MultiSession | None = None
