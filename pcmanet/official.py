@@ -1,4 +1,4 @@
-"""Import of reference PCMANet checkpoints (official code, key tables in shared/reference/).
+"""Import of reference PCMANet checkpoints (official code, key tables in tests/pcmanet/reference/).
 
 The key map is explicit: each official key is renamed by exactly one rule below, or dropped
 by a named rule (the ResNet's unused second branch and `gf4.seq2`, never called by the
