@@ -63,6 +63,7 @@ import torch
 from tqdm import tqdm
 
 from pcmanet.audio.frontend import log_mel
+from pcmanet.cli import Parser
 
 from .synthetic_classes import (
     CLASS_NAMES,
@@ -330,7 +331,7 @@ def _directory_bytes(root: Path) -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options, see the module docstring."""
-    p = argparse.ArgumentParser(prog="python -m pcmanet.data.synthetic",
+    p = Parser(prog="python -m pcmanet.data.synthetic",
                                 description="Write a synthetic data set in the AVSBench layout.")
     p.add_argument("--out", required=True, help="AVSBench data root to write")
     p.add_argument("--task", choices=[*TASKS, "both"], required=True)

@@ -9,7 +9,7 @@ The CLI behind ``run_live.py``; ``stream.bench`` builds its pipeline with the sa
     python run_live.py --video a.mp4 --video b.mp4 --camera udp://...   # 3 streams, cam0..2
     python run_live.py --config configs/live/multi.yaml                  # live.streams
 
-Masks go to ``mask/<stream>`` on ``--zmq`` (schema v1, README "Subscribing"), counters to
+Masks go to ``mask/<stream>`` on ``--zmq`` (schema v1, docs/protocol.md), counters to
 ``stats/<stream>`` once a second. With no source flag the demo runs (``--demo``). Ctrl-C stops
 every thread and closes every file within 2 s. User errors (no such camera, microphone or
 file, a port in use, weights of another variant, a bad config) print one line and exit 2.
@@ -38,6 +38,7 @@ import yaml
 
 from pcmanet.assets import DEMO_CHECKPOINT
 from pcmanet.checkpoint import CheckpointError
+from pcmanet.cli import Parser
 from pcmanet.config import ConfigError, config_to_dict
 from pcmanet.variants import PCMANET_VARIANTS
 from stream.capture.base import SourceError
@@ -72,7 +73,7 @@ class _AddSource(argparse.Action):
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="run_live.py", description=__doc__.split("\n")[0])
+    p = Parser(prog="run_live.py", description=__doc__.split("\n")[0])
     p.add_argument("--demo", action="store_true",
                    help="the embedded synthetic sounding-objects scene (default)")
     p.add_argument("--video", metavar="FILE", action=_AddSource,
@@ -174,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
         print(list_devices())
         return 0
     cfg = resolve_config(args)
-    check_limits(args)
+    check_limits(args, cfg)
     specs = resolve_streams(args, cfg)
     if args.dry_run:
         print(yaml.safe_dump({"live": config_to_dict(cfg)}, sort_keys=False).rstrip())
@@ -238,11 +239,40 @@ def print_streams(summary: RunSummary, elapsed: float) -> None:
               f"{eng['frame_errors']}", file=sys.stderr)
 
 
-def check_limits(args: argparse.Namespace) -> None:
+def check_limits(args: argparse.Namespace, cfg: LiveConfig) -> None:
+    """Flags whose mistakes can be seen before anything is loaded or written."""
     if args.max_frames is not None and args.max_frames < 1:
-        raise UserError("--max-frames must be >= 1")
-    if args.duration is not None and args.duration <= 0:
-        raise UserError("--duration must be > 0")
+        raise UserError(f"--max-frames {args.max_frames}: must be >= 1")
+    if args.duration is not None and not args.duration > 0:
+        raise UserError(f"--duration {args.duration:g}: must be > 0 seconds")
+    if not 0 <= args.wait_subscriber < float("inf"):
+        raise UserError(f"--wait-subscriber {args.wait_subscriber:g}: must be >= 0 seconds "
+                        "(0: do not wait)")
+    pick_device(cfg.engine.device)
+    if args.record:
+        check_record_dir(args.record)
+
+
+def check_record_dir(path: str) -> None:
+    """--record DIR must be a new or empty folder that can be created: probe by creating the
+    first missing folder and removing it again, so a refusal comes before the model loads and
+    leaves nothing behind."""
+    target = Path(path)
+    if target.exists():
+        if not target.is_dir():
+            raise UserError(f"--record {path}: exists and is not a folder; give a new folder")
+        if any(target.iterdir()):
+            raise UserError(f"--record {path}: the folder is not empty; give a new folder")
+        return
+    missing = target
+    while not missing.parent.exists() and missing.parent != missing:
+        missing = missing.parent
+    try:
+        missing.mkdir()
+        missing.rmdir()
+    except OSError as e:
+        raise UserError(f"--record {path}: cannot create a folder there "
+                        f"({e.strerror or e}); give a writable folder") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from stream.buffers.audio_ring import AudioRing
@@ -143,6 +144,8 @@ def _check_names(specs: list[StreamSpec]) -> None:
 
     seen: set[str] = set()
     for s in specs:
+        if s.kind == "video" and not Path(str(s.target)).is_file():
+            raise UserError(f"media file {s.target} not found; give the path of a video file")
         if not STREAM_NAME.fullmatch(s.name):
             raise UserError(f"stream name {s.name!r}: use letters, digits and _.:- only")
         if s.name in seen:

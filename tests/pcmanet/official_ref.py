@@ -1,9 +1,9 @@
 """Literal rendering of the official PCMANet forward pass, for tests only.
 
-Written from the PCMANet specification (its model, QSCA, CIM and reference-quirk sections; summary in
-docs/model.md). It holds no
-official code and imports nothing from ``pcmanet/``: it is an independent check of the product
-model. It copies the official *way* of computing, quirks included:
+Written from the PCMANet specification (its model, QSCA, CIM and reference-quirk sections;
+summary in docs/model.md). It holds no official code and imports nothing from ``pcmanet/``:
+it is an independent check of the product model. It copies the official *way* of computing,
+quirks included:
 
 * the official module tree and attribute names, so ``state_dict()`` keys and shapes equal
   ``tests/pcmanet/reference/official_checkpoint_keys*.tsv`` (dead ``resnet.layer3_2/layer4_2`` and
