@@ -35,27 +35,6 @@ class Frame:
 
 
 @dataclass(frozen=True, eq=False)
-class AudioBlock:
-    """A contiguous run of mono audio samples.
-
-    Attributes:
-        samples: (N,) float32 in [-1, 1], mono @16 kHz.
-        t_start_ns: capture time of ``samples[0]`` on the monotonic clock.
-        start_sample: absolute index of ``samples[0]`` in the stream (sample 0 is the first
-            sample the source ever delivered).
-    """
-
-    samples: np.ndarray  # (N,) float32 @16 kHz mono
-    t_start_ns: int
-    start_sample: int
-
-    @property
-    def end_sample(self) -> int:
-        """Absolute index one past the last sample."""
-        return self.start_sample + int(self.samples.shape[0])
-
-
-@dataclass(frozen=True, eq=False)
 class PairedFrame:
     """A frame with the log-mel window of the audio that ends at its capture time (+ offset).
 
