@@ -120,10 +120,11 @@ def confident_heads(model: PCMANet):
 
 
 def reference_params(name: str) -> dict[str, int] | None:
-    """Parameters the official checkpoint holds, by DROPPED rule, from the shared key table."""
-    paths = [d / "shared" / "reference" / KEY_TABLES.get(name, "-") for d in (ROOT, ROOT.parent)]
-    if (path := next((p for p in paths if p.is_file()), None)) is None:
-        return None  # not a reference variant, or no key table next to this checkout
+    """Parameters the official checkpoint holds, by DROPPED rule, from its key table
+    (tests/pcmanet/reference/)."""
+    path = ROOT / "tests" / "pcmanet" / "reference" / KEY_TABLES.get(name, "-")
+    if not path.is_file():
+        return None  # not a reference variant
     out = {"table_total": 0, **dict.fromkeys(DROPPED.values(), 0)}
     backbone = PCMANET_VARIANTS[name].backbone.name
     for line in path.read_text().splitlines():

@@ -8,6 +8,8 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+# CI=true: a skip for a missing system package fails the run (tests/ci_skips.py).
+pytest_plugins = ["tests.ci_skips"]
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
