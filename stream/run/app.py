@@ -149,20 +149,6 @@ def is_multi(args: argparse.Namespace, cfg: LiveConfig, specs: list[StreamSpec])
     return len(specs) > 1 or bool(cfg.streams)
 
 
-def list_devices() -> str:
-    lines = ["Cameras (OpenCV indices; /dev/video*):"]
-    cams = sorted(Path("/dev").glob("video*"))
-    lines += [f"  {p.name[5:]}: {p}" for p in cams] or ["  none found"]
-    lines.append("Microphones:")
-    try:
-        from stream.capture.mic import list_audio_devices
-
-        lines.append(list_audio_devices())
-    except SourceError as e:
-        lines.append(f"  {e}")
-    return "\n".join(lines)
-
-
 # -- main --------------------------------------------------------------------------------------
 
 
@@ -172,6 +158,8 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.list_devices:
+        from stream.capture.devices import list_devices
+
         print(list_devices())
         return 0
     cfg = resolve_config(args)
