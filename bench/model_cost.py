@@ -3,7 +3,7 @@
     python bench/model_cost.py [--variants ...] [--repeats N] [--threads 2] [--size 224]
                                [--qsca-repeats 50] [--json FILE]
 
-Method as PCMANET.md 7 and 8: random init, eval, no_grad, fp32, B = 1 clip of T frames, audio
+Method as docs/pcmanet.md: random init, eval, no_grad, fp32, B = 1 clip of T frames, audio
 given as embeddings (audio encoder excluded). FLOPs from FlopCounterMode (2 per MAC; conv,
 matmul, linear and attention products; no norm, pooling, interpolation or elementwise ops).
 Timings run round-robin over the settings of one table to spread VM noise evenly.

@@ -1,4 +1,4 @@
-"""Training losses of the official PCMANet recipe (PCMANET.md section 5).
+"""Training losses of the official PCMANet recipe (docs/pcmanet.md).
 
 - `bce_iou_loss`: BCE + soft-IoU on one logit map per frame (S4/MS3 "BCEIOU").
 - (the binary multi-stage loss over the labelled frames is `pcmanet.train_step.clip_loss`).

@@ -1,6 +1,6 @@
 """Named model variants. configs/<name>.yaml mirrors each entry (checked by a test).
 
-Reference variants reproduce the official PCMANet checkpoints (PCMANET.md 1): g = 4 for
+Reference variants reproduce the official PCMANet checkpoints (docs/pcmanet.md): g = 4 for
 ResNet-50 S4 and 8 otherwise, T = 5 (S4/MS3) or 10 (AVSS), 1 or 71 output channels.
 Light variants are ours, for real time on CPU: narrower decoder, light audio encoder,
 correct token layout and gradient through the selected queries.

@@ -3,7 +3,7 @@
 ``python -m pcmanet.data.synthetic --out DIR --task s4|ms3|both [--train N --val N --test N]
 [--size 224] [--seed 0] [--pkl] [--style shapes|alt|signs] [--silent-fraction F]
 [--offscreen-fraction F]`` writes ``DIR/Single-source`` (S4) and/or
-``DIR/Multi-sources`` (MS3) as docs/AVSBENCH.md sections 0-2 and 4 describe, so the AVSBench
+``DIR/Multi-sources`` (MS3) as docs/avsbench.md sections 0-2 and 4 describe, so the AVSBench
 loaders, training and evaluation run on it unchanged.
 
 ``--style`` picks the 8 object classes: "shapes" (default, the demo's classes), "alt" or

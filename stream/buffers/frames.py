@@ -1,4 +1,4 @@
-"""Immutable records that travel through the live pipeline (DESIGN.md sections 2-4).
+"""Immutable records that travel through the live pipeline (docs/design.md sections 2-4).
 
 Every time is an ``int`` in nanoseconds on the pipeline's one clock, ``time.monotonic_ns()``,
 stamped at the source and never re-stamped downstream. The dataclasses are frozen; the arrays

@@ -1,4 +1,4 @@
-"""The batched streaming engine (DESIGN.md 5, "Many streams"): one model step for N streams.
+"""The batched streaming engine (docs/design.md 5, "Many streams"): one model step for N streams.
 
 Per stream (:class:`StreamState`): its :class:`FeatureCache`, :class:`CimCarry`, the audio
 embedding it may reuse (``audio_rate_hz``) and its counters. Shared (:class:`BatchedEngine`):

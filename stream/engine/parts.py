@@ -1,4 +1,4 @@
-"""The streaming engine's parts (DESIGN.md 5): feature cache, CIM carry-over, results.
+"""The streaming engine's parts (docs/design.md 5): feature cache, CIM carry-over, results.
 
 :class:`FeatureCache` keeps per-frame features by capture time, :class:`CimCarry` carries CIM
 masks from frame to frame (see :mod:`stream.engine.engine`), :class:`EngineResult` and
@@ -72,7 +72,7 @@ class FeatureCache:
     Args:
         horizon_s: how far back frames are kept, (T - 1) * spacing plus a margin.
         retain_s: minimum spacing of retained older frames.
-        dtype: storage dtype (float16 halves memory; results change slightly, see README).
+        dtype: storage dtype (float16 halves memory; results change slightly, see docs/results.md).
         keep_inputs: also keep each frame's model inputs (clip-mode comparison, benchmark).
     """
 

@@ -1,4 +1,4 @@
-"""Latency benchmark (DESIGN.md 8): the live pipeline on a source, a subscriber in another process.
+"""Latency benchmark (docs/design.md 8): the live pipeline, a subscriber in another process.
 
     python -m stream.bench --source demo --duration 20 [--config C.yaml] [--json out.json]
                            [--plot out.png] [--compare] [--warmup 3] [--weights W] [--mic NAME]

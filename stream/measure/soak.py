@@ -16,7 +16,7 @@ synthetic scene at 30 FPS, in real time) with a subscriber in another process (t
   accounted for: every ``seq`` gap by a mask the socket dropped (counted), every missing frame
   by a counted drop anywhere before it.
 
-Targets (DESIGN / issue 6): RSS growth <= 5 % after warm-up; p99 of the last interval <= 1.2x
+Targets (docs/design.md 8): RSS growth <= 5 % after warm-up; p99 of the last interval <= 1.2x
 the first; every gap accounted for. Each is printed PASS or FAIL; the exit status is 1 on a
 FAIL only with ``--strict`` (2 for a user error, as run_live).
 """

@@ -1,6 +1,6 @@
 """The live pipeline: sources -> rings -> pairing -> streaming engine -> publisher and sinks.
 
-Threads (DESIGN.md 1-6, CPU path):
+Threads (docs/design.md 1-6, CPU path):
 
 * each source captures into its ring (its own thread; never waits on consumers);
 * the engine thread takes the newest frame (older unprocessed frames are dropped and counted
@@ -147,7 +147,7 @@ class LivePipeline:
         publisher: a started publisher.
         threshold: mask threshold written into headers (binary encodings).
         model_name: the header's ``model``.
-        av_offset_ms, pairing, max_lag_ms, max_wait_ms: pairing (DESIGN.md 4; see
+        av_offset_ms, pairing, max_lag_ms, max_wait_ms: pairing (docs/design.md 4; see
             :class:`~stream.buffers.sync.Pairer`): ``latest`` never waits and accepts a window
             ending up to ``max_lag_ms`` early; ``exact`` waits up to ``max_wait_ms``.
         max_frames: stop after this many masks published.

@@ -1,4 +1,4 @@
-"""Many machines behind one address: an XSUB/XPUB forwarder for masks (DESIGN.md section 5).
+"""Many machines behind one address: an XSUB/XPUB forwarder for masks (docs/design.md section 5).
 
     python -m stream.proxy --frontend tcp://127.0.0.1:5556 --backend tcp://127.0.0.1:5557
     python run_live.py --demo --stream cam1 --zmq-connect tcp://127.0.0.1:5556      # each machine

@@ -1,4 +1,4 @@
-"""Subscriber for published masks: a Python client and a CLI (DESIGN.md section 6).
+"""Subscriber for published masks: a Python client and a CLI (docs/design.md section 6).
 
     with MaskSubscriber("tcp://127.0.0.1:5555", topic="mask/cam0", timeout_s=5) as sub:
         for msg in sub:                     # ends after timeout_s without a message

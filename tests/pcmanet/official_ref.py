@@ -55,7 +55,7 @@ THRESHOLD = 0.99  # CIM: uncertain where 1 - THRESHOLD <= p <= THRESHOLD
 AVSS_CLASSES = 71  # 70 classes + background
 
 # ---------------------------------------------------------------------------------------------
-# Variants (PCMANET.md section 1 and 9)
+# Variants (docs/pcmanet.md)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -552,7 +552,7 @@ def cim_mask(logits: Tensor) -> Tensor:
 
 
 class _OfficialAVS(nn.Module):
-    """Shared decoder and forward (PCMANET.md section 3). Subclasses build the backbone first."""
+    """Shared decoder and forward (docs/pcmanet.md). Subclasses build the backbone first."""
 
     backbone_attr: str
 
