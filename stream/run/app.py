@@ -54,7 +54,7 @@ from stream.run.session import (  # noqa: F401  (stream.bench builds runs throug
     multi_session,
     pick_device,
 )
-from stream.run.streams import StreamSpec, UserError, resolve_streams
+from stream.run.streams import StreamSpec, UserError, check_media_files, resolve_streams
 from stream.transport.messages import ENCODINGS
 from stream.transport.sockets import BindError
 
@@ -165,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve_config(args)
     check_limits(args, cfg)
     specs = resolve_streams(args, cfg)
+    check_media_files(specs)
     if args.dry_run:
         print(yaml.safe_dump({"live": config_to_dict(cfg)}, sort_keys=False).rstrip())
         if is_multi(args, cfg, specs):

@@ -144,13 +144,19 @@ def _check_names(specs: list[StreamSpec]) -> None:
 
     seen: set[str] = set()
     for s in specs:
-        if s.kind == "video" and not Path(str(s.target)).is_file():
-            raise UserError(f"media file {s.target} not found; give the path of a video file")
         if not STREAM_NAME.fullmatch(s.name):
             raise UserError(f"stream name {s.name!r}: use letters, digits and _.:- only")
         if s.name in seen:
             raise UserError(f"two streams are named {s.name!r}: stream names must differ")
         seen.add(s.name)
+
+
+def check_media_files(specs: list[StreamSpec]) -> None:
+    """Every media-file stream names an existing file (checked before anything starts, and by
+    ``--dry-run``); else :class:`UserError`."""
+    for s in specs:
+        if s.kind == "video" and not Path(str(s.target)).is_file():
+            raise UserError(f"media file {s.target} not found; give the path of a video file")
 
 
 def open_sources(spec: StreamSpec, cfg: LiveConfig, frames: FrameRing, audio: AudioRing
