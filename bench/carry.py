@@ -1,4 +1,4 @@
-"""CIM carry-over vs the plain per-frame selection, on the demo scene (DESIGN.md 5).
+"""CIM carry-over vs the plain per-frame selection, on the demo scene (docs/design.md 5).
 
     python bench/carry.py [--seconds 20] [--fps 15] [--seed 7] [--refresh 8] [--threads 2]
 

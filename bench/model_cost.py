@@ -3,7 +3,7 @@
     python bench/model_cost.py [--variants ...] [--repeats N] [--threads 2] [--size 224]
                                [--qsca-repeats 50] [--json FILE]
 
-Method as PCMANET.md 7 and 8: random init, eval, no_grad, fp32, B = 1 clip of T frames, audio
+Method as docs/pcmanet.md: random init, eval, no_grad, fp32, B = 1 clip of T frames, audio
 given as embeddings (audio encoder excluded). FLOPs from FlopCounterMode (2 per MAC; conv,
 matmul, linear and attention products; no norm, pooling, interpolation or elementwise ops).
 Timings run round-robin over the settings of one table to spread VM noise evenly.
@@ -120,10 +120,11 @@ def confident_heads(model: PCMANet):
 
 
 def reference_params(name: str) -> dict[str, int] | None:
-    """Parameters the official checkpoint holds, by DROPPED rule, from the shared key table."""
-    paths = [d / "shared" / "reference" / KEY_TABLES.get(name, "-") for d in (ROOT, ROOT.parent)]
-    if (path := next((p for p in paths if p.is_file()), None)) is None:
-        return None  # not a reference variant, or no key table next to this checkout
+    """Parameters the official checkpoint holds, by DROPPED rule, from its key table
+    (tests/pcmanet/reference/)."""
+    path = ROOT / "tests" / "pcmanet" / "reference" / KEY_TABLES.get(name, "-")
+    if not path.is_file():
+        return None  # not a reference variant
     out = {"table_total": 0, **dict.fromkeys(DROPPED.values(), 0)}
     backbone = PCMANET_VARIANTS[name].backbone.name
     for line in path.read_text().splitlines():

@@ -29,7 +29,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from calib.fragment import write_fragment
+from calib.fragment import output_problem, write_fragment
+from pcmanet.cli import Parser, fail
 
 SAMPLE_RATE = 16_000
 _SIDE = 64           # frames are compared at 64 x 64 grey
@@ -237,7 +238,7 @@ def estimate(cap: Capture, max_offset_ms: float = 500.0) -> OffsetEstimate:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m calib.av_offset",
+    p = Parser(prog="python -m calib.av_offset",
                                 description=__doc__.split("\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--recording", type=Path, help="a run_live.py --record folder")
@@ -255,8 +256,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def argument_problem(args: argparse.Namespace) -> str | None:
+    """The first flag that cannot work, before anything is read or written; else None."""
+    if args.write_pattern:
+        if not 2 <= args.seconds < 3600:
+            return (f"--seconds {args.seconds:g}: a pattern lasts 2 s to an hour (20 s gives "
+                    "about 17 flashes)")
+        if not 1 <= args.fps <= 240:
+            return f"--fps {args.fps:g}: must be between 1 and 240 frames per second"
+        if not abs(args.shift_ms) < 1000:
+            return f"--shift-ms {args.shift_ms:g}: must be within +-1000 ms"
+        if args.write_pattern.exists():
+            return f"--write-pattern {args.write_pattern}: exists; give a new file name"
+        return output_problem(args.write_pattern)
+    if not 0 < args.max_offset_ms < float("inf"):
+        return f"--max-offset-ms {args.max_offset_ms:g}: must be > 0"
+    if args.recording is not None and not args.recording.is_dir():
+        return f"--recording {args.recording}: no such folder (a run_live.py --record DIR)"
+    if args.video is not None and not args.video.is_file():
+        return f"--video {args.video}: no such file"
+    return output_problem(args.out, args.json)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    problem = argument_problem(args)
+    if problem is not None:
+        return fail(problem)
     if args.write_pattern:
         from calib.pattern import FlashClickPattern
 

@@ -29,7 +29,8 @@ from typing import Any
 
 import torch
 
-from calib.fragment import write_fragment
+from calib.fragment import output_problem, write_fragment
+from pcmanet.cli import Parser, device_problem
 from pcmanet.model import PCMANet
 
 ACCURACY_TIE = 0.005
@@ -107,7 +108,7 @@ def parse_list(text: str, kind: type, none_word: str | None = None) -> list[Any]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m calib.budget",
+    p = Parser(prog="python -m calib.budget",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--target-fps", type=float, help="source frame rate to keep up with")
     p.add_argument("--target-p99", type=float, help="end-to-end p99 latency budget (ms)")
@@ -128,9 +129,40 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.target_fps is None and args.target_p99 is None:
         p.error("give --target-fps and/or --target-p99")
-    if args.duration <= args.warmup:
-        p.error(f"--duration ({args.duration:g}) must exceed --warmup ({args.warmup:g})")
+    problem = argument_problem(args)
+    if problem is not None:
+        p.exit(2, f"error: {problem}\n")
     return args
+
+
+def argument_problem(args: argparse.Namespace) -> str | None:
+    """The first flag that cannot work, before any candidate runs; else None."""
+    if args.target_fps is not None and not 0 < args.target_fps <= 240:
+        return f"--target-fps {args.target_fps:g}: must be in (0, 240]"
+    if args.target_p99 is not None and not 0 < args.target_p99 < float("inf"):
+        return f"--target-p99 {args.target_p99:g}: must be > 0 ms"
+    if not 0 <= args.warmup < args.duration < float("inf"):
+        return (f"--duration {args.duration:g}: must exceed --warmup ({args.warmup:g} s, "
+                ">= 0)")
+    bad_size = [s for s in args.sizes if s is not None and (s < 64 or s % 32)]
+    if bad_size:
+        return f"--sizes {bad_size[0]}: sides are multiples of 32, at least 64 (or 'own')"
+    bad_threads = [t for t in args.threads if t < 1]
+    if bad_threads:
+        return f"--threads {bad_threads[0]}: must be >= 1"
+    bad_rate = [r for r in args.audio_rates if r is not None and not 0 < r < float("inf")]
+    if bad_rate:
+        return f"--audio-rates {bad_rate[0]:g}: must be > 0 per second (or 'every')"
+    try:
+        [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        return f"--seeds {args.seeds}: comma-separated integers, e.g. 0,1,2"
+    missing = [w for w in args.weights if not Path(w).is_file()]
+    if missing:
+        return f"--weights {missing[0]}: no such file"
+    if args.device is not None and (problem := device_problem(args.device)):
+        return problem
+    return output_problem(args.out, args.json)
 
 
 def accuracy(c: Candidate, model: PCMANet, size: int, seeds: list[int], device: str | None

@@ -41,6 +41,19 @@ def write_fragment(path: str | Path, live: Mapping[str, Any], tool: str,
     return path
 
 
+def output_problem(*paths: Path | None) -> str | None:
+    """Why one of a tool's output files (``--out``, ``--json``; None: not asked for) cannot be
+    written, in one line; checked before the measurement, so a refusal costs nothing."""
+    for path in paths:
+        if path is None:
+            continue
+        if path.is_dir():
+            return f"{path}: is a folder; give a file name"
+        if not path.parent.is_dir():
+            return f"{path}: its folder {path.parent} does not exist"
+    return None
+
+
 def _plain(obj: Any) -> Any:
     """numpy scalars and tuples -> plain YAML types."""
     if isinstance(obj, Mapping):

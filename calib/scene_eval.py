@@ -17,7 +17,6 @@ it. The CLI compares shifts::
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -27,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from calib.fragment import output_problem
 from pcmanet.audio import log_mel
+from pcmanet.cli import Parser
 from pcmanet.data.synthetic_demo import SILENCE_PROB, DemoScene
 from stream.buffers.frames import Frame, PairedFrame
 from stream.engine.engine import EngineResult, StreamingEngine
@@ -177,7 +178,7 @@ def compare_shifts(make_engine: Callable[[], StreamingEngine], shifts_ms: Sequen
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m calib.scene_eval",
+    p = Parser(prog="python -m calib.scene_eval",
                                 description="Demo-scene IoU with the audio window shifted "
                                             "earlier (live.sync.pairing: latest)")
     p.add_argument("--weights", help="checkpoint (default: the demo model)")
@@ -191,16 +192,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         shifts = [float(v) for v in args.shifts_ms.split(",")]
+    except ValueError:
+        p.error(f"--shifts-ms {args.shifts_ms}: comma-separated numbers (ms), e.g. 0,10,20")
+    try:
         seeds = [int(v) for v in args.seeds.split(",")]
     except ValueError:
-        p.error("--shifts-ms and --seeds take comma-separated numbers")
+        p.error(f"--seeds {args.seeds}: comma-separated integers, e.g. 0,1,2")
+    if not 2 <= args.seconds < 3600:
+        p.error(f"--seconds {args.seconds:g}: a scene lasts 2 s to an hour")
+    if not 1 <= args.fps <= 240:
+        p.error(f"--fps {args.fps:g}: must be between 1 and 240")
+    if args.threads < 1:
+        p.error(f"--threads {args.threads}: must be >= 1")
+    if args.weights and not Path(args.weights).is_file():
+        p.error(f"--weights {args.weights}: no such file")
+    if (problem := output_problem(args.json)) is not None:
+        p.error(problem)
     import torch
 
     from pcmanet.assets import DEMO_CHECKPOINT
-    from pcmanet.checkpoint import load_checkpoint
+    from pcmanet.checkpoint import CheckpointError, load_checkpoint
 
     torch.set_num_threads(args.threads)
-    model, _cfg, extra = load_checkpoint(args.weights or DEMO_CHECKPOINT)
+    try:
+        model, _cfg, extra = load_checkpoint(args.weights or DEMO_CHECKPOINT)
+    except CheckpointError as e:
+        p.exit(2, f"error: {e}\n")
     size = extra["data"]["image_size"]
     t0 = time.monotonic()
     rows = compare_shifts(lambda: StreamingEngine(model, size), shifts, seeds, args.seconds,

@@ -26,8 +26,9 @@ from typing import Any
 
 import torch
 
-from calib.fragment import write_fragment
+from calib.fragment import output_problem, write_fragment
 from pcmanet.checkpoint import CheckpointError
+from pcmanet.cli import Parser, device_problem, fail
 from pcmanet.model import PCMANet
 
 DEFAULT_THRESHOLDS = (0.6, 0.8, 0.9, 0.95, 0.99, 0.995)
@@ -108,7 +109,7 @@ def format_table(rows: list[Setting], chosen: Setting | None) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m calib.threshold",
+    p = Parser(prog="python -m calib.threshold",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--data-root", required=True, help="folder in the AVSBench layout")
     p.add_argument("--task", default="s4", choices=["s4", "ms3", "avss"])
@@ -127,8 +128,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def argument_problem(args: argparse.Namespace) -> str | None:
+    """The first flag that cannot work, before the model loads; else None."""
+    if not Path(args.data_root).is_dir():
+        return f"--data-root {args.data_root}: no such folder"
+    if args.weights and not Path(args.weights).is_file():
+        return f"--weights {args.weights}: no such file"
+    if args.max_items is not None and args.max_items < 1:
+        return f"--max-items {args.max_items}: must be >= 1"
+    if args.threads is not None and args.threads < 1:
+        return f"--threads {args.threads}: must be >= 1"
+    if not 0 <= args.max_miou_drop < 1:
+        return f"--max-miou-drop {args.max_miou_drop:g}: must be in [0, 1)"
+    if args.target_ms is not None and not 0 < args.target_ms < float("inf"):
+        return f"--target-ms {args.target_ms:g}: must be > 0"
+    return output_problem(args.out, args.json) or device_problem(args.device)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    problem = argument_problem(args)
+    if problem is not None:
+        return fail(problem)
     from pcmanet.assets import DEMO_CHECKPOINT
     from pcmanet.checkpoint import load_checkpoint
     from pcmanet.data import DataError, build_dataset

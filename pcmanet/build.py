@@ -42,7 +42,7 @@ def build_pcmanet(cfg: ModelConfig, with_audio_encoder: bool = True) -> PCMANet:
         channels = channels[1:]
     n = len(channels)
 
-    def qsca(k: int) -> QSCA:  # the finest stage's audio token is discarded (PCMANET.md 10)
+    def qsca(k: int) -> QSCA:  # the finest stage's audio token is discarded (docs/pcmanet.md)
         return QSCA(C, cfg.num_heads, cfg.head_dim, cfg.scrambled_tokens, cfg.query_grad,
                     cfg.gather_max_ratio, emits_audio=k > 0)
 

@@ -52,7 +52,7 @@ class ModelConfig:
     num_classes: int = 1                      # 1 (S4/MS3, sigmoid) or 71 (AVSS, softmax)
     num_frames: int = 5                       # T frames per clip
     threshold: float = 0.99                   # CIM: uncertain where 1-thr <= p <= thr
-    # Switches of PCMANET.md section 12; the defaults are the official behaviour.
+    # Switches of docs/pcmanet.md; the defaults are the official behaviour.
     scrambled_tokens: bool = True             # official no-transpose token-to-map reshape
     query_grad: bool = False                  # official: no gradient through selected queries
     gather_max_ratio: float = 0.4             # above this keep ratio QSCA runs dense

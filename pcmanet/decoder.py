@@ -1,4 +1,4 @@
-"""GF (guided fusion) decoder stage and the output heads (PCMANET.md 4.6, 4.7), and the
+"""GF (guided fusion) decoder stage and the output heads (docs/pcmanet.md), and the
 optional stride-2 mask refiner (ours, not in the reference: model.refine_dim)."""
 
 from __future__ import annotations

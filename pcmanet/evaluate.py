@@ -35,12 +35,13 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from pcmanet.checkpoint import CheckpointError, load_checkpoint
+from pcmanet.cli import Parser, device_problem, fail
 from pcmanet.metrics import AVSMeter, SemanticMeter, f_score, frame_ious, mask_area, mask_iou
 from pcmanet.model import PCMANetOutput, keep_fraction
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m pcmanet.evaluate",
+    p = Parser(prog="python -m pcmanet.evaluate",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", required=True, help="our checkpoint, or a reference "
                    "checkpoint with --official")
@@ -62,6 +63,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--num-workers", type=int, default=2)
     p.add_argument("--max-items", type=int, default=None, help="evaluate only the first N clips")
     return p.parse_args(argv)
+
+
+def argument_problem(args: argparse.Namespace) -> str | None:
+    """The first flag whose value cannot work, as one line naming it and the fix; else None.
+    Checked before the model loads, so nothing is read or written."""
+    if args.batch_size < 1:
+        return f"--batch-size {args.batch_size}: must be >= 1 clip"
+    if args.num_workers < 0:
+        return f"--num-workers {args.num_workers}: must be >= 0 (0: load in this process)"
+    if args.max_items is not None and args.max_items < 1:
+        return f"--max-items {args.max_items}: must be >= 1"
+    if args.image_size is not None and (args.image_size < 32 or args.image_size % 32):
+        return f"--image-size {args.image_size}: must be a multiple of 32, at least 32"
+    if args.official and not args.vggish:
+        return f"--official {args.official} needs --vggish VGGISH.pth (the audio encoder)"
+    if not Path(args.checkpoint).is_file():
+        return f"--checkpoint {args.checkpoint}: no such file"
+    if not Path(args.data_root).is_dir():
+        return f"--data-root {args.data_root}: no such folder"
+    if args.save_masks and Path(args.save_masks).exists() and (
+            not Path(args.save_masks).is_dir() or any(Path(args.save_masks).iterdir())):
+        return f"--save-masks {args.save_masks}: exists and is not an empty folder; give a new one"
+    if args.device is not None:
+        return device_problem(args.device)
+    return None
 
 
 def _save_masks(out_dir: Path, names: list[str], logits: Tensor, T: int) -> None:
@@ -208,6 +234,9 @@ def load_for_eval(args: argparse.Namespace) -> tuple[nn.Module, int | None]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    problem = argument_problem(args)
+    if problem is not None:
+        return fail(problem)
     from pcmanet.data import DataError, build_dataset
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))

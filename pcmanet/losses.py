@@ -1,8 +1,7 @@
-"""Training losses of the official PCMANet recipe (PCMANET.md section 5).
+"""Training losses of the official PCMANet recipe (docs/pcmanet.md).
 
 - `bce_iou_loss`: BCE + soft-IoU on one logit map per frame (S4/MS3 "BCEIOU").
-- `binary_stage_loss`: weighted sum of `bce_iou_loss` over the decoder stages; S4 supervises
-  only the first frame of every clip (`first_frame_only=True`), MS3 every frame.
+- (the binary multi-stage loss over the labelled frames is `pcmanet.train_step.clip_loss`).
 - `semantic_stage_loss`: weighted sum over stages of the AVSS frame-masked cross-entropy.
 
 Stage logits may come at a lower resolution than the target; they are then upsampled
@@ -37,39 +36,6 @@ def bce_iou_loss(logits: Tensor, target: Tensor) -> Tensor:
     union = (prob + target).sum(dim=(2, 3))                                 # (N, 1)
     iou = 1 - (inter + 1) / (union - inter + 1)                             # (N, 1)
     return bce + iou.mean()
-
-
-def binary_stage_loss(
-    stage_logits: Sequence[Tensor],
-    target: Tensor,
-    weights: Sequence[float] = DEFAULT_STAGE_WEIGHTS,
-    *,
-    num_frames: int,
-    first_frame_only: bool = False,
-) -> Tensor:
-    """Sum over stages of weight * `bce_iou_loss`: each logits (B*T, 1, h, w) -> 0-dim loss.
-
-    Args:
-        stage_logits: one (B*T, 1, h, w) logit map per decoder stage, clips flattened as B*T
-            with T = num_frames consecutive rows per clip.
-        target: (B*T, 1, H, W) or (B*T, H, W) masks in [0, 1]. With first_frame_only it may
-            also be (B, 1, H, W) or (B, H, W), one mask per clip.
-        weights: one weight per stage.
-        num_frames: T, frames per clip.
-        first_frame_only: S4 training (only frame 0 is labelled): use rows 0, T, 2T, ... of
-            every stage's logits (and of target when it has B*T rows). MS3: False.
-    """
-    assert len(weights) == len(stage_logits), f"{len(weights)} weights, {len(stage_logits)} stages"
-    if target.dim() == 3:
-        target = target.unsqueeze(1)                                        # (R, 1, H, W)
-    if first_frame_only:
-        target = _first_frames(target, num_frames, stage_logits[0].shape[0])
-    total = stage_logits[0].new_zeros(())
-    for weight, logits in zip(weights, stage_logits, strict=True):
-        if first_frame_only:
-            logits = _first_frames(logits, num_frames, logits.shape[0])     # (B, 1, h, w)
-        total = total + weight * bce_iou_loss(_resize_to(logits, target), target)
-    return total
 
 
 def semantic_stage_loss(
@@ -110,16 +76,6 @@ def masked_frame_ce(logits: Tensor, labels: Tensor, frame_weight: Tensor) -> Ten
     per_frame = ce.mean(dim=(1, 2))                                         # (BF,)
     frame_weight = frame_weight.to(per_frame.dtype)
     return (per_frame * frame_weight).sum() / frame_weight.sum()
-
-
-def _first_frames(x: Tensor, num_frames: int, rows: int) -> Tensor:
-    """Rows 0, T, 2T, ... of x (B*T, ...) -> (B, ...); an x of B = rows / T rows is kept as is."""
-    assert rows % num_frames == 0, f"{rows} rows are not whole clips of T={num_frames}"
-    if x.shape[0] == rows:
-        return x[::num_frames]
-    clips = rows // num_frames
-    assert x.shape[0] == clips, f"{x.shape[0]} rows, expected B*T={rows} or B={clips}"
-    return x
 
 
 def _resize_to(logits: Tensor, target: Tensor) -> Tensor:

@@ -1,4 +1,4 @@
-"""AVSBench evaluation metrics with the official semantics (AVSBENCH.md section 6).
+"""AVSBench evaluation metrics with the official semantics (docs/avsbench.md section 6).
 
 S4/MS3 (binary, one logit map per frame):
 - `mask_iou`: the official `mask_iou` ("mIoU", Jaccard) of one batch of frames;

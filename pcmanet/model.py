@@ -1,7 +1,7 @@
-"""PCMANet wiring (PCMANET.md 3): backbone -> lateral convs -> AVGA -> QSCA/GF/heads, with CIM.
+"""PCMANet wiring (docs/pcmanet.md): backbone -> lateral convs -> AVGA -> QSCA/GF/heads, with CIM.
 
 The forward pass is split in two, so the streaming engine can cache per-frame work
-(DESIGN.md 5):
+(docs/design.md 5):
 
 * `encode_frames`: everything that depends on one frame only: backbone, lateral convs,
   audio projection, AVGA and each stage's QSCA visual tokens and keys/values.

@@ -1,4 +1,4 @@
-"""Import of reference PCMANet checkpoints (official code, key tables in shared/reference/).
+"""Import of reference PCMANet checkpoints (official code, key tables in tests/pcmanet/reference/).
 
 The key map is explicit: each official key is renamed by exactly one rule below, or dropped
 by a named rule (the ResNet's unused second branch and `gf4.seq2`, never called by the
@@ -45,7 +45,7 @@ _PVT_RULES: list[tuple[str, str]] = [
     (r"^encoder_backbone\.block([1-4])\.(\d+)\.", r"backbone.stages_{k}.blocks.\2."),
     (r"^encoder_backbone\.norm([1-4])\.", r"backbone.stages_{k}.norm."),
 ]
-# Keys the reference holds but never uses in its forward pass (PCMANET.md 4.1, 4.6, 12).
+# Keys the reference holds but never uses in its forward pass (docs/pcmanet.md).
 DROPPED: dict[str, str] = {
     r"^resnet\.(layer3_2|layer4_2)\.": "unused second ResNet branch (layer3_2/layer4_2)",
     r"^gf4\.seq2\.": "gf4.seq2, never called by the reference",

@@ -22,13 +22,14 @@ import torch
 from pcmanet.assets import DEMO_CHECKPOINT
 from pcmanet.build import build_pcmanet, count_parameters
 from pcmanet.checkpoint import CheckpointError, load_checkpoint
+from pcmanet.cli import Parser
 from pcmanet.config import ConfigError, load_config
 from pcmanet.data.synthetic_demo import DemoScene
 from pcmanet.model import PCMANet
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m pcmanet.smoke",
+    p = Parser(prog="python -m pcmanet.smoke",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", default=str(DEMO_CHECKPOINT), help="our checkpoint")
     p.add_argument("--config", default=None, help="build this config with random weights")

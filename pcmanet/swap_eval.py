@@ -24,13 +24,14 @@ from typing import Any
 import torch
 
 from pcmanet.checkpoint import CheckpointError, load_checkpoint
+from pcmanet.cli import Parser
 from pcmanet.metrics import mask_iou
 
 TASK_FOLDERS = {"s4": "Single-source", "ms3": "Multi-sources"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m pcmanet.swap_eval",
+    p = Parser(prog="python -m pcmanet.swap_eval",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data-root", required=True)

@@ -43,6 +43,7 @@ from pcmanet.checkpoint import (
     read_weights_file,
     save_checkpoint,
 )
+from pcmanet.cli import Parser, device_problem, fail
 from pcmanet.config import (
     ConfigError,
     RunConfig,
@@ -59,7 +60,7 @@ from pcmanet.train_step import clip_loss, train_forward
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m pcmanet.train",
+    p = Parser(prog="python -m pcmanet.train",
                                 description="Train PCMANet on AVSBench-layout data.")
     p.add_argument("--config", required=True, help="YAML config (configs/NAME.yaml)")
     p.add_argument("--data-root", required=True, help="folder holding Single-source/ and "
@@ -73,6 +74,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. train.epochs=5")
     return p.parse_args(argv)
+
+
+def argument_problem(args: argparse.Namespace, out: Path) -> str | None:
+    """The first flag whose value cannot work, as one line naming it and the fix; else None.
+    Checked before anything is loaded or written."""
+    if not Path(args.config).is_file():
+        return f"--config {args.config}: no such file"
+    if not Path(args.data_root).is_dir():
+        return f"--data-root {args.data_root}: no such folder"
+    if args.max_minutes is not None and not 0 < args.max_minutes < math.inf:
+        return f"--max-minutes {args.max_minutes:g}: must be > 0"
+    if out.exists() and not out.is_dir():
+        return f"--out {out}: exists and is not a folder"
+    if args.resume and not (out / "last.pt").is_file():
+        return f"--resume: {out / 'last.pt'} not found; drop --resume to start a new run there"
+    if args.device is not None:
+        return device_problem(args.device)
+    return None
 
 
 # ------------------------------------------------------------------------------------------
@@ -182,8 +201,14 @@ class Trainer:
                 self.ema = WeightAverage(self.model, self.ema.decay)
         except (KeyError, RuntimeError, ValueError) as e:
             raise CheckpointError(f"{path}: cannot resume from it ({e})") from None
-        extra = obj.get("extra", {})
-        self.epoch, self.step = int(extra["epoch"]), int(extra["step"])
+        extra = obj.get("extra", {}) if isinstance(obj, dict) else {}
+        try:
+            self.epoch, self.step = int(extra["epoch"]), int(extra["step"])
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(
+                f"{path}: cannot resume from it: it does not record the epoch and step it was "
+                "saved at (not a last.pt written by pcmanet.train); drop --resume to start "
+                "afresh") from None
         self.best = float(extra.get("best_miou", -math.inf))
         self.best_step = int(extra.get("best_step", -1))
         self.train_seconds = float(extra.get("train_seconds", 0.0))
@@ -347,15 +372,17 @@ def main(argv: list[str] | None = None, clock: Callable[[], float] = time.monoto
     overrides = list(args.overrides)
     if args.max_minutes is not None:
         overrides.append(f"train.max_minutes={args.max_minutes}")
+    out = Path(args.out)
+    problem = argument_problem(args, out)
+    if problem is not None:
+        return fail(problem)
     try:
         cfg = load_config(args.config, overrides)
+        if args.resume and (out / "config.yaml").is_file():
+            # The run's own config wins over the file given now, except for the overrides.
+            cfg = load_config(out / "config.yaml", overrides)
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    out = Path(args.out)
-    if args.resume and (out / "config.yaml").is_file():
-        # The run's own config wins over the file given now, except for the overrides.
-        cfg = load_config(out / "config.yaml", overrides)
+        return fail(f"{e}; fix it or start a new run folder" if args.resume else str(e))
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     rank, world = init_distributed(device)
     if device.type == "cuda" and world > 1:
@@ -364,12 +391,12 @@ def main(argv: list[str] | None = None, clock: Callable[[], float] = time.monoto
     from pcmanet.data import DataError
 
     try:
-        if rank == 0:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "config.yaml").write_text(dump_config(cfg))
         trainer = Trainer(cfg, args.task, args.data_root, out, device, rank, world, clock)
         if args.resume:
             trainer.resume()
+        if rank == 0:    # written once the data and the checkpoint have been read
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.yaml").write_text(dump_config(cfg))
         summary = trainer.run(cfg.train.max_minutes)
     except (ConfigError, CheckpointError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """Named model variants. configs/<name>.yaml mirrors each entry (checked by a test).
 
-Reference variants reproduce the official PCMANet checkpoints (PCMANET.md 1): g = 4 for
+Reference variants reproduce the official PCMANet checkpoints (docs/pcmanet.md): g = 4 for
 ResNet-50 S4 and 8 otherwise, T = 5 (S4/MS3) or 10 (AVSS), 1 or 71 output channels.
 Light variants are ours, for real time on CPU: narrower decoder, light audio encoder,
 correct token layout and gradient through the selected queries.
@@ -8,9 +8,7 @@ correct token layout and gradient through the selected queries.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-from pcmanet.config import AudioConfig, BackboneConfig, ModelConfig, RunConfig, TrainConfig
+from pcmanet.config import AudioConfig, BackboneConfig, ModelConfig
 
 TASKS = ("s4", "ms3", "avss")
 REFERENCE_BACKBONES = ("resnet50", "pvt_v2_b5")
@@ -49,21 +47,3 @@ PCMANET_VARIANTS: dict[str, ModelConfig] = {
     "mobilenetv3_light": _light("mobilenetv3_light", "mobilenetv3_large_100", 64),
     "efficientnet_b0_light": _light("efficientnet_b0_light", "efficientnet_b0", 64),
 }
-
-
-def variant_config(name: str, **changes: object) -> ModelConfig:
-    if name not in PCMANET_VARIANTS:
-        raise ValueError(f"unknown variant {name!r}; known: {', '.join(PCMANET_VARIANTS)}")
-    return replace(PCMANET_VARIANTS[name], **changes)  # type: ignore[arg-type]
-
-
-# Paper recipe (PCMANET.md 5): Adam 1e-4, 4 clips per batch, 15 / 30 / 60 epochs.
-_EPOCHS = {"s4": 15, "ms3": 30, "avss": 60}
-
-
-def variant_run_config(name: str) -> RunConfig:
-    """The complete run config written to configs/<name>.yaml."""
-    model = PCMANET_VARIANTS[name]
-    task = name.rsplit("_", 1)[-1]
-    train = TrainConfig(epochs=_EPOCHS.get(task, 15), seed=123)
-    return RunConfig(model=model, train=train)

@@ -1,4 +1,4 @@
-"""The live runtime (DESIGN.md). A frame's path through it, one sub-package per room:
+"""The live runtime (docs/design.md). A frame's path through it, one sub-package per room:
 
     capture/    sources stamp frames and audio on one clock and write them into the rings
        |

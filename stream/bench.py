@@ -1,4 +1,4 @@
-"""``python -m stream.bench``: the latency benchmark (DESIGN.md section 8).
+"""``python -m stream.bench``: the latency benchmark (docs/design.md section 8).
 
 The command only; the benchmark: :mod:`stream.measure.bench` (one stream, modes) and
 :mod:`stream.measure.multi_bench` (``--streams``).

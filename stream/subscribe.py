@@ -1,5 +1,5 @@
 """``python -m stream.subscribe URL --topic mask/cam0``: print the masks a publisher sends
-(DESIGN.md section 6).
+(docs/design.md section 6).
 
 The command only; the client (``MaskSubscriber``) and the CLI: :mod:`stream.transport.subscribe`.
 """

@@ -8,21 +8,19 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+# CI=true: a skip for a missing system package fails the run (tests/ci_skips.py).
+pytest_plugins = ["tests.ci_skips"]
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
-def shared_reference() -> Path:
-    """../shared/reference beside the checkout (skip the test with the reason if absent)."""
-    path = REPO.parent / "shared" / "reference"
-    if not path.is_dir():
-        pytest.skip(f"reference key tables not found at {path}")
-    return path
+#: The official checkpoints' key tables (key, shape, dtype), kept in the repository.
+REFERENCE = REPO / "tests" / "pcmanet" / "reference"
 
 
 def read_key_table(name: str) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-    """key -> (shape, dtype) from a shared/reference/*.tsv file."""
+    """key -> (shape, dtype) from a tests/pcmanet/reference/*.tsv file."""
     table = {}
-    for line in (shared_reference() / name).read_text().splitlines():
+    for line in (REFERENCE / name).read_text().splitlines():
         key, shape, dtype = line.split("\t")
         dims = tuple(int(s) for s in shape.strip("[]").split(",") if s.strip())
         table[key] = (dims, getattr(torch, dtype))

@@ -1,4 +1,4 @@
-"""Files shipped with the package: the demo model's checkpoint (see README, "The demo model")."""
+"""Files shipped with the package: the demo model's checkpoint (docs/results.md)."""
 
 from pathlib import Path
 

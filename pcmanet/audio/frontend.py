@@ -1,6 +1,6 @@
 """VGGish log-mel front end in torch (torchaudio STFT), equal to the torchvggish numpy recipe.
 
-Recipe (``vggish_input.waveform_to_examples``, see docs/AVSBENCH.md section 4):
+Recipe (``vggish_input.waveform_to_examples``, see docs/avsbench.md section 4):
 
 * 16 kHz mono; frames of 400 samples (25 ms), hop 160 (10 ms), no centring or padding, so
   ``frames = 1 + (S - 400) // 160`` and frame k covers samples ``[160 k, 160 k + 400)``;

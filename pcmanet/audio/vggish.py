@@ -1,8 +1,9 @@
 """VGGish audio encoder with the torchvggish (harritaylor v0.1) state_dict layout.
 
 Keys: ``features.{0,3,6,8,11,13}.{weight,bias}`` (3x3 convs) and ``embeddings.{0,2,4}.{weight,
-bias}`` (FCs), see ``shared/reference/vggish_keys.tsv``; 72,141,184 parameters. PCA/whitening and
-quantisation are off, as in PCMANet/AVSBench: the output is the post-ReLU embedding.
+bias}`` (FCs), see ``tests/pcmanet/reference/vggish_keys.tsv``; 72,141,184 parameters.
+PCA/whitening and quantisation are off, as in PCMANet/AVSBench: the output is the post-ReLU
+embedding.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """AVSBench-object data sets: S4 (single source) and MS3 (multi-sources), binary masks, 5 frames.
 
-Layouts: docs/AVSBENCH.md sections 1-2 and 4; the item format: :mod:`pcmanet.data.avsbench`.
+Layouts: docs/avsbench.md sections 1-2 and 4; the item format: :mod:`pcmanet.data.avsbench`.
 """
 
 from __future__ import annotations

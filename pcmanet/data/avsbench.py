@@ -1,6 +1,6 @@
 """AVSBench datasets (S4, MS3, AVSS) read from the official on-disk layout, one item format.
 
-The layout, the loaders these mirror and their traps are in docs/AVSBENCH.md; section numbers
+The layout, the loaders these mirror and their traps are in docs/avsbench.md; section numbers
 below refer to it. Roots:
 
 * S4 / MS3: ``root`` is ``avsbench_data/``, the folder that holds ``Single-source/`` and

@@ -1,6 +1,6 @@
 """AVSBench-semantic (AVSS): colour masks of 71 classes, 5 or 10 frames padded to 10.
 
-Layout: docs/AVSBENCH.md section 3; the item format: :mod:`pcmanet.data.avsbench`.
+Layout: docs/avsbench.md section 3; the item format: :mod:`pcmanet.data.avsbench`.
 """
 
 from __future__ import annotations

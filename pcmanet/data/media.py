@@ -2,7 +2,7 @@
 
 Every reader turns a missing or unreadable file into a :class:`DataError` whose message starts
 with the path, so a bad file deep in an epoch names itself. Layout facts are in
-docs/AVSBENCH.md (``/work/shared/docs``); the section numbers below refer to it.
+docs/avsbench.md; the section numbers below refer to it.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 ``python -m pcmanet.data.synthetic --out DIR --task s4|ms3|both [--train N --val N --test N]
 [--size 224] [--seed 0] [--pkl] [--style shapes|alt|signs] [--silent-fraction F]
 [--offscreen-fraction F]`` writes ``DIR/Single-source`` (S4) and/or
-``DIR/Multi-sources`` (MS3) as docs/AVSBENCH.md sections 0-2 and 4 describe, so the AVSBench
+``DIR/Multi-sources`` (MS3) as docs/avsbench.md sections 0-2 and 4 describe, so the AVSBench
 loaders, training and evaluation run on it unchanged.
 
 ``--style`` picks the 8 object classes: "shapes" (default, the demo's classes), "alt" or
@@ -63,6 +63,7 @@ import torch
 from tqdm import tqdm
 
 from pcmanet.audio.frontend import log_mel
+from pcmanet.cli import Parser
 
 from .synthetic_classes import (
     CLASS_NAMES,
@@ -330,7 +331,7 @@ def _directory_bytes(root: Path) -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options, see the module docstring."""
-    p = argparse.ArgumentParser(prog="python -m pcmanet.data.synthetic",
+    p = Parser(prog="python -m pcmanet.data.synthetic",
                                 description="Write a synthetic data set in the AVSBench layout.")
     p.add_argument("--out", required=True, help="AVSBench data root to write")
     p.add_argument("--task", choices=[*TASKS, "both"], required=True)

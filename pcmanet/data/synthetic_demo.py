@@ -15,7 +15,6 @@ silent segments follow each other, so 1 alternates sound and silence).
 
 from __future__ import annotations
 
-import argparse
 import bisect
 import json
 import math
@@ -26,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from pcmanet.cli import Parser
 
 from .media_writer import write_media
 from .synthetic_classes import OBJECT_CLASSES
@@ -258,7 +259,7 @@ def write_demo_video(path: str | Path, seconds: float, size: int = 224, fps: flo
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m pcmanet.data.synthetic_demo OUT.mp4 [--seconds S --size N --fps F --seed S]``."""
-    p = argparse.ArgumentParser(prog="python -m pcmanet.data.synthetic_demo",
+    p = Parser(prog="python -m pcmanet.data.synthetic_demo",
                                 description="Write the synthetic demo scene as an mp4 + JSON.")
     p.add_argument("out", type=Path)
     p.add_argument("--seconds", type=float, default=20.0)

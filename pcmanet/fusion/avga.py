@@ -1,4 +1,4 @@
-"""AVGA: audio-visual group attention (PCMANET.md 4.3).
+"""AVGA: audio-visual group attention (docs/pcmanet.md).
 
 Each group of C/g channels is weighted, pixel by pixel, by the cosine similarity between
 that group's feature vector and a projection of the frame's audio embedding.

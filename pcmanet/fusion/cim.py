@@ -1,4 +1,4 @@
-"""CIM: confidence-induced masking (PCMANET.md 4.5).
+"""CIM: confidence-induced masking (docs/pcmanet.md).
 
 A token is *uncertain* (mask 1, becomes a query at the next stage) where the stage's
 confidence lies in [1 - threshold, threshold]. Masks progress coarse to fine: a region found

@@ -1,4 +1,4 @@
-"""QSCA: query-selected cross-attention (PCMANET.md 4.4).
+"""QSCA: query-selected cross-attention (docs/pcmanet.md).
 
 One pre-norm residual cross-attention layer between the T audio tokens of a clip and the
 T*N visual tokens of the same clip, with no visual-visual and no audio-audio attention:
@@ -6,7 +6,7 @@ T*N visual tokens of the same clip, with no visual-visual and no audio-audio att
 * audio -> visual: each frame's audio token attends over all T*N visual tokens of its clip;
 * visual -> audio: each selected visual token attends over the T audio tokens of its clip.
 
-The block is split for streaming (DESIGN.md 5): `frame_tokens` is per-frame work (pooling,
+The block is split for streaming (docs/design.md 5): `frame_tokens` is per-frame work (pooling,
 patch embedding, visual K/V) that can be cached; `audio_step` runs the audio chain over a
 whole window; `visual_step` updates only the frames being decoded, and within them only the
 selected (uncertain) tokens. Confident tokens receive `to_out.bias` alone, as in the
@@ -46,7 +46,7 @@ class QSCA(nn.Module):
         scrambled_tokens: reference layout: the (F, N, C) token tensor is reshaped to
             (F, C, h, w) without a transpose. False gives the correct transposed layout.
         query_grad: let gradient flow through the selected visual queries. The reference
-            computes them under no_grad (PCMANET.md 6).
+            computes them under no_grad (docs/pcmanet.md).
         gather_max_ratio: keep ratio above which the dense path is cheaper than gathering.
         emits_audio: False for the finest stage, whose audio token the reference computes and
             discards: then no visual keys/values are computed, which skips projecting every

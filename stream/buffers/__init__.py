@@ -2,7 +2,7 @@
 
 Data path: ``stream.capture`` writes into these rings; the pipeline's engine thread reads them.
 
-* ``frames``: the records every stage passes along (``Frame``, ``AudioBlock``, ``PairedFrame``)
+* ``frames``: the records every stage passes along (``Frame``, ``PairedFrame``)
   and the time unit (``NS_PER_S``).
 * ``frame_ring``: ``FrameRing`` (video frames, drop policy, never blocks the producer).
 * ``audio_ring``: ``AudioRing`` (16 kHz mono samples with absolute indices and capture times).

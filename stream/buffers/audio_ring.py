@@ -1,5 +1,5 @@
 """The audio ring: captured samples between the microphone (or file) and the log-mel ring
-(DESIGN.md section 3).
+(docs/design.md section 3).
 
 :class:`AudioRing` holds preallocated float32 mono 16 kHz samples, each with its absolute index
 and capture time; the audio callback only copies into it. It counts what was written, read and

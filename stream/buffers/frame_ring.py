@@ -1,4 +1,4 @@
-"""The frame ring: captured video frames between a source and the engine (DESIGN.md section 3).
+"""The frame ring: captured video frames between a source and the engine (docs/design.md section 3).
 
 :class:`FrameRing` is bounded, with a named :class:`OverflowPolicy`, and never blocks the producer.
 It counts what was written, read and dropped: ``written == read + dropped + buffered``

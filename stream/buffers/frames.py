@@ -1,4 +1,4 @@
-"""Immutable records that travel through the live pipeline (DESIGN.md sections 2-4).
+"""Immutable records that travel through the live pipeline (docs/design.md sections 2-4).
 
 Every time is an ``int`` in nanoseconds on the pipeline's one clock, ``time.monotonic_ns()``,
 stamped at the source and never re-stamped downstream. The dataclasses are frozen; the arrays
@@ -32,27 +32,6 @@ class Frame:
     image: np.ndarray  # (H, W, 3) uint8 BGR
     t_capture_ns: int
     index: int
-
-
-@dataclass(frozen=True, eq=False)
-class AudioBlock:
-    """A contiguous run of mono audio samples.
-
-    Attributes:
-        samples: (N,) float32 in [-1, 1], mono @16 kHz.
-        t_start_ns: capture time of ``samples[0]`` on the monotonic clock.
-        start_sample: absolute index of ``samples[0]`` in the stream (sample 0 is the first
-            sample the source ever delivered).
-    """
-
-    samples: np.ndarray  # (N,) float32 @16 kHz mono
-    t_start_ns: int
-    start_sample: int
-
-    @property
-    def end_sample(self) -> int:
-        """Absolute index one past the last sample."""
-        return self.start_sample + int(self.samples.shape[0])
 
 
 @dataclass(frozen=True, eq=False)

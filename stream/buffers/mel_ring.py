@@ -1,5 +1,5 @@
 """The log-mel ring: VGGish log-mel frames computed incrementally from an :class:`AudioRing`
-(DESIGN.md section 3).
+(docs/design.md section 3).
 
 :class:`MelRing` computes frames (10 ms hop, 64 bands) as audio arrives, so the 0.96 s window
 (96, 64) ending at any time is a slice (:class:`MelWindow`), not a recomputation.

@@ -1,4 +1,4 @@
-"""Pairing video frames with audio, and choosing the temporal window (DESIGN.md section 4).
+"""Pairing video frames with audio, and choosing the temporal window (docs/design.md section 4).
 
 * :class:`Pairer`: a frame captured at t gets the log-mel window (96, 64) ending at t + offset.
   Its :class:`PairingPolicy` says what happens when that audio has not all arrived yet:

@@ -1,5 +1,5 @@
 """Capture: threads that stamp frames and audio on the pipeline's clock and write them into
-``stream.buffers`` (DESIGN.md sections 2-3). They never wait on consumers.
+``stream.buffers`` (docs/design.md sections 2-3). They never wait on consumers.
 
 * ``base``: ``SourceError`` and the capture thread's lifecycle, shared by every source.
 * ``camera``: ``CameraSource`` (OpenCV: camera index, video file, stream URL), which reconnects

@@ -1,4 +1,4 @@
-"""What every source shares (DESIGN.md sections 2-3): :class:`SourceError` and the capture
+"""What every source shares (docs/design.md sections 2-3): :class:`SourceError` and the capture
 thread's lifecycle (:class:`_SourceThread`).
 
 Every source stamps what it captures on one clock (``time.monotonic_ns()`` unless injected) and

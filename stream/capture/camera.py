@@ -1,4 +1,4 @@
-"""Camera, video file or stream URL via OpenCV ``VideoCapture`` (DESIGN.md section 3):
+"""Camera, video file or stream URL via OpenCV ``VideoCapture`` (docs/design.md section 3):
 :class:`CameraSource`, which reconnects to a lost camera or stream (``reconnect``).
 """
 

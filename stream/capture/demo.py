@@ -1,5 +1,5 @@
 """The synthetic sounding-objects scene (:class:`DemoScene`), video and audio:
-:class:`DemoSource`, for the embedded default and for tests (DESIGN.md section 3).
+:class:`DemoSource`, for the embedded default and for tests (docs/design.md section 3).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""One media file, video and audio, decoded with PyAV (DESIGN.md section 3):
+"""One media file, video and audio, decoded with PyAV (docs/design.md section 3):
 :class:`MediaFileSource`, paced in real time (or as fast as possible) with the container's
 timestamps.
 """

@@ -1,4 +1,4 @@
-"""Microphone capture: PortAudio (sounddevice) into an :class:`AudioRing` (DESIGN.md sections 2-3).
+"""Microphone capture: PortAudio (sounddevice) into an :class:`AudioRing` (docs/design.md 2-3).
 
 Data path::
 

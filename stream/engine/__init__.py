@@ -1,4 +1,4 @@
-"""The streaming engine: paired frames in, masks out (DESIGN.md section 5).
+"""The streaming engine: paired frames in, masks out (docs/design.md section 5).
 
 Data path: ``stream.buffers.sync`` hands it ``PairedFrame``s; its ``EngineResult``s go on to
 ``stream.transport`` (and the local sinks in ``stream.run``).

@@ -1,4 +1,4 @@
-"""The batched streaming engine (DESIGN.md 5 and 5a): one static step for N streams.
+"""The batched streaming engine (docs/design.md 5 and 5a): one static step for N streams.
 
 Per stream (:class:`StreamState`, host): its ring index (which slot holds which frame, the
 window choice), its CIM carry schedule, its audio reuse and counters; its device rows live in

@@ -1,4 +1,4 @@
-"""The streaming engine (DESIGN.md 5): per-frame features once, cross-frame decode of the newest.
+"""The streaming engine (docs/design.md 5): per-frame features once, decode of the newest.
 
 Per frame, :meth:`StreamingEngine.step` runs
 

@@ -1,6 +1,6 @@
 """Pipelined submission of frames to the streaming engine: copy-in | compute | copy-out.
 
-On CUDA (DESIGN.md 5) three streams overlap consecutive frames:
+On CUDA (docs/design.md 5) three streams overlap consecutive frames:
 
 * copy-in: the frame (uint8 BGR) and its log-mel window are copied by the CPU into a ring of
   pinned host buffers, then to the device with ``non_blocking`` copies; an event marks them done;

@@ -1,4 +1,4 @@
-"""The streaming engine's parts (DESIGN.md 5): CIM carry settings and step results.
+"""The streaming engine's parts (docs/design.md 5): CIM carry settings and step results.
 
 :class:`CarryConfig` says how CIM masks are carried from frame to frame (the static step does
 it, :mod:`stream.engine.static`); :class:`EngineResult` and :class:`DeviceResult` are what a

@@ -1,4 +1,4 @@
-"""The feature ring (DESIGN.md 5a): what older frames give the newest frame's decode, on the device.
+"""The feature ring (docs/static_step.md): what older frames give the newest decode, on the device.
 
 An older frame contributes to the newest frame's decode only through its QSCA keys/values
 (stages 2-4) and its projected audio embedding a0 (the audio-token chain); its maps, tokens and

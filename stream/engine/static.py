@@ -1,4 +1,4 @@
-"""The static step (DESIGN.md 5a): one fixed-shape function from a batch of frames to logits.
+"""The static step (docs/static_step.md): one fixed-shape function from a batch of frames to logits.
 
 ``StaticStep(x (P, 3, S, S), mel (P, 1, 96, 64), control (P, T + 4)) -> (logits (P, K, S, S),
 keep (P,))`` for a batch of P rows (streams), padded to a bucket. Inside, with no host

@@ -1,4 +1,4 @@
-"""Measure: how fast and how steady the live pipeline runs (DESIGN.md section 8).
+"""Measure: how fast and how steady the live pipeline runs (docs/design.md section 8).
 
 * ``latency``: per-stage latency statistics and the report table, shared by the tools here.
 * ``bench``: the latency benchmark behind ``python -m stream.bench``.

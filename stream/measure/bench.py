@@ -1,4 +1,4 @@
-"""Latency benchmark (DESIGN.md 8): the live pipeline on a source, a subscriber in another process.
+"""Latency benchmark (docs/design.md 8): the live pipeline, a subscriber in another process.
 
     python -m stream.bench --source demo --duration 20 [--config C.yaml] [--json out.json]
                            [--plot out.png] [--compare] [--warmup 3] [--weights W] [--mic NAME]
@@ -31,6 +31,7 @@ from typing import Any
 import zmq
 
 from pcmanet.checkpoint import CheckpointError
+from pcmanet.cli import Parser, device_problem, fail
 from pcmanet.config import ConfigError, config_to_dict
 from stream.capture.base import SourceError
 from stream.measure.latency import format_table, report
@@ -53,7 +54,7 @@ def parse_counts(text: str) -> list[int]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m stream.bench", description=__doc__.split("\n")[0])
+    p = Parser(prog="python -m stream.bench", description=__doc__.split("\n")[0])
     p.add_argument("--source", default="demo", help="demo | FILE | camera index | URL")
     p.add_argument("--mic", help="with a camera source: microphone ('default', name, index)")
     p.add_argument("--duration", type=float, default=20.0, help="seconds per mode")
@@ -73,6 +74,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="several streams in one process: N demo scenes (seeds 0..N-1) or N "
                         "copies of --source FILE; several N: one run each, --plot p99 vs N")
     return p.parse_args(argv)
+
+
+def source_problem(source: str) -> str | None:
+    """Why ``--source`` cannot be measured (one line), or None: demo, a media file, a camera
+    index or a URL (``scheme://``)."""
+    if source == "demo" or source.isdigit() or "://" in source or Path(source).is_file():
+        return None
+    return (f"--source {source}: no such media file; give demo, a media file, a camera index "
+            "or a URL")
+
+
+def argument_problem(args: argparse.Namespace) -> str | None:
+    """The first flag of a benchmark that cannot work, before anything runs; else None."""
+    if not 0 <= args.warmup < float("inf"):
+        return f"--warmup {args.warmup:g}: must be >= 0 seconds"
+    if not args.warmup < args.duration < float("inf"):
+        return f"--duration {args.duration:g}: must exceed --warmup ({args.warmup:g} s)"
+    if args.device is not None and (problem := device_problem(args.device)):
+        return problem
+    for out in (args.json, args.plot):
+        if out is not None and not out.parent.is_dir():
+            return f"{out}: its folder {out.parent} does not exist"
+    return source_problem(args.source)
 
 
 def pipeline_argv(source: str, url: str, stream: str, duration_s: float, wait_s: float,
@@ -232,10 +256,9 @@ def model_ms(rep: dict[str, Any]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.duration <= args.warmup:
-        print(f"error: --duration ({args.duration:g} s) must exceed --warmup "
-              f"({args.warmup:g} s)", file=sys.stderr)
-        return 2
+    problem = argument_problem(args)
+    if problem is not None:
+        return fail(problem)
     if args.streams:  # the command (stream/bench.py) sends these to multi_bench.main
         print("error: --streams: run python -m stream.bench", file=sys.stderr)
         return 2

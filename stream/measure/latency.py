@@ -1,4 +1,4 @@
-"""Latency statistics for the benchmark (DESIGN.md 8): stages from header timestamps,
+"""Latency statistics for the benchmark (docs/design.md 8): stages from header timestamps,
 percentiles, warm-up exclusion, drop accounting.
 
 A *record* is one received mask: its header (with the pipeline's stage timestamps) plus
@@ -88,7 +88,7 @@ def fps(records: Sequence[Mapping[str, Any]], key: str) -> float:
 def report(records: Sequence[Mapping[str, Any]], warmup_s: float, counters: Mapping[str, Any],
            frames_captured: int, capture_span_s: float, mode: str, config: Mapping[str, Any]
            ) -> dict[str, Any]:
-    """The benchmark's JSON object (fields of issue 5 / DESIGN.md 8).
+    """The benchmark's JSON object (fields of issue 5 / docs/design.md 8).
 
     counters: the pipeline's counters at the end (buffers, sources, publisher).
     frames_captured, capture_span_s: what the source delivered, for ``fps_in``.

@@ -157,9 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --streams runs the streaming mode; drop --compare / --mode",
               file=sys.stderr)
         return 2
-    if args.duration <= args.warmup:
-        print(f"error: --duration ({args.duration:g} s) must exceed --warmup "
-              f"({args.warmup:g} s)", file=sys.stderr)
+    problem = bench.argument_problem(args)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
         return main_streams(args)

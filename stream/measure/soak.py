@@ -16,7 +16,7 @@ synthetic scene at 30 FPS, in real time) with a subscriber in another process (t
   accounted for: every ``seq`` gap by a mask the socket dropped (counted), every missing frame
   by a counted drop anywhere before it.
 
-Targets (DESIGN / issue 6): RSS growth <= 5 % after warm-up; p99 of the last interval <= 1.2x
+Targets (docs/design.md 8): RSS growth <= 5 % after warm-up; p99 of the last interval <= 1.2x
 the first; every gap accounted for. Each is printed PASS or FAIL; the exit status is 1 on a
 FAIL only with ``--strict`` (2 for a user error, as run_live).
 """
@@ -35,9 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from pcmanet.checkpoint import CheckpointError
+from pcmanet.cli import Parser
 from pcmanet.config import ConfigError, config_to_dict
 from stream.capture.base import SourceError
-from stream.measure.bench import _finite, free_port, pipeline_argv, subscribed
+from stream.measure.bench import _finite, free_port, pipeline_argv, source_problem, subscribed
 from stream.measure.latency import seq_gaps, summarize_ms
 from stream.run import app
 from stream.run.pipeline import PipelineError
@@ -219,7 +220,7 @@ def format_report(rep: Mapping[str, Any]) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m stream.soak", description=__doc__.split("\n")[0])
+    p = Parser(prog="python -m stream.soak", description=__doc__.split("\n")[0])
     p.add_argument("--minutes", type=float, required=True, help="how long to run")
     p.add_argument("--source", default="demo", help="demo | FILE | camera index | URL")
     p.add_argument("--interval", type=float, default=60.0, help="seconds per reported interval")
@@ -270,12 +271,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     for name, value in (("--minutes", args.minutes), ("--interval", args.interval),
                         ("--sample", args.sample)):
-        if value <= 0:
-            print(f"error: {name} must be > 0", file=sys.stderr)
+        if not 0 < value < float("inf"):
+            print(f"error: {name} {value:g}: must be > 0", file=sys.stderr)
             return 2
     if args.warmup < 0 or args.warmup >= args.minutes * 60:
-        print(f"error: --warmup ({args.warmup:g} s) must be >= 0 and shorter than the run "
+        print(f"error: --warmup {args.warmup:g}: must be >= 0 seconds and shorter than the run "
               f"({args.minutes * 60:g} s)", file=sys.stderr)
+        return 2
+    problem = source_problem(args.source)
+    if problem is None and args.json is not None and not args.json.parent.is_dir():
+        problem = f"{args.json}: its folder {args.json.parent} does not exist"
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
         with tempfile.TemporaryDirectory() as tmp:

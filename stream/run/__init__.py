@@ -1,4 +1,4 @@
-"""Run: the live pipeline assembled, as ``run_live.py`` runs it (DESIGN.md sections 3-7).
+"""Run: the live pipeline assembled, as ``run_live.py`` runs it (docs/design.md sections 3-7).
 
 Data path: ``pipeline`` wires ``stream.capture`` -> ``stream.buffers`` -> ``stream.engine`` ->
 ``stream.transport``, and hands each result to the local sinks here as well.

@@ -10,7 +10,7 @@ The CLI behind ``run_live.py``; ``stream.bench`` builds its pipeline with the sa
     python run_live.py --config configs/live/multi.yaml                  # live.streams
     python run_live.py --demo --view 127.0.0.1:8080                      # watch in a browser
 
-Masks go to ``mask/<stream>`` on ``--zmq`` (schema v1, README "Subscribing"), counters to
+Masks go to ``mask/<stream>`` on ``--zmq`` (schema v1, docs/protocol.md), counters to
 ``stats/<stream>`` once a second; with ``--frames`` (or ``--view``, which serves the browser
 viewer of this run, docs/viewer.md) also each mask's frame as ``frame/<stream>``. With no source
 flag the demo runs (``--demo``). Ctrl-C stops every thread and closes every file within 2 s.
@@ -41,6 +41,7 @@ import yaml
 
 from pcmanet.assets import DEMO_CHECKPOINT
 from pcmanet.checkpoint import CheckpointError
+from pcmanet.cli import Parser
 from pcmanet.config import ConfigError, config_to_dict
 from pcmanet.variants import PCMANET_VARIANTS
 from stream.capture.base import SourceError
@@ -58,7 +59,7 @@ from stream.run.session import (  # noqa: F401  (stream.bench builds runs throug
     multi_session,
     pick_device,
 )
-from stream.run.streams import StreamSpec, UserError, resolve_streams
+from stream.run.streams import StreamSpec, UserError, check_media_files, resolve_streams
 from stream.run.viewing import check_view, open_viewer
 from stream.transport.messages import ENCODINGS
 from stream.transport.sockets import BindError
@@ -78,7 +79,7 @@ class _AddSource(argparse.Action):
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="run_live.py", description=__doc__.split("\n")[0])
+    p = Parser(prog="run_live.py", description=__doc__.split("\n")[0])
     p.add_argument("--demo", action="store_true",
                    help="the embedded synthetic sounding-objects scene (default)")
     p.add_argument("--video", metavar="FILE", action=_AddSource,
@@ -164,20 +165,6 @@ def is_multi(args: argparse.Namespace, cfg: LiveConfig, specs: list[StreamSpec])
     return len(specs) > 1 or bool(cfg.streams)
 
 
-def list_devices() -> str:
-    lines = ["Cameras (OpenCV indices; /dev/video*):"]
-    cams = sorted(Path("/dev").glob("video*"))
-    lines += [f"  {p.name[5:]}: {p}" for p in cams] or ["  none found"]
-    lines.append("Microphones:")
-    try:
-        from stream.capture.mic import list_audio_devices
-
-        lines.append(list_audio_devices())
-    except SourceError as e:
-        lines.append(f"  {e}")
-    return "\n".join(lines)
-
-
 # -- main --------------------------------------------------------------------------------------
 
 
@@ -187,11 +174,14 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.list_devices:
+        from stream.capture.devices import list_devices
+
         print(list_devices())
         return 0
     cfg = resolve_config(args)
-    check_limits(args)
+    check_limits(args, cfg)
     specs = resolve_streams(args, cfg)
+    check_media_files(specs)
     if args.dry_run:
         print(yaml.safe_dump({"live": config_to_dict(cfg)}, sort_keys=False).rstrip())
         if is_multi(args, cfg, specs):
@@ -264,11 +254,40 @@ def print_streams(summary: RunSummary, elapsed: float) -> None:
               f"{eng['frame_errors']}", file=sys.stderr)
 
 
-def check_limits(args: argparse.Namespace) -> None:
+def check_limits(args: argparse.Namespace, cfg: LiveConfig) -> None:
+    """Flags whose mistakes can be seen before anything is loaded or written."""
     if args.max_frames is not None and args.max_frames < 1:
-        raise UserError("--max-frames must be >= 1")
-    if args.duration is not None and args.duration <= 0:
-        raise UserError("--duration must be > 0")
+        raise UserError(f"--max-frames {args.max_frames}: must be >= 1")
+    if args.duration is not None and not args.duration > 0:
+        raise UserError(f"--duration {args.duration:g}: must be > 0 seconds")
+    if not 0 <= args.wait_subscriber < float("inf"):
+        raise UserError(f"--wait-subscriber {args.wait_subscriber:g}: must be >= 0 seconds "
+                        "(0: do not wait)")
+    pick_device(cfg.engine.device)
+    if args.record:
+        check_record_dir(args.record)
+
+
+def check_record_dir(path: str) -> None:
+    """--record DIR must be a new or empty folder that can be created: probe by creating the
+    first missing folder and removing it again, so a refusal comes before the model loads and
+    leaves nothing behind."""
+    target = Path(path)
+    if target.exists():
+        if not target.is_dir():
+            raise UserError(f"--record {path}: exists and is not a folder; give a new folder")
+        if any(target.iterdir()):
+            raise UserError(f"--record {path}: the folder is not empty; give a new folder")
+        return
+    missing = target
+    while not missing.parent.exists() and missing.parent != missing:
+        missing = missing.parent
+    try:
+        missing.mkdir()
+        missing.rmdir()
+    except OSError as e:
+        raise UserError(f"--record {path}: cannot create a folder there "
+                        f"({e.strerror or e}); give a writable folder") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -261,7 +261,22 @@ def validate_live_config(cfg: LiveConfig) -> None:
     ]
     for ok, key, why in checks:
         if not ok:
-            raise ConfigError(f"{key} {why}")
+            value = _value_at(cfg, key)
+            shown = "" if value is _MISSING or "got " in why else f" (got {value!r})"
+            raise ConfigError(f"{key} {why}{shown}")
+
+
+_MISSING = object()
+
+
+def _value_at(cfg: LiveConfig, key: str) -> Any:
+    """The setting a dotted ``live.a.b`` key names, or ``_MISSING`` (``live.streams[0]...``)."""
+    node: Any = cfg
+    for part in key.split(".")[1:]:
+        node = getattr(node, part, _MISSING)
+        if node is _MISSING:
+            break
+    return node
 
 
 def live_config_from_dict(data: Mapping[str, Any]) -> LiveConfig:

@@ -1,4 +1,4 @@
-"""Several streams in one process (DESIGN.md 5, "Many streams"): N sources, one batched engine,
+"""Several streams in one process (docs/design.md 5, "Many streams"): N sources, one batched engine,
 one publisher socket.
 
 Each stream is a :class:`Lane`: its rings, sources, log-mel ring and pairer, its engine state

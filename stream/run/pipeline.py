@@ -2,7 +2,7 @@
 
 It is the multi-stream pipeline (:class:`~stream.run.multi.MultiPipeline`) with one lane, so
 one stream and many run the same threads, the same scheduling, fault handling and counters
-(DESIGN.md 1-6):
+(docs/design.md 1-6):
 
 * each source captures into its ring (its own thread; never waits on consumers);
 * the engine thread takes the stream's newest frame (``take: newest``; older unprocessed
@@ -59,7 +59,7 @@ class LivePipeline(MultiPipeline):
         publisher: a started publisher (the stream is its ``stream``).
         threshold: mask threshold written into headers (binary encodings).
         model_name: the header's ``model``.
-        av_offset_ms, pairing, max_lag_ms, max_wait_ms: pairing (DESIGN.md 4; see
+        av_offset_ms, pairing, max_lag_ms, max_wait_ms: pairing (docs/design.md 4; see
             :class:`~stream.buffers.sync.Pairer`): ``latest`` never waits and accepts a window
             ending up to ``max_lag_ms`` early; ``exact`` waits up to ``max_wait_ms``.
         max_frames: stop after this many masks published.

@@ -25,6 +25,7 @@ import torch
 
 from pcmanet.assets import DEMO_CHECKPOINT
 from pcmanet.checkpoint import CheckpointError, load_checkpoint
+from pcmanet.cli import device_problem
 from pcmanet.model import PCMANet
 from pcmanet.variants import PCMANET_VARIANTS
 from stream.buffers.audio_ring import AudioRing
@@ -90,10 +91,10 @@ def curve_keys(cfg: LiveConfig) -> CurveServerKeys | CurveClientKeys | None:
 
 
 def pick_device(name: str) -> torch.device:
+    problem = device_problem(name)
+    if problem is not None:
+        raise UserError(problem)
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available here "
-                        "(torch.cuda.is_available() is False); use --device cpu")
     if device.type == "cuda":
         from stream.engine.cupy_check import cupy_mismatch
 

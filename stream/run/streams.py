@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from stream.buffers.audio_ring import AudioRing
@@ -148,6 +149,14 @@ def _check_names(specs: list[StreamSpec]) -> None:
         if s.name in seen:
             raise UserError(f"two streams are named {s.name!r}: stream names must differ")
         seen.add(s.name)
+
+
+def check_media_files(specs: list[StreamSpec]) -> None:
+    """Every media-file stream names an existing file (checked before anything starts, and by
+    ``--dry-run``); else :class:`UserError`."""
+    for s in specs:
+        if s.kind == "video" and not Path(str(s.target)).is_file():
+            raise UserError(f"media file {s.target} not found; give the path of a video file")
 
 
 def open_sources(spec: StreamSpec, cfg: LiveConfig, frames: FrameRing, audio: AudioRing

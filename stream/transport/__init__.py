@@ -1,4 +1,4 @@
-"""Transport: masks leave the process over ZeroMQ (DESIGN.md sections 5-6; schema v1 is a
+"""Transport: masks leave the process over ZeroMQ (docs/design.md sections 5-6; schema v1 is a
 contract).
 
 Data path: ``stream.engine``'s results are published here, and read by subscribers in other

@@ -25,7 +25,6 @@ file and the fix.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
@@ -35,6 +34,7 @@ from pathlib import Path
 import zmq
 import zmq.auth
 
+from pcmanet.cli import Parser
 from pcmanet.config import ConfigError
 from stream.transport.curve import CurveClientKeys, CurveServerKeys
 
@@ -124,8 +124,13 @@ def create_keys(folder: str | Path, clients: Sequence[str] = (), server: str = "
     for name in [server, *(n for _, n in kinds)]:
         if not name or "/" in name or name.startswith("."):
             raise KeyFileError(f"key name {name!r}: use a plain file name")
-    if len({*clients, *publishers, server}) != len(clients) + len(publishers) + 1:
-        raise KeyFileError("key names must differ from each other and from the server's")
+    names = [server, *clients, *publishers]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise KeyFileError(f"key name {twice[0]!r} is given twice: key names must differ from "
+                           "each other and from the server's")
+    if folder.exists() and not folder.is_dir():
+        raise KeyFileError(f"{folder} exists and is not a folder: give a new or existing folder")
     for path in plan:
         if path.exists():
             raise KeyFileError(f"{path} exists: keys are never overwritten; pick another "
@@ -151,7 +156,7 @@ def _create_pair(where: Path, name: str) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m stream.keys",
+    p = Parser(prog="python -m stream.keys",
                                 description="Create CurveZMQ keys for the publisher and clients.")
     p.add_argument("folder", help="where to write server.key(_secret), the allow-lists clients/ "
                                   "and publishers/, and one client-NAME/ folder per client")

@@ -1,4 +1,4 @@
-"""Mask messages, schema v1 (DESIGN.md section 6): header dataclass, payload codecs, validation.
+"""Mask messages, schema v1 (docs/design.md 6): header dataclass, payload codecs, validation.
 
 Every message is three ZMQ frames, `[topic, header, payload]`:
 

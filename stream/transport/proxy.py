@@ -1,4 +1,4 @@
-"""Many machines behind one address: an XSUB/XPUB forwarder for masks (DESIGN.md section 5).
+"""Many machines behind one address: an XSUB/XPUB forwarder for masks (docs/design.md section 5).
 
     python -m stream.proxy --frontend tcp://127.0.0.1:5556 --backend tcp://127.0.0.1:5557
     python run_live.py --demo --stream cam1 --zmq-connect tcp://127.0.0.1:5556      # each machine
@@ -44,6 +44,8 @@ from typing import Any
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
+
+from pcmanet.cli import Parser
 
 from .curve import AllowList, CurveServerKeys, apply_server, start_zap
 from .messages import SCHEMA_VERSION, dumps
@@ -328,7 +330,7 @@ def _curve_from_args(args: argparse.Namespace) -> tuple[CurveServerKeys | None,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m stream.proxy",
+    p = Parser(prog="python -m stream.proxy",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--frontend", default=FRONTEND_URL, metavar="URL",
                    help=f"bind address publishers connect to (default {FRONTEND_URL})")
@@ -349,8 +351,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        if args.hwm < 1 or args.stats_interval < 0:
-            raise ValueError("--hwm must be >= 1 and --stats-interval >= 0")
+        if args.hwm < 1:
+            raise ValueError(f"--hwm {args.hwm}: must be >= 1 message part")
+        if not 0 <= args.stats_interval < float("inf"):
+            raise ValueError(f"--stats-interval {args.stats_interval:g}: must be >= 0 seconds "
+                             "(0: no stats/proxy)")
         if (args.publishers or args.subscribers) and not args.server_secret:
             raise ValueError("--publishers / --subscribers need --server-secret")
         if args.frontend == args.backend:

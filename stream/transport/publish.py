@@ -1,4 +1,4 @@
-"""ZMQ publisher of masks and once-a-second stats (DESIGN.md section 6, schema in `messages`).
+"""ZMQ publisher of masks and once-a-second stats (docs/design.md section 6, schema in `messages`).
 
 `MaskPublisher.publish` never blocks: the socket is sent to with `zmq.NOBLOCK` and a message
 the socket cannot take is dropped and counted. `seq` goes up by one for every mask handed to

@@ -1,4 +1,4 @@
-"""Subscriber for published masks: a Python client and a CLI (DESIGN.md section 6).
+"""Subscriber for published masks: a Python client and a CLI (docs/design.md section 6).
 
     with MaskSubscriber("tcp://127.0.0.1:5555", topic="mask/cam0", timeout_s=5) as sub:
         for msg in sub:                     # ends after timeout_s without a message
@@ -14,7 +14,6 @@ something only when the subscriber runs on the publisher's machine.
 
 from __future__ import annotations
 
-import argparse
 import enum
 import json
 import logging
@@ -31,6 +30,8 @@ from typing import Any, Literal
 
 import numpy as np
 import zmq
+
+from pcmanet.cli import Parser
 
 from .curve import CurveClientKeys, apply_client
 from .messages import MessageError, parse_message
@@ -320,7 +321,7 @@ def silence_hint(url: str, after_s: float, server_key: str | None, client_key: s
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit code (1 when --timeout passes before --count)."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m stream.subscribe", description=__doc__.split("\n")[0])
     parser.add_argument("url", help="publisher address, e.g. tcp://127.0.0.1:5555")
     parser.add_argument("--topic", action="append",
@@ -343,6 +344,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     curve = None
+    if args.count is not None and args.count < 1:
+        parser.error(f"--count {args.count}: must be >= 1")
+    if args.timeout is not None and not 0 < args.timeout < float("inf"):
+        parser.error(f"--timeout {args.timeout:g}: must be > 0 seconds")
+    if not 0 <= args.warn_after < float("inf"):
+        parser.error(f"--warn-after {args.warn_after:g}: must be >= 0 seconds (0: never)")
     if args.client_key and not args.server_key:
         parser.error("--client-key needs --server-key")
     if args.server_key:
@@ -355,8 +362,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     n, code = 0, 0
     warn_at = time.monotonic() + args.warn_after if args.warn_after > 0 else None
-    with MaskSubscriber(args.url, topic=args.topic or ["mask/cam0"], curve=curve,
-                        keep_latest=args.keep_latest) as sub:
+    try:
+        opened = MaskSubscriber(args.url, topic=args.topic or ["mask/cam0"], curve=curve,
+                                keep_latest=args.keep_latest)
+    except ValueError as e:
+        print(f"error: {e}; give an address such as tcp://127.0.0.1:5555", file=sys.stderr)
+        return 2
+    with opened as sub:
         try:
             deadline = None if args.timeout is None else time.monotonic() + args.timeout
             while args.count is None or n < args.count:

@@ -4,6 +4,7 @@ candidates that writes a fragment run_live accepts."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -48,13 +49,23 @@ def test_real_run_over_two_sizes_writes_the_choice(tmp_path, capsys):
     for m in measured:
         assert m["fps_source"] == 10.0 and m["captured"] > 20 and m["p99_ms"] > 0
         assert 0 <= m["accuracy"] <= 1
-    # 10 FPS is a third of what the demo model sustains on an idle machine, so both candidates
-    # usually keep up; a loaded machine may drop a frame and miss the budget. Either way the
-    # outcome must follow the measurements: the most accurate candidate that met it, or none.
+    # 10 FPS is a third of what the demo model sustains on an idle machine. Whether a
+    # candidate kept up is the tool's verdict, recomputed here from its own figures.
+    for m in measured:
+        keeps_up = m["fps_out"] >= 0.95 * m["fps_source"] and m["dropped"] <= 0.01 * m["captured"]
+        assert m["meets"] == keeps_up, m
     meeting = [m for m in measured if m["meets"]]
     if not meeting:
+        # Falling behind is a fault only where the machine had the cores to spare: the load
+        # average over the run (this run included) says whether other work took them.
+        load, cores = os.getloadavg()[0], os.cpu_count() or 1
+        closest = max(measured, key=lambda m: m["fps_out"])
+        assert load > cores, (f"no candidate kept up with 10 FPS on a machine with spare cores "
+                              f"(load {load:.1f} on {cores}): {closest}")
         assert code == 1 and report["chosen"] is None and not out.exists()
-        return
+        assert "no candidate meets the budget" in capsys.readouterr().err
+        pytest.skip(f"the machine was loaded (load {load:.1f} on {cores} cores): no candidate "
+                    "kept up, and the tool refused to choose, as it should")
     chosen = report["chosen"]
     assert code == 0 and chosen is not None
     assert chosen["accuracy"] >= max(m["accuracy"] for m in meeting) - 0.005

@@ -1,11 +1,12 @@
 """Literal rendering of the official PCMANet forward pass, for tests only.
 
-Written from the written spec ``shared/docs/PCMANET.md`` (sections 1, 3, 4, 9, 10). It holds no
-official code and imports nothing from ``pcmanet/``: it is an independent check of the product
-model. It copies the official *way* of computing, quirks included:
+Written from the PCMANet specification (its model, QSCA, CIM and reference-quirk sections;
+summary in docs/model.md). It holds no official code and imports nothing from ``pcmanet/``:
+it is an independent check of the product model. It copies the official *way* of computing,
+quirks included:
 
 * the official module tree and attribute names, so ``state_dict()`` keys and shapes equal
-  ``shared/reference/official_checkpoint_keys*.tsv`` (dead ``resnet.layer3_2/layer4_2`` and
+  ``tests/pcmanet/reference/official_checkpoint_keys*.tsv`` (dead ``resnet.layer3_2/layer4_2`` and
   ``gf4.seq2`` included);
 * QSCA token grids from fixed ``AdaptiveAvgPool2d`` sizes 7/7/14/28;
 * ``Mask_Attention``: dense per-clip batched matmuls for QSCA4; for QSCA3..1 the gather of the
@@ -54,7 +55,7 @@ THRESHOLD = 0.99  # CIM: uncertain where 1 - THRESHOLD <= p <= THRESHOLD
 AVSS_CLASSES = 71  # 70 classes + background
 
 # ---------------------------------------------------------------------------------------------
-# Variants (PCMANET.md section 1 and 9)
+# Variants (docs/pcmanet.md)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -551,7 +552,7 @@ def cim_mask(logits: Tensor) -> Tensor:
 
 
 class _OfficialAVS(nn.Module):
-    """Shared decoder and forward (PCMANET.md section 3). Subclasses build the backbone first."""
+    """Shared decoder and forward (docs/pcmanet.md). Subclasses build the backbone first."""
 
     backbone_attr: str
 

@@ -231,18 +231,9 @@ def test_logmel_module_rejects_3d() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _shared_reference() -> Path:
-    """``shared/reference`` next to the repository (../shared) or inside it; skip if absent."""
-    repo = Path(__file__).resolve().parents[2]
-    for candidate in (repo.parent / "shared" / "reference", repo / "shared" / "reference"):
-        if (candidate / "vggish_keys.tsv").is_file():
-            return candidate
-    pytest.skip(f"shared/reference/vggish_keys.tsv not found next to or inside {repo}")
-
-
 def _reference_vggish_shapes() -> dict[str, tuple[int, ...]]:
     shapes = {}
-    for line in (_shared_reference() / "vggish_keys.tsv").read_text().splitlines():
+    for line in (Path(__file__).parent / "reference" / "vggish_keys.tsv").read_text().splitlines():
         if line.strip():
             key, shape, dtype = line.split("\t")
             assert dtype == "float32"

@@ -1,4 +1,5 @@
-"""Training losses: hand values, stage handling, S4 frame selection, AVSS frame masking."""
+"""Training losses: hand values, the loss training uses (clip_loss: stages, labelled rows,
+decoded rows, AVSS), AVSS frame masking."""
 
 from __future__ import annotations
 
@@ -8,12 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pcmanet.losses import (
-    bce_iou_loss,
-    binary_stage_loss,
-    masked_frame_ce,
-    semantic_stage_loss,
-)
+from pcmanet.losses import bce_iou_loss, masked_frame_ce, semantic_stage_loss
+from pcmanet.train_step import clip_loss
 
 
 def official_bce_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -77,59 +74,81 @@ def stage_inputs(bt: int, size: int, seed: int) -> list[torch.Tensor]:
     return [torch.randn(bt, 1, size, size, generator=gen) for _ in range(4)]
 
 
-def test_binary_stage_loss_ms3_sums_all_stages() -> None:
+def binary_batch(b: int, t: int, size: int, labelled: list[int], seed: int
+                 ) -> dict[str, torch.Tensor]:
+    """A batch as the S4/MS3 loaders give it: masks (B, T, 1, H, W), mask_valid (B, T)."""
+    gen = torch.Generator().manual_seed(seed)
+    valid = torch.zeros(b, t)
+    valid[:, labelled] = 1
+    masks = (torch.rand(b, t, 1, size, size, generator=gen) > 0.5).float()
+    return {"masks": masks, "mask_valid": valid}
+
+
+def test_clip_loss_ms3_sums_every_stage_over_every_frame() -> None:
+    batch = binary_batch(2, 5, 8, labelled=[0, 1, 2, 3, 4], seed=1)
     stages = stage_inputs(10, 8, seed=1)
-    target = (torch.rand(10, 1, 8, 8) > 0.5).float()
     weights = (1.0, 0.5, 2.0, 0.0)
+    target = batch["masks"].flatten(0, 1)
     expected = sum(w * bce_iou_loss(s, target) for w, s in zip(weights, stages, strict=True))
-    got = binary_stage_loss(stages, target, weights, num_frames=5)
-    assert got.item() == pytest.approx(float(expected), abs=1e-6)
-    assert binary_stage_loss(stages, target[:, 0], weights, num_frames=5).item() == got.item()
+    assert clip_loss(stages, batch, weights).item() == pytest.approx(float(expected), abs=1e-6)
 
 
-@pytest.mark.parametrize("per_clip_target", [True, False])
-def test_binary_stage_loss_s4_uses_rows_0_T_2T(per_clip_target: bool) -> None:
+def test_clip_loss_s4_scores_only_the_labelled_rows() -> None:
     b, t, size = 3, 5, 6
+    batch = binary_batch(b, t, size, labelled=[0], seed=2)
     stages = stage_inputs(b * t, size, seed=2)
-    frame_target = (torch.rand(b * t, 1, size, size) > 0.5).float()
-    target = frame_target[::t] if per_clip_target else frame_target
-    base = binary_stage_loss(stages, target, num_frames=t, first_frame_only=True)
-    expected = sum(bce_iou_loss(s[::t], frame_target[::t]) for s in stages)
+    weights = (1.0, 1.0, 1.0, 1.0)
+    base = clip_loss(stages, batch, weights)
+    target = batch["masks"].flatten(0, 1)
+    expected = sum(bce_iou_loss(s[::t], target[::t]) for s in stages)   # rows 0, T, 2T
     assert base.item() == pytest.approx(float(expected), abs=1e-6)
 
-    other_rows = [r for r in range(b * t) if r % t != 0]
+    other = [r for r in range(b * t) if r % t != 0]
     changed = [s.clone() for s in stages]
     for s in changed:
-        s[other_rows] = 100 * torch.randn(len(other_rows), 1, size, size)
-    assert binary_stage_loss(changed, target, num_frames=t, first_frame_only=True) == base
-    if not per_clip_target:                    # labels of other frames are ignored too
-        noisy = frame_target.clone()
-        noisy[other_rows] = 1 - noisy[other_rows]
-        assert binary_stage_loss(stages, noisy, num_frames=t, first_frame_only=True) == base
-
-    changed[0][t] += 1.0                       # row T is the second clip's first frame
-    assert binary_stage_loss(changed, target, num_frames=t, first_frame_only=True) != base
+        s[other] = 100 * torch.randn(len(other), 1, size, size)
+    assert clip_loss(changed, batch, weights) == base                   # other logits ignored
+    noisy = {**batch, "masks": batch["masks"].clone()}
+    noisy["masks"][:, 1:] = 1 - noisy["masks"][:, 1:]
+    assert clip_loss(stages, noisy, weights) == base                    # and their labels
+    changed[0][t] += 1.0                      # row T: the second clip's first frame counts
+    assert clip_loss(changed, batch, weights) != base
 
 
-def test_binary_stage_loss_upsamples_low_resolution_logits() -> None:
-    gen = torch.Generator().manual_seed(3)
-    stages = [torch.randn(4, 1, s, s, generator=gen) for s in (2, 4, 8, 16)]
-    target = (torch.rand(4, 1, 16, 16, generator=gen) > 0.5).float()
-    expected = sum(
-        bce_iou_loss(F.interpolate(s, size=(16, 16), mode="bilinear", align_corners=False), target)
-        for s in stages
-    )
-    got = binary_stage_loss(stages, target, num_frames=2)
+def test_clip_loss_on_decoded_rows_equals_the_full_decode() -> None:
+    """train_forward decodes only some rows; clip_loss on those rows' logits (rows=...) is the
+    loss of the full output restricted to them."""
+    b, t, size = 2, 5, 8
+    batch = binary_batch(b, t, size, labelled=[0, 1, 2, 3, 4], seed=3)
+    stages = stage_inputs(b * t, size, seed=3)
+    rows = torch.tensor([1, 3, 6, 9])
+    weights = (1.0, 1.0, 0.5, 0.5)
+    got = clip_loss([s[rows] for s in stages], batch, weights, rows=rows)
+    target = batch["masks"].flatten(0, 1)[rows]
+    expected = sum(w * bce_iou_loss(s[rows], target)
+                   for w, s in zip(weights, stages, strict=True))
     assert got.item() == pytest.approx(float(expected), abs=1e-6)
 
 
-def test_binary_stage_loss_gradients_reach_every_stage() -> None:
+def test_clip_loss_gradients_reach_every_stage_on_labelled_rows_only() -> None:
+    batch = binary_batch(2, 5, 8, labelled=[0], seed=4)
     stages = [s.requires_grad_() for s in stage_inputs(10, 8, seed=4)]
-    target = (torch.rand(10, 1, 8, 8) > 0.5).float()
-    binary_stage_loss(stages, target, num_frames=5, first_frame_only=True).backward()
+    clip_loss(stages, batch, (1.0, 1.0, 1.0, 1.0)).backward()
     for s in stages:
         assert s.grad is not None and torch.isfinite(s.grad).all()
-        assert s.grad[1:5].abs().sum() == 0 and s.grad[0].abs().sum() > 0
+        assert s.grad[[1, 2, 3, 4, 6, 7, 8, 9]].abs().sum() == 0
+        assert s.grad[0].abs().sum() > 0 and s.grad[5].abs().sum() > 0
+
+
+def test_clip_loss_avss_is_the_frame_masked_cross_entropy() -> None:
+    gen = torch.Generator().manual_seed(5)
+    b, t, c, size = 2, 3, 4, 8
+    labels = torch.randint(0, c, (b, t, size, size), generator=gen)
+    valid = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    stages = [torch.randn(b * t, c, size, size, generator=gen) for _ in range(2)]
+    got = clip_loss(stages, {"masks": labels, "mask_valid": valid}, (1.0, 0.5))
+    expected = semantic_stage_loss(stages, labels.flatten(0, 1), valid.flatten(), (1.0, 0.5))
+    assert got.item() == pytest.approx(expected.item(), abs=1e-6)
 
 
 def test_masked_frame_ce_hand_value() -> None:
@@ -179,7 +198,7 @@ def test_semantic_stage_loss_padded_frames_get_no_gradient() -> None:
         assert s.grad[[1, 3]].abs().sum() == 0 and s.grad[[0, 2]].abs().sum() > 0
 
 
-def test_stage_count_must_match_weights() -> None:
-    stages = stage_inputs(5, 4, seed=7)
-    with pytest.raises(AssertionError):
-        binary_stage_loss(stages, torch.zeros(5, 1, 4, 4), (1.0, 1.0), num_frames=5)
+def test_clip_loss_stage_count_must_match_weights() -> None:
+    batch = binary_batch(1, 5, 4, labelled=[0], seed=7)
+    with pytest.raises(ValueError):
+        clip_loss(stage_inputs(5, 4, seed=7), batch, (1.0, 1.0))

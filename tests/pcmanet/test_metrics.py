@@ -1,4 +1,4 @@
-"""AVSBench metrics vs literal loop versions of the official rules (AVSBENCH.md section 6)."""
+"""AVSBench metrics vs literal loop versions of the official rules (docs/avsbench.md section 6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""An independent subscriber for the end-to-end test: pyzmq and json only, DESIGN.md 6 as
+"""An independent subscriber for the end-to-end test: pyzmq and json only, docs/design.md 6 as
 written (multipart [topic, header, payload]; mono8 = H*W bytes 0/255 row-major).
 
     python tests/stream/raw_subscriber.py URL TOPIC COUNT OUT.npz TIMEOUT_S

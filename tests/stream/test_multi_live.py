@@ -187,10 +187,12 @@ def test_bad_stream_configs_exit_2_naming_the_key(tmp_path: Path, config, expect
 
 
 def test_dry_run_prints_the_resolved_streams(tmp_path: Path) -> None:
-    res = run_live_error("--dry-run", "--video", "a.mp4", "--camera", "udp://h:1",
+    clip = tmp_path / "a.mp4"
+    clip.write_bytes(b"")                # --dry-run checks that a media file exists, no more
+    res = run_live_error("--dry-run", "--video", str(clip), "--camera", "udp://h:1",
                          "--set", "live.source.take=all")
     assert res.returncode == 0, res.stderr
-    assert "# stream cam0: {'kind': 'video', 'path': 'a.mp4'} (take all" in res.stdout
+    assert f"# stream cam0: {{'kind': 'video', 'path': '{clip}'}} (take all" in res.stdout
     assert "# stream cam1: {'kind': 'camera', 'device': 'udp://h:1', 'mic': None}" in res.stdout
 
 

@@ -1,4 +1,4 @@
-"""Publishing contract (DESIGN.md section 6): codecs, validation, and real ZMQ sockets.
+"""Publishing contract (docs/design.md section 6): codecs, validation, and real ZMQ sockets.
 
 Network tests bind 127.0.0.1 only (port `*`: the OS picks a free one) or inproc://; every
 receive has a timeout, so no test can hang.

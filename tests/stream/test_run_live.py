@@ -3,7 +3,7 @@
 A demo video with a known sounding-object timeline is written; ``run_live.py --video FILE``
 runs the shipped demo model on it and publishes masks; an independent subscriber process
 (pyzmq + json only) receives them. The masks must arrive in order and match the object that
-is really sounding. Also: the user errors of DESIGN.md 7 give one line and exit 2.
+is really sounding. Also: the user errors of docs/design.md 7 give one line and exit 2.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.races  # threads/sockets/processes: bench/stress_races.
 
 RUN_LIVE = [sys.executable, str(REPO / "run_live.py")]
 # Scene seed 12 (disc, hexagon, triangle sounding in turn): offline, the demo model scores 0.90
-# on it; over seeds 0-23 it scores 0.81 on average (0.46-0.90; weak on some classes, README).
+# on it; over seeds 0-23 it scores 0.81 on average (0.46-0.90; weak on some classes).
 # This test checks that the live path (file decode, pairing, engine, ZeroMQ) delivers the
 # model's masks intact and aligned, so it uses a scene the model is known to handle.
 SEED, SIZE, FPS, SECONDS = 12, 160, 10, 9.0
@@ -212,7 +212,7 @@ def wait_for_timeline(proc: subprocess.Popen[str], rec: Path, lines: int) -> Non
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signals_stop_cleanly_and_the_recording_stays_readable(tmp_path: Path, sig: int) -> None:
     """SIGTERM / SIGINT: exit 0, every thread stopped and every file closed and readable. How
-    fast is a figure (under 2 s on an idle 2-core machine, README), not asserted here: at load
+    fast is a figure (under 2 s on an idle 2-core machine, docs/live.md), not asserted here: at load
     8 it took 2.9-3.5 s; the 20 s bound only catches a hang."""
     rec = tmp_path / "rec"
     proc = subprocess.Popen([*RUN_LIVE, "--demo", "--record", str(rec), "--zmq",

@@ -4,6 +4,7 @@ short real run of ``python -m stream.soak`` (the CI version of the 10-minute soa
 from __future__ import annotations
 
 import json
+import mmap
 import subprocess
 import sys
 
@@ -68,17 +69,37 @@ def test_every_gap_must_be_a_counted_drop() -> None:
     assert rep["accounting"]["unexplained_frame_gaps"] == 4
 
 
-def test_rss_is_read() -> None:
-    assert 10 < rss_mb() < 1e6
+def test_rss_growth_over_the_limit_fails_the_run() -> None:
+    """A leak: RSS climbs 10 % after warm-up while latency stays flat -> rss_growth FAIL."""
+    records = [record(i, i / 30, 20.0) for i in range(600)]
+    samples = [(T0 + k * S, 500.0 + (5.0 * (k - 2) if k >= 2 else 0.0)) for k in range(21)]
+    rep = analyse(records, samples, counters(published=600), t0_ns=T0, duration_s=20.0,
+                  interval_s=5.0, warmup_s=2.0)
+    growth = rep["targets"]["rss_growth"]
+    assert growth["value"] == pytest.approx(90.0 / 500.0) and growth["limit"] == 0.05
+    assert not growth["pass"] and rep["targets"]["p99_ratio"]["pass"] and not rep["pass"]
+    flat = [(t, 500.0) for t, _ in samples]
+    assert analyse(records, flat, counters(published=600), t0_ns=T0, duration_s=20.0,
+                   interval_s=5.0, warmup_s=2.0)["pass"]
+
+
+def test_rss_follows_a_real_allocation() -> None:
+    """The sampler reads this process's resident memory: 64 MiB written show up."""
+    size = 64 * 1024 * 1024
+    with mmap.mmap(-1, size) as block:        # fresh pages from the kernel, none resident yet
+        before = rss_mb()
+        for offset in range(0, size, mmap.PAGESIZE):          # touch every page
+            block[offset] = 1
+        assert rss_mb() - before >= 48
 
 
 @pytest.mark.races
 def test_short_soak_run_reports_every_target(tmp_path) -> None:
     out = tmp_path / "soak.json"
     res = subprocess.run([sys.executable, "-m", "stream.soak", "--minutes", "0.15", "--interval",
-                          "3", "--warmup", "1.5", "--sample", "1", "--json", str(out)],
+                          "3", "--warmup", "1.5", "--sample", "1", "--strict", "--json", str(out)],
                          cwd=REPO, capture_output=True, text=True, timeout=180)
-    assert res.returncode == 0, res.stderr
+    assert res.returncode in (0, 1), res.stderr
     rep = json.loads(out.read_text())
     for key in ("intervals", "rss_mb", "p99_ratio_last_first", "drops", "accounting",
                 "targets", "pass", "config"):
@@ -93,14 +114,31 @@ def test_short_soak_run_reports_every_target(tmp_path) -> None:
     # what must hold at any speed is that every gap is accounted for
     assert a["received"] >= len(rep["intervals"]) and a["unexplained_seq_gaps"] == 0
     assert a["unexplained_frame_gaps"] == 0 and rep["targets"]["gaps_accounted"]["pass"]
-    assert set(rep["targets"]) == {"rss_growth", "p99_ratio", "gaps_accounted"}
-    for name in ("RSS growth after warm-up", "p99 last / first interval", "unexplained gaps"):
-        assert name in res.stdout
-    assert res.stdout.count("PASS") + res.stdout.count("FAIL") == 3
+    # The targets are the tool's verdict on this run: how fast a loaded machine runs decides
+    # whether p99 and RSS stay within them, so the test checks that the verdict is computed from
+    # the run's own figures, printed, and what --strict exits with.
+    t = rep["targets"]
+    assert set(t) == {"rss_growth", "p99_ratio", "gaps_accounted"}
+    r = rep["rss_mb"]
+    assert r["last"] == pytest.approx(r["samples"][-1][1], abs=0.01)
+    assert t["rss_growth"]["value"] == pytest.approx((r["last"] - r["after_warmup"])
+                                                     / r["after_warmup"])
+    p99 = [iv["e2e_p99_ms"] for iv in rep["intervals"]]
+    assert t["p99_ratio"]["value"] == pytest.approx(p99[-1] / p99[0])
+    for key, limit in (("rss_growth", 0.05), ("p99_ratio", 1.2)):
+        assert t[key]["limit"] == limit and t[key]["pass"] == (t[key]["value"] <= limit)
+    assert rep["pass"] == all(x["pass"] for x in t.values())
+    for name, key in (("RSS growth after warm-up", "rss_growth"),
+                      ("p99 last / first interval", "p99_ratio"),
+                      ("unexplained gaps", "gaps_accounted")):
+        verdict = "PASS" if t[key]["pass"] else "FAIL"
+        assert f"{verdict}  {name}" in res.stdout
+    assert res.returncode == (0 if rep["pass"] else 1)          # --strict
 
 
 def test_soak_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--minutes", "0.1", "--warmup", "10"]) == 2
     assert main(["--minutes", "1", "--interval", "0"]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert err[0].startswith("error: --warmup (10 s)") and err[1] == "error: --interval must be > 0"
+    assert err[0].startswith("error: --warmup 10: must be >= 0 seconds and shorter than the run")
+    assert err[1] == "error: --interval 0: must be > 0"
