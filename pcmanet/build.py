@@ -17,7 +17,7 @@ def build_audio(cfg: ModelConfig) -> nn.Module:
     from pcmanet.audio import build_audio_encoder
 
     encoder = build_audio_encoder(cfg.audio.encoder, out_dim=cfg.audio.embed_dim,
-                                  weights=cfg.audio.weights)
+                                  weights=cfg.audio.weights, summary=cfg.audio.summary)
     if encoder.out_dim != cfg.audio.embed_dim:
         raise ValueError(
             f"model.audio.embed_dim={cfg.audio.embed_dim} but the {cfg.audio.encoder} encoder "

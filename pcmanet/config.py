@@ -37,6 +37,7 @@ class AudioConfig:
     weights: str | None = None                # local VGGish state_dict file, or None
     embed_dim: int = 128                      # width of the audio embedding fed to the model
     frozen: bool = True                       # VGGish is frozen in the reference recipe
+    summary: bool = False                     # light: + band-profile / rhythm branch (zero init)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,8 @@ class TrainConfig:
     decode_frames: int | None = None          # decode k random labelled frames per clip (MS3)
     init: str | None = None                   # start from this checkpoint's matching weights
     ema: float | None = None                  # validate/keep an EMA of the weights (decay)
+    audio_lr_scale: float = 1.0               # lr factor of audio_encoder.* and audio_proj.*
+    shuffle_block: int = 1                    # shuffle blocks of k consecutive clips (twins)
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,8 @@ def validate_run_config(cfg: RunConfig) -> None:
         (t.max_minutes is None or t.max_minutes > 0, "train.max_minutes", "must be > 0"),
         (t.grad_clip is None or t.grad_clip > 0, "train.grad_clip", "must be > 0"),
         (t.warmup_steps >= 0, "train.warmup_steps", "must be >= 0"),
+        (t.audio_lr_scale > 0, "train.audio_lr_scale", "must be > 0"),
+        (t.shuffle_block >= 1, "train.shuffle_block", "must be >= 1"),
         (t.encoder_grad in ("all", "labelled"), "train.encoder_grad", "must be all or labelled"),
         (t.ema is None or 0.0 <= t.ema < 1.0, "train.ema", "must lie in [0, 1) or be null"),
         (t.decode_frames is None or t.decode_frames >= 1, "train.decode_frames",

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
 from pcmanet.build import build_pcmanet
@@ -55,6 +55,7 @@ from pcmanet.distributed import init_distributed, mean_across
 from pcmanet.ema import WeightAverage
 from pcmanet.evaluate import evaluate_model, to_device
 from pcmanet.model import PCMANet
+from pcmanet.sampling import BlockShuffleSampler
 from pcmanet.schedule import lr_scale, next_validation_after, require_an_end
 from pcmanet.train_step import clip_loss, train_forward
 
@@ -98,6 +99,22 @@ def argument_problem(args: argparse.Namespace, out: Path) -> str | None:
 # the run
 
 
+AUDIO_PARTS = ("audio_encoder.", "audio_proj.")
+
+
+def param_groups(model: nn.Module, audio_lr_scale: float) -> list[dict[str, Any]]:
+    """The trainable parameters as Adam groups: the audio parts (:data:`AUDIO_PARTS`) with
+    ``lr_scale`` = audio_lr_scale, the rest with 1 (one group when the scale is 1)."""
+    audio: list[nn.Parameter] = []
+    rest: list[nn.Parameter] = []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (audio if name.startswith(AUDIO_PARTS) else rest).append(p)
+    if audio_lr_scale == 1.0 or not audio:
+        return [{"params": audio + rest, "lr_scale": 1.0}]
+    return [{"params": rest, "lr_scale": 1.0}, {"params": audio, "lr_scale": audio_lr_scale}]
+
+
 class Trainer:
     """Owns model, optimizer, loaders and checkpoints of one run (one process).
 
@@ -135,17 +152,20 @@ class Trainer:
         self.model = self.model.to(device)
         self.ema = (WeightAverage(self.model, cfg.train.ema) if cfg.train.ema is not None
                     else None)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=cfg.train.lr,
-                                          weight_decay=cfg.train.weight_decay)
+        self.optimizer = torch.optim.Adam(param_groups(self.model, cfg.train.audio_lr_scale),
+                                          lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         self.sampler: DistributedSampler[Any] | None = None
         if world > 1:
             self.sampler = DistributedSampler(self.train_set, world, rank, shuffle=True,
                                               seed=cfg.train.seed)
         gen = torch.Generator().manual_seed(cfg.train.seed)
+        order: Sampler[int] | None = self.sampler
+        if order is None and cfg.train.shuffle_block > 1:
+            order = BlockShuffleSampler(len(self.train_set),  # type: ignore[arg-type]
+                                        cfg.train.shuffle_block, gen)
         self.loader = DataLoader(
-            self.train_set, batch_size=cfg.train.batch_size, shuffle=self.sampler is None,
-            sampler=self.sampler, num_workers=d.num_workers,
+            self.train_set, batch_size=cfg.train.batch_size, shuffle=order is None,
+            sampler=order, num_workers=d.num_workers,
             drop_last=len(self.train_set) > cfg.train.batch_size * world,  # type: ignore[arg-type]
             generator=gen, pin_memory=device.type == "cuda",
             persistent_workers=d.num_workers > 0)
@@ -290,7 +310,7 @@ class Trainer:
         total = None if t.epochs is None else t.epochs * len(self.loader)
         scale = lr_scale(self.step, total, spent, t.min_lr_ratio, t.warmup_steps)
         for group in self.optimizer.param_groups:
-            group["lr"] = t.lr * scale
+            group["lr"] = t.lr * scale * group.get("lr_scale", 1.0)
 
     def _out_of_time(self) -> bool:
         if self._budget is None:

@@ -51,7 +51,8 @@ __all__ = [
 ]
 
 
-def build_audio_encoder(name: str, out_dim: int = 128, weights: str | None = None) -> nn.Module:
+def build_audio_encoder(name: str, out_dim: int = 128, weights: str | None = None,
+                        summary: bool = False) -> nn.Module:
     """Audio encoder by name: log-mel (N, 1, 96, 64) -> (N, out_dim); ``.out_dim`` is set.
 
     Args:
@@ -59,12 +60,13 @@ def build_audio_encoder(name: str, out_dim: int = 128, weights: str | None = Non
         out_dim: embedding width; the released VGGish weights need 128.
         weights: VGGish checkpoint path, loaded strictly and returned frozen (eval, no grad) as
             PCMANet uses it. Without weights VGGish is randomly initialised and trainable.
+        summary: "light" only: add its zero-initialised band-profile / modulation branch.
 
     Raises:
         ValueError: unknown name, or weights given for "light".
         CheckpointError: the weights file is missing, unreadable or does not fit.
     """
-    if name == "vggish":
+    if name == "vggish" and not summary:
         if weights is None:
             return VGGish(out_dim=out_dim)
         if out_dim != VGGISH_OUT_DIM:
@@ -73,5 +75,7 @@ def build_audio_encoder(name: str, out_dim: int = 128, weights: str | None = Non
     if name == "light":
         if weights is not None:
             raise ValueError("weights are only supported for the 'vggish' audio encoder")
-        return LightAudioEncoder(out_dim=out_dim)
+        return LightAudioEncoder(out_dim=out_dim, summary=summary)
+    if summary:
+        raise ValueError("audio summary is only supported for the 'light' audio encoder")
     raise ValueError(f"unknown audio encoder {name!r}; valid names: {', '.join(AUDIO_ENCODERS)}")
