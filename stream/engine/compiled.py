@@ -43,7 +43,7 @@ logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 COMPILE_MODES = ("off", "on", "auto")
 # Inductor on the CPU: freezing folds the (fixed, inference-only) weights into the graph as
 # constants, which lets it pre-pack convolution and linear weights for oneDNN.
-CPU_OPTIONS: dict[str, str | int | bool | Callable[..., Any]] = {"freezing": True}
+CPU_OPTIONS: dict[str, str | int | bool | Callable[..., Any]] = {"freezing": False}
 StepFn = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
@@ -160,11 +160,14 @@ class StepVariants:
         tb = step.tables
         S = tb.carry_image.shape[-1]
         dev = tb.carry_image.device
-        x = torch.zeros(P, 3, S, S, device=dev)
-        mel = torch.zeros(P, 1, 96, 64, device=dev)
-        control = torch.tensor([[tb.trash_slot] * (step.T + 1) + [tb.trash_stream, 1, 0]] * P,
-                               dtype=torch.int64, device=dev)
+        # Inputs made as the engine makes them (inference tensors): a guard on the dispatch
+        # keys would otherwise recompile at the first real step.
         with torch.inference_mode(), self.autocast():
+            x = torch.zeros(P, 3, S, S, device=dev)
+            mel = torch.zeros(P, 1, 96, 64, device=dev)
+            control = torch.tensor(
+                [[tb.trash_slot] * (step.T + 1) + [tb.trash_stream, 1, 0]] * P,
+                dtype=torch.int64, device=dev)
             fn(x, mel, control)
 
     def warm(self, variants: Iterable[tuple[int, bool]]) -> None:

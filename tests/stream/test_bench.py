@@ -80,8 +80,10 @@ def test_pairing_outcomes_waits_and_audio_lag_are_reported():
 @pytest.mark.races
 def test_bench_runs_the_pipeline_with_a_subscriber_process(tmp_path):
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"
+    # The plumbing, eager: compiling (tests/stream/test_static_step.py) would take minutes here.
     res = subprocess.run([sys.executable, "-m", "stream.bench", "--source", "demo", "--duration",
-                          "4", "--warmup", "1", "--json", str(out), "--plot", str(png)],
+                          "4", "--warmup", "1", "--json", str(out), "--plot", str(png),
+                          "--set", "live.engine.compile=off"],
                          cwd=REPO, capture_output=True, text=True, timeout=180)
     assert res.returncode == 0, res.stderr
     rep = json.loads(out.read_text())
@@ -110,7 +112,8 @@ def test_stream_counts_parse() -> None:
 def test_bench_streams_reports_each_stream_and_pooled(tmp_path):
     out, png = tmp_path / "multi.json", tmp_path / "multi.png"
     res = subprocess.run([sys.executable, "-m", "stream.bench", "--streams", "1,2", "--duration",
-                          "4", "--warmup", "1", "--set", "live.source.fps=10", "--json",
+                          "4", "--warmup", "1", "--set", "live.source.fps=10",
+                          "--set", "live.engine.compile=off", "--json",
                           str(out), "--plot", str(png)],
                          cwd=REPO, capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stderr
