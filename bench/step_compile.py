@@ -47,14 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=150)
     p.add_argument("--threads", type=int, default=1, help="torch threads (live default: 1)")
     p.add_argument("--carry", action="store_true", help="CIM carry-over on")
-    p.add_argument("--no-freezing", action="store_true", help="inductor without freezing")
+    p.add_argument("--freezing", action="store_true",
+                   help="inductor with freezing (weights as constants, pre-packed for oneDNN)")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if args.no_freezing:
+    if args.freezing:
         import stream.engine.compiled as compiled_mod
 
-        compiled_mod.CPU_OPTIONS = {"freezing": False}
+        compiled_mod.CPU_OPTIONS = {"freezing": True}
     model, size = load(args.model)
     carry = CarryConfig(enabled=args.carry)
     eager = BatchedEngine(model, size, carry=carry, compile="off")
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                 acc.append((r.times_ns["decode_start"] - r.times_ns["encode_start"]) / 1e6)
             worst = max(worst, float((a.logits - b.logits).abs().max()))
     out = {"model": args.model, "input_size": size, "threads": args.threads,
+           "freezing": args.freezing,
            "carry": args.carry, "frames": len(te), "compile_s": compile_s,
            "eager_p50_ms": 1e3 * float(np.median(te)),
            "eager_p90_ms": 1e3 * float(np.percentile(te, 90)),

@@ -162,10 +162,15 @@ ROWS: list[Row] = [
       ("s.json",)),
 ]
 
-# stream.view (the browser viewer) is being written on another branch: its rows go here, e.g.
-#   r("view-url", "stream.view", "notaurl --http 127.0.0.1:0", "notaurl"),
-#   r("view-http-public", "stream.view", "tcp://127.0.0.1:5 --http 0.0.0.0:8080", "0.0.0.0"),
-VIEW_ROWS: list[Row] = []
+# stream.view, the browser viewer (more of its refusals: tests/stream/test_view.py).
+VIEW = "stream.view"
+VIEW_ROWS: list[Row] = [
+    r("view-url", VIEW, "notaurl", "notaurl"),
+    r("view-http-public", VIEW, "tcp://127.0.0.1:5 --http 0.0.0.0:8080", "0.0.0.0"),
+    r("view-http-form", VIEW, "tcp://127.0.0.1:5 --http 8080", "8080"),
+    r("view-max-fps", VIEW, "tcp://127.0.0.1:5 --max-fps -1", "--max-fps -1"),
+    r("view-server-key", VIEW, "tcp://127.0.0.1:5 --server-key {in}/nope.key", "nope.key"),
+]
 
 
 def command_line(row: Row, inputs: Path) -> list[str]:
@@ -239,6 +244,7 @@ def results(inputs: Path, tmp_path_factory: pytest.TempPathFactory
 def test_the_table_covers_every_entry_point() -> None:
     commands = {row.command for row in ROWS}
     assert commands >= {LIVE, TRAIN, EVAL, SUB, PROXY, KEYS, BENCH, THRESH, OFFSET, BUDGET, SCENE}
+    assert {row.command for row in VIEW_ROWS} == {VIEW}
     assert len(ROWS) >= 40
     assert len({row.name for row in ROWS + VIEW_ROWS}) == len(ROWS + VIEW_ROWS)
 
