@@ -69,9 +69,8 @@ class CompileError(RuntimeError):
 def compile_unavailable(device: torch.device) -> str | None:
     """Why the step cannot be compiled on ``device`` here (None: it can be tried)."""
     if device.type == "cpu":
-        cxx = os.environ.get("CXX") or next(
-            (c for c in ("g++", "c++", "clang++") if shutil.which(c)), None)
-        if cxx is None or (os.path.sep in cxx and not os.path.exists(cxx)):
+        names = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "c++", "clang++"]
+        if not any(shutil.which(name) for name in names):
             return "no C++ compiler (inductor builds C++ on the CPU: apt-get install g++)"
         return None
     try:

@@ -108,7 +108,7 @@ class StreamingEngine:
     @property
     def cache(self) -> WindowIndex:
         """The stream's ring index (held frames, inserted, evicted)."""
-        return self.state.index
+        return self.state.cache
 
     @property
     def audio_embeddings(self) -> int:
