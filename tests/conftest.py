@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +15,18 @@ REPO = Path(__file__).resolve().parents[1]
 # CI=true: a skip for a missing system package fails the run (tests/ci_skips.py).
 pytest_plugins = ["tests.ci_skips"]
 torch.set_num_threads(min(2, torch.get_num_threads()))
+# The compiled-step cache (stream.engine.aot) of this test session, for this process and every
+# command a test starts: tests neither read nor fill the user's cache.
+AOT_CACHE = Path(tempfile.mkdtemp(prefix="pcmanet-test-cache-"))
+os.environ["PCMANET_LIVE_CACHE"] = str(AOT_CACHE)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop the step builders still running for this session's cache (a build outlives the
+    run that started it, by design; not the test session)."""
+    for lock in (AOT_CACHE / "aot").glob("*.lock"):
+        with contextlib.suppress(ValueError, OSError):
+            os.killpg(int(lock.read_text().strip()), signal.SIGTERM)
 
 
 #: The official checkpoints' key tables (key, shape, dtype), kept in the repository.

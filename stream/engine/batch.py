@@ -168,8 +168,9 @@ class BatchedEngine:
             ``model.encode_frames``.
         buckets: pad every batch to one of these sizes (see the module docstring); None: no
             padding.
-        compile: "off" (eager), "on" (``torch.compile(fullgraph=True)``; an error if it fails)
-            or "auto" (compiled where it works, else eager with one log line saying why); see
+        compile: "off" (eager), "on" (compiled; an error if it fails) or "auto" (compiled
+            where it works, else eager with one log line saying why); on the CPU in fp32
+            ahead of time by another process, else ``torch.compile``: see
             :mod:`stream.engine.compiled`.
         streams: streams the device tables are sized for at first (they grow on demand).
     """
@@ -204,8 +205,11 @@ class BatchedEngine:
         self.retain_s = min(0.1, spacing_s / 4)
         self.slots = ring_slots(self.horizon_s, self.retain_s)
         self.tables = self._probe_tables(max(1, streams), encode)
+        # Ahead of time in another process on the CPU in fp32 (stream.engine.aot); else
+        # torch.compile in this process.
+        aot = self.device.type == "cpu" and precision == "fp32" and encode is None
         self.steps_fn = StepVariants(model, self.tables, self.carry_cfg, encode, compile,
-                                     self._autocast)
+                                     self._autocast, aot=aot)
         self.states: list[StreamState] = []
         self.steps = self.rows = self.padded_rows = 0
 

@@ -1,20 +1,23 @@
 """The static step's variants, eager or compiled (``live.engine.compile: off | on | auto``).
 
 A variant is one :class:`StaticStep` for a bucket size P and an audio mode (embed the rows'
-audio, or reuse every row's last embedding). With ``compile`` on, each variant goes through
-``torch.compile(fullgraph=True, dynamic=False)`` (inductor), so the whole per-frame step is one
-graph: no Python between operators, fused elementwise kernels, no graph breaks (a break would
-be an error with ``fullgraph``).
+audio, or reuse every row's last embedding). Compiled, the whole per-frame step is one graph:
+no Python between operators, fused elementwise kernels, no graph breaks.
 
 * ``off``: eager.
 * ``on``: compiled; a failure raises :class:`CompileError`.
-* ``auto``: compiled where a C++ compiler exists (inductor's CPU backend builds C++) and the
-  compilation succeeds; otherwise eager, with one log line saying why.
+* ``auto`` (the default): compiled where a C++ compiler exists (inductor's CPU backend builds
+  C++) and the compilation succeeds; otherwise eager, with one log line saying why.
 
-Compiling costs time once per variant (about a minute or two on 2 CPU cores, much less with
-inductor's on-disk cache warm): :meth:`StepVariants.warm` compiles ahead of use, and
-:meth:`StepVariants.warm_in_background` does it in a low-priority thread while the eager step
-serves frames, switching each variant over once its compiled graph is ready.
+Two ways to compile:
+
+* **Ahead of time, in another process** (the CPU with fp32, :mod:`stream.engine.aot`): each
+  variant is built by a child process at the lowest priority into an on-disk cache and loaded
+  as a shared library once built; the eager step serves frames meanwhile, and the live process
+  never holds the GIL for the compiler. A cached variant is compiled from the first frame.
+* **In process** (CUDA, bf16): ``torch.compile(fullgraph=True, dynamic=False)`` (inductor), in
+  a low-priority thread (:meth:`StepVariants.warm_in_background`) or before use
+  (:meth:`StepVariants.warm`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import torch
 from torch import Tensor
 
 from pcmanet.model import FrameFeatures, PCMANet
+from stream.engine.aot import Builds, Spec, Variant, load_package
 from stream.engine.parts import CarryConfig
 from stream.engine.ring import DeviceTables
 from stream.engine.static import StaticStep
@@ -87,11 +91,13 @@ class StepVariants:
         model, tables, carry, encode: the :class:`StaticStep`'s.
         mode: "off", "on" or "auto" (see the module docstring).
         autocast: a context manager factory the step runs under (the engine's precision).
+        aot: compile ahead of time in another process (:mod:`stream.engine.aot`; the CPU in
+            fp32 with the model's own encoder), else ``torch.compile`` in this process.
     """
 
     def __init__(self, model: PCMANet, tables: DeviceTables, carry: CarryConfig,
                  encode: Callable[[Tensor, Tensor], FrameFeatures] | None, mode: str,
-                 autocast: Callable[[], Any]) -> None:
+                 autocast: Callable[[], Any], aot: bool = False) -> None:
         if mode not in COMPILE_MODES:
             raise ValueError(f"compile must be one of {COMPILE_MODES}, got {mode!r}")
         self.mode, self.autocast = mode, autocast
@@ -103,10 +109,22 @@ class StepVariants:
         self._lock = threading.Lock()        # one compilation at a time
         self.why_eager: str | None = None    # auto: why the step runs eagerly
         self.compiled_variants = 0
+        self.tables = tables
+        self._inputs = self._table_list()
+        self.builds: Builds | None = None    # ahead-of-time packages (aot)
         if mode != "off":
             reason = compile_unavailable(next(model.parameters()).device)
             if reason is not None:
                 self._give_up(reason)
+            elif aot:
+                try:
+                    self.builds = Builds(Spec(model, tables, carry))
+                except Exception as e:  # e.g. a model that cannot be pickled for the builder
+                    self._give_up(f"cannot hand the model to a builder process: "
+                                  f"{type(e).__name__}: {e}")
+
+    def _table_list(self) -> tuple[Tensor, ...]:
+        return tuple(b for _, b in self.tables.named_buffers())
 
     @property
     def compiling(self) -> bool:
@@ -124,9 +142,47 @@ class StepVariants:
         fn = self._compiled.get((P, embed))
         if fn is not None:
             return fn
-        if self.compiling and not self._lock.locked():
+        if self.compiling and self.builds is not None:
+            fn = self._from_package(Variant(P, embed))
+        elif self.compiling and not self._lock.locked():
             fn = self._compile(P, embed)
         return self.steps[(embed, False)] if fn is None else fn
+
+    def _from_package(self, v: Variant) -> StepFn | None:
+        """The variant's package loaded if built; else its build asked for (never waits)."""
+        builds = self.builds
+        assert builds is not None
+        builds.poll()
+        path = builds.ready(v)
+        if path is None:
+            if v in builds.failed:
+                self._give_up(f"compiling the step failed: {builds.failed[v]}")
+            elif not builds.pending(v):
+                builds.request([v])
+            return None
+        try:
+            run = load_package(path)
+        except Exception as e:  # a damaged package: remove it, so the next run rebuilds it
+            path.unlink(missing_ok=True)
+            self._give_up(f"loading the compiled step {path} failed ({type(e).__name__}: "
+                          f"{e}); it was removed and is rebuilt on the next start")
+            return None
+
+        def fn(x: Tensor, mel: Tensor, control: Tensor) -> tuple[Tensor, Tensor]:
+            logits, keep = run(x, mel, control, self._inputs)
+            return logits, keep
+
+        try:
+            self._run_blank(fn, self.steps[(v.embed, True)], v.P)
+        except Exception as e:
+            self._give_up(f"the compiled step {path} failed its first run: "
+                          f"{type(e).__name__}: {e}")
+            return None
+        self._compiled[(v.P, v.embed)] = fn
+        self.compiled_variants += 1
+        logger.info("engine step compiled for %d row(s)%s", v.P,
+                    "" if v.embed else " (audio embedding reused)")
+        return fn
 
     def _compile(self, P: int, embed: bool) -> StepFn | None:
         """Compile the (P, embed) variant (run once on blank inputs, so the graph is built
@@ -171,15 +227,28 @@ class StepVariants:
 
     def warm(self, variants: Iterable[tuple[int, bool]]) -> None:
         """Compile these (P, embed) variants now (no-op when not compiling)."""
+        if self.builds is not None and self.compiling:
+            todo = [Variant(P, embed) for P, embed in variants]
+            self.builds.wait(todo)
+            for v in todo:
+                if self.compiling and (v.P, v.embed) not in self._compiled:
+                    self._from_package(v)
+            return
         for P, embed in variants:
             if not self.compiling:
                 return
             self._compile(P, embed)
 
-    def warm_in_background(self, variants: Iterable[tuple[int, bool]]) -> threading.Thread:
-        """:meth:`warm` in a daemon thread at the lowest CPU priority (its compiler processes
-        inherit it), so frames keep flowing through the eager step meanwhile."""
+    def warm_in_background(self, variants: Iterable[tuple[int, bool]]) -> None:
+        """Compile these while frames keep flowing through the eager step: ahead of time, a
+        builder process is asked for them (each switches over at its first use once built);
+        in process, :meth:`warm` runs in a daemon thread at the lowest CPU priority (its
+        compiler processes inherit it)."""
         todo = list(variants)
+        if self.builds is not None:
+            if self.compiling:
+                self.builds.request([Variant(P, embed) for P, embed in todo])
+            return
 
         def run() -> None:
             with contextlib.suppress(AttributeError, OSError):
@@ -189,9 +258,11 @@ class StepVariants:
         thread = threading.Thread(target=run, name="compile-step", daemon=True)
         _background.append(thread)
         thread.start()
-        return thread
 
     def tables_changed(self) -> None:
-        """The tables grew: compiled variants recompile on their next use."""
-        with self._lock:
-            self._compiled.clear()
+        """The tables grew: packages take them as they are now (their rows are dynamic);
+        in-process compiled variants recompile on their next use."""
+        self._inputs = self._table_list()
+        if self.builds is None:
+            with self._lock:
+                self._compiled.clear()

@@ -78,10 +78,11 @@ class EngineSettings:
     cuda_graphs: bool = False         # CUDA only: per-frame encoder replayed from a CUDA graph
     carry: CarryConfig = field(default_factory=CarryConfig)
     max_consecutive_errors: int = 10  # frame failures in a row that stop the run (the stream)
-    compile: str | bool = "off"       # off | on | auto: the static step torch.compile'd (auto:
-    #                                   where a C++ compiler exists and it compiles, else eager;
-    #                                   YAML reads bare off/on as booleans: taken as "off"/"on";
-    #                                   off by default: docs/static_step.md says why)
+    compile: str | bool = "auto"      # off | on | auto: the static step compiled (auto: where
+    #                                   a C++ compiler exists and it compiles, else eager; on
+    #                                   the CPU by a builder process into an on-disk cache:
+    #                                   docs/static_step.md); YAML reads bare off/on as
+    #                                   booleans: taken as "off"/"on"
     compile_wait: bool = False        # compile before capture starts (false: in the background,
     #                                   at low priority, while the eager step serves frames)
     max_batch: int = 8                # several streams: most frames (streams) per batched step
