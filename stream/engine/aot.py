@@ -118,21 +118,23 @@ class Spec:
         model: PCMANet in eval mode (on the CPU).
         tables: the engine's device tables (their shapes other than rows, dtypes, layout).
         carry: CIM carry settings.
+        options: inductor settings for the build (e.g. ``{"freezing": True}``).
     """
 
-    def __init__(self, model: PCMANet, tables: DeviceTables, carry: CarryConfig) -> None:
-        self.model, self.carry = model, carry
+    def __init__(self, model: PCMANet, tables: DeviceTables, carry: CarryConfig,
+                 options: dict[str, Any] | None = None) -> None:
+        self.model, self.carry, self.options = model, carry, dict(options or {})
         self.names = table_names(tables)
         self.stages, self.masks, self.slots = list(tables.stages), tables.masks, tables.slots
         self.shapes = [(tuple(b.shape[1:]), str(b.dtype)) for _, b in tables.named_buffers()]
         buf = io.BytesIO()
         torch.save({"model": model, "carry": dataclasses.asdict(carry), "names": self.names,
                     "stages": self.stages, "masks": self.masks, "slots": self.slots,
-                    "shapes": self.shapes}, buf)
+                    "shapes": self.shapes, "options": self.options}, buf)
         self.payload = buf.getvalue()
         digest = hashlib.sha256(model_digest(model).encode())
         for line in [repr(dataclasses.asdict(carry)), repr(self.names), repr(self.shapes),
-                     *_environment()]:
+                     repr(sorted(self.options.items())), *_environment()]:
             digest.update(line.encode())
         self._base = digest.hexdigest()
 
@@ -321,7 +323,8 @@ def build(spec_path: Path, jobs: list[tuple[Variant, Path]]) -> int:
                 program = torch.export.export(module, (x, mel, control, tables),
                                               dynamic_shapes=dynamic, strict=False)
                 tmp = out.with_name(f"{out.stem}.{os.getpid()}.tmp.pt2")
-                torch._inductor.aoti_compile_and_package(program, package_path=str(tmp))
+                with torch._inductor.config.patch(payload.get("options") or {}):
+                    torch._inductor.aoti_compile_and_package(program, package_path=str(tmp))
             os.replace(tmp, out)
             print(f"built P={v.P} embed={v.embed} in {time.perf_counter() - t0:.1f} s: {out}",
                   flush=True)

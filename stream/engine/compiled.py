@@ -118,7 +118,7 @@ class StepVariants:
                 self._give_up(reason)
             elif aot:
                 try:
-                    self.builds = Builds(Spec(model, tables, carry))
+                    self.builds = Builds(Spec(model, tables, carry, CPU_OPTIONS))
                 except Exception as e:  # e.g. a model that cannot be pickled for the builder
                     self._give_up(f"cannot hand the model to a builder process: "
                                   f"{type(e).__name__}: {e}")
