@@ -13,7 +13,7 @@ eager step serves frames.
   is a dynamic dimension, so adding streams needs no rebuild.
 * **Cache key**: a hash of everything the compiled code depends on: the pickled model (weights,
   structure, thresholds), the variant (rows P, audio mode, CIM carry settings), the table shapes
-  other than their rows, the sources of ``pcmanet`` and ``stream.engine``, torch's version and
+  other than their rows, the sources of ``pcmanet`` and of the step, torch's version and
   the CPU's vector instruction set. A key never names a different graph; a changed input only
   costs a rebuild.
 * **A build outlives the run that started it**, like a cache fill: a run that stops after a
@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import io
 import logging
 import os
 import platform
@@ -53,7 +52,9 @@ logger = logging.getLogger(__name__)
 
 CACHE_ENV = "PCMANET_LIVE_CACHE"
 StepFn = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
-_SOURCES = ("pcmanet", "stream/engine")   # packages whose code the compiled graph comes from
+# The code a compiled step comes from (the model, the step, its tables, the build).
+_SOURCES = ("pcmanet", "stream/engine/static.py", "stream/engine/ring.py",
+            "stream/engine/parts.py", "stream/engine/aot.py")
 
 
 def cache_dir() -> Path:
@@ -127,16 +128,17 @@ class Spec:
         self.names = table_names(tables)
         self.stages, self.masks, self.slots = list(tables.stages), tables.masks, tables.slots
         self.shapes = [(tuple(b.shape[1:]), str(b.dtype)) for _, b in tables.named_buffers()]
-        buf = io.BytesIO()
-        torch.save({"model": model, "carry": dataclasses.asdict(carry), "names": self.names,
-                    "stages": self.stages, "masks": self.masks, "slots": self.slots,
-                    "shapes": self.shapes, "options": self.options}, buf)
-        self.payload = buf.getvalue()
         digest = hashlib.sha256(model_digest(model).encode())
         for line in [repr(dataclasses.asdict(carry)), repr(self.names), repr(self.shapes),
                      repr(sorted(self.options.items())), *_environment()]:
             digest.update(line.encode())
         self._base = digest.hexdigest()
+
+    def write(self, path: Path) -> None:
+        """The builder's input: the pickled model and what shapes the tables."""
+        torch.save({"model": self.model, "carry": dataclasses.asdict(self.carry),
+                    "names": self.names, "stages": self.stages, "masks": self.masks,
+                    "slots": self.slots, "shapes": self.shapes, "options": self.options}, path)
 
     def key(self, v: Variant) -> str:
         return hashlib.sha256(f"{self._base}:{v.P}:{int(v.embed)}".encode()).hexdigest()[:24]
@@ -164,8 +166,9 @@ def _environment() -> list[str]:
     lines = [torch.__version__, sys.version, platform.machine(),
              torch.backends.cpu.get_cpu_capability()]
     root = Path(__file__).resolve().parents[2]
-    for pkg in _SOURCES:
-        for path in sorted((root / pkg).rglob("*.py")):
+    for name in _SOURCES:
+        top = root / name
+        for path in sorted(top.rglob("*.py")) if top.is_dir() else [top]:
             lines.append(f"{path.relative_to(root)}:{hashlib.sha256(path.read_bytes()).hexdigest()}")
     return lines
 
@@ -268,7 +271,7 @@ class Builds:
         self.folder.mkdir(parents=True, exist_ok=True)
         key = self.spec.key(todo[0])
         spec_path = self.folder / f"{key}.spec.{os.getpid()}"
-        spec_path.write_bytes(self.spec.payload)
+        self.spec.write(spec_path)
         args = [sys.executable, "-m", "stream.engine.aot", str(spec_path)]
         for v in todo:
             args += [f"{v.P}:{int(v.embed)}", str(self.package(v))]
@@ -281,6 +284,8 @@ class Builds:
                                      env=env, start_new_session=True,
                                      preexec_fn=lambda: os.nice(19))
         log.close()
+        for v in todo:   # held from now on (the child takes them over, and removes them)
+            (self.folder / f"{self.spec.key(v)}.lock").write_text(str(self.proc.pid))
         self.building = todo
         logger.info("building the compiled engine step (%d variant(s)) in process %d at the "
                     "lowest priority; log %s", len(todo), self.proc.pid, log.name)

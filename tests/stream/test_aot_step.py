@@ -132,7 +132,7 @@ def test_a_failing_builder_names_its_error_and_log(demo, tmp_path) -> None:
     model, size = demo
     engine = BatchedEngine(model, size)
     spec = Spec(model, engine.tables, CarryConfig())
-    spec.payload = b"this is not a pickled model"
+    spec.write = lambda path: path.write_bytes(b"this is not a pickled model")  # type: ignore[method-assign]
     builds = Builds(spec, tmp_path)
     v = Variant(1, True)
     builds.wait([v])
