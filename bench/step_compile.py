@@ -1,7 +1,7 @@
 """The engine step eager vs compiled (``live.engine.compile``), on this machine's CPU.
 
     python bench/step_compile.py [--model demo|resnet50|pvt_v2_b5] [--frames 150]
-                                 [--threads 1] [--carry] [--freezing] [--profile N]
+                                 [--threads 1] [--carry] [--freezing on|off] [--profile N]
                                  [--json OUT]
 
 Runs the same demo-scene frames (30 FPS) through two single-stream engines, one eager and one
@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import stream.engine.compiled as compiled_mod
 from calib.scene_eval import scene_frames
 from pcmanet.assets import DEMO_CHECKPOINT
 from pcmanet.build import build_pcmanet
@@ -76,17 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=150)
     p.add_argument("--threads", type=int, default=1, help="torch threads (live default: 1)")
     p.add_argument("--carry", action="store_true", help="CIM carry-over on")
-    p.add_argument("--freezing", action="store_true",
-                   help="inductor with freezing (weights as constants, pre-packed for oneDNN)")
+    p.add_argument("--freezing", choices=["on", "off"],
+                   help="inductor's freezing (weights as constants, pre-packed for oneDNN); "
+                        "default: the engine's (on ahead of time)")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="torch.profiler over N more steps of each engine: top operators")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.freezing:
-        import stream.engine.compiled as compiled_mod
-
-        compiled_mod.CPU_OPTIONS = {"freezing": True}
+        compiled_mod.AOT_OPTIONS = {"freezing": args.freezing == "on"}
+        compiled_mod.CPU_OPTIONS = {"freezing": args.freezing == "on"}
     model, size = load(args.model)
     carry = CarryConfig(enabled=args.carry)
     eager = BatchedEngine(model, size, carry=carry, compile="off")
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                 for stage, ms in stage_ms(r.times_ns, 1e3 * total).items():
                     stages[name].setdefault(stage, []).append(ms)
     out: dict[str, object] = {"model": args.model, "input_size": size, "threads": args.threads,
-           "freezing": args.freezing,
+           "inductor_options": dict(compiled_mod.AOT_OPTIONS),
            "carry": args.carry, "frames": len(te), "compile_s": compile_s,
            "eager_p50_ms": 1e3 * float(np.median(te)),
            "eager_p90_ms": 1e3 * float(np.percentile(te, 90)),
@@ -135,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         rest = [f.paired for f in scene_frames(DemoScene(seed=4, size=480, fps=30),
                                                 range(args.profile))]
-        for name, engine, state in (("eager", eager, se), ("compiled", compiled, sc)):
-            out[f"profile_{name}"] = profile(engine, state, rest)
+        for name, engine in (("eager", eager), ("compiled", compiled)):
+            out[f"profile_{name}"] = profile(engine, engine.new_stream(), rest)
     for key, v in out.items():
         if isinstance(v, list):
             print(f"{key}:")
