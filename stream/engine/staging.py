@@ -33,17 +33,20 @@ class HostSlot:
 
     def __init__(self, pinned: bool) -> None:
         self.pinned = pinned
-        self.buffers: dict[str, Tensor] = {}
+        self.buffers: dict[str, Tensor] = {}   # by name: the one used last
+        self._kept: dict[tuple[str, tuple[int, ...], torch.dtype], Tensor] = {}
         self.done: Any = None                  # torch.cuda.Event (CUDA), None: nothing pending
         self.allocations = 0                   # buffers made (reuse keeps this flat)
 
     def buffer(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
-        """The buffer ``name``, reused while its shape and dtype stay the same."""
-        buf = self.buffers.get(name)
-        if buf is None or tuple(buf.shape) != tuple(shape) or buf.dtype != dtype:
-            buf = torch.empty(shape, dtype=dtype, pin_memory=self.pinned)
-            self.buffers[name] = buf
+        """The buffer ``name`` of this shape and dtype, made once and reused (pinning memory
+        is slow; frames of a few sizes keep one buffer per size)."""
+        key = (name, tuple(shape), dtype)
+        buf = self._kept.get(key)
+        if buf is None:
+            buf = self._kept[key] = torch.empty(shape, dtype=dtype, pin_memory=self.pinned)
             self.allocations += 1
+        self.buffers[name] = buf
         return buf
 
     def stage(self, name: str, array: np.ndarray | Tensor, device: torch.device,

@@ -50,6 +50,12 @@ def worst(a: list[list[torch.Tensor]], b: list[list[torch.Tensor]]) -> float:
                for xs, ys in zip(a, b, strict=True) for x, y in zip(xs, ys, strict=True))
 
 
+def scale(a: list[list[torch.Tensor]]) -> float:
+    """The largest |logit|, at least 1 (bf16 errors are relative)."""
+    return max(1.0, max(float(x.abs().max()) for xs in a for x in xs))
+
+
+
 @pytest.mark.parametrize("carry", [False, True], ids=["plain", "carry"])
 def test_static_buffers_give_the_eager_engines_logits(demo, carry: bool) -> None:
     model, size = demo
@@ -131,13 +137,14 @@ def test_graphs_and_compile_are_exclusive(demo) -> None:
 @pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_cuda_graphs_per_bucket_match_the_eager_step(demo, precision: str) -> None:
+def test_cuda_graphs_per_bucket_match_the_eager_step(demo, no_tf32, precision: str) -> None:
     model, size = demo
     model = copy.deepcopy(model).cuda()
     graphed = BatchedEngine(model, size, "cuda", graphs=True, precision=precision)
     eager = BatchedEngine(model, size, "cuda", buckets=DEFAULT_BUCKETS, precision=precision)
-    tol = 1e-3 if precision == "fp32" else 5e-2
-    assert worst(drive(graphed), drive(eager)) < tol
+    assert graphed.channels_last and not eager.graphs      # the model is channels-last now
+    a, b = drive(graphed), drive(eager)
+    assert worst(a, b) < (1e-3 if precision == "fp32" else 5e-2 * scale(b))
     steps = graphed.steps_fn
     assert isinstance(steps, GraphedSteps)
     assert steps.captured == 3 and steps.replays == len(READY)      # buckets 1, 2 and 4
@@ -145,7 +152,7 @@ def test_cuda_graphs_per_bucket_match_the_eager_step(demo, precision: str) -> No
 
 @pytest.mark.gpu
 @needs_cuda
-def test_cuda_graphed_streaming_engine_matches_eager(demo) -> None:
+def test_cuda_graphed_streaming_engine_matches_eager(demo, no_tf32) -> None:
     """``cuda_graphs`` on the one-stream engine: the whole step from one graph."""
     model, size = demo
     model = copy.deepcopy(model).cuda()
