@@ -213,6 +213,9 @@ def _model_and_keys(args: argparse.Namespace, cfg: LiveConfig
                     ) -> tuple[torch.device, CurveServerKeys | CurveClientKeys | None, PCMANet,
                                int, str]:
     """-> (device, CurveZMQ keys, model on the device, input size, model name)."""
+    if cfg.engine.cuda_graphs and cfg.engine.compile != "off":
+        raise UserError("live.engine.cuda_graphs and live.engine.compile are exclusive (a CUDA "
+                        "graph replays the uncompiled step); set one of them off")
     device = pick_device(cfg.engine.device)
     if cfg.engine.cuda_graphs and device.type != "cuda":
         raise UserError("live.engine.cuda_graphs needs a CUDA device: add --device cuda, or "
