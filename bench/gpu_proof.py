@@ -151,6 +151,8 @@ def _streams_figures(run: dict[str, Any], fps: int, seconds: float) -> dict[str,
     """One run of ``stream.bench --streams`` -> its figures."""
     return {"streams": run["streams"], "source_fps": fps, "seconds": seconds,
             "aggregate_fps_out": run["aggregate_fps_out"],
+            # below the source's rate: the sources (demo scenes drawn in this process) lag
+            "min_stream_fps_in": min(r["fps_in"] for r in run["per_stream"].values()),
             "min_stream_fps_out": run["min_stream_fps_out"],
             "worst_stream_p99_ms": run["worst_stream_p99_ms"],
             "pooled_p99_ms": run["pooled"]["e2e_ms"]["p99"],

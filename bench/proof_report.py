@@ -103,11 +103,12 @@ def _summary(name: str, f: dict[str, Any]) -> str:
         cells = []
         for run, r in f.items():
             if r["streams"] == 1:
-                cells.append(f"{run}: out {_fmt(r['fps_out'])} FPS, p99 {_fmt(r['e2e_p99_ms'])} "
-                             f"ms, drops {r['drops']}")
+                cells.append(f"{run}: out {_fmt(r['fps_out'])} FPS ({_fmt(r['fps_in'])} in), "
+                             f"p99 {_fmt(r['e2e_p99_ms'])} ms, drops {r['drops']}")
             else:
                 cells.append(f"{run} ({r['streams']}): slowest {_fmt(r['min_stream_fps_out'])} "
-                             f"FPS, worst p99 {_fmt(r['worst_stream_p99_ms'])} ms")
+                             f"FPS out ({_fmt(r['min_stream_fps_in'])} in), worst p99 "
+                             f"{_fmt(r['worst_stream_p99_ms'])} ms")
         return "; ".join(cells)
     if name == "training":
         return (f"{f['steps']} steps {f['precision']}, {_fmt(f['steps_per_s'])} steps/s "

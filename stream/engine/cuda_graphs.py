@@ -124,7 +124,6 @@ class GraphedSteps:
     """
 
     compiling = False        # as StepVariants: graphs are not torch.compile
-    why_eager: str | None = None
 
     def __init__(self, steps: dict[bool, StaticStep], autocast: Callable[[], Any],
                  channels_last: bool = False, warmup: int = 3) -> None:
