@@ -86,7 +86,10 @@ class TrainConfig:
     val_every: int = 1                        # epochs between validations
     val_share: float = 1.0                    # validation's share of the run's time at most
     val_batch_size: int = 1
-    amp: bool = True                          # mixed precision, CUDA only
+    amp: bool = True                          # bf16 autocast on CUDA
+    channels_last: bool = True                # CUDA: model weights channels-last (with amp)
+    cpu_amp: bool = False                     # amp and channels_last on the CPU too (slow:
+                                              # runs the CUDA recipe's code in CPU tests)
     max_minutes: float | None = None          # the run's wall-time budget (across --resume)
     warmup_steps: int = 0                     # linear lr warm-up over the first steps
     encoder_grad: str = "all"                 # all | labelled: S4 economy (pcmanet/train_step.py)

@@ -96,7 +96,7 @@ class PCMANetOutput:
 def keep_fraction(out: PCMANetOutput) -> Tensor:
     """Token-weighted keep ratio over the CIM-selected stages (0-dim tensor; 1.0 if none)."""
     if not out.masks:
-        return torch.ones(())
+        return torch.ones((), device=out.logits[0].device)   # where the logits are (CUDA too)
     kept = torch.stack([m.sum() for m in out.masks]).sum()
     total = sum(m.numel() for m in out.masks)
     return kept / total

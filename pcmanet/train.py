@@ -59,6 +59,10 @@ from pcmanet.sampling import BlockShuffleSampler
 from pcmanet.schedule import lr_scale, next_validation_after, require_an_end
 from pcmanet.train_step import clip_loss, train_forward
 
+# Steps between host reads of the loss: each read waits for the device, so a GPU is not fed
+# while the host waits.
+LOSS_SYNC_EVERY = 10
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = Parser(prog="python -m pcmanet.train",
@@ -150,6 +154,8 @@ class Trainer:
         if cfg.train.init is not None:
             self._log(init_from_checkpoint(self.model, cfg.train.init))
         self.model = self.model.to(device)
+        if self.amp and cfg.train.channels_last:  # bf16 convolutions prefer NHWC on a GPU
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.ema = (WeightAverage(self.model, cfg.train.ema) if cfg.train.ema is not None
                     else None)
         self.optimizer = torch.optim.Adam(param_groups(self.model, cfg.train.audio_lr_scale),
@@ -245,9 +251,15 @@ class Trainer:
             tqdm.write(text)
 
     # -- loop ----------------------------------------------------------------------------------
+    @property
+    def amp(self) -> bool:
+        """bf16 autocast: on CUDA with ``train.amp``; on the CPU only with ``train.cpu_amp``."""
+        t = self.cfg.train
+        return t.amp and (self.device.type == "cuda" or t.cpu_amp)
+
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.device.type == "cuda" and self.cfg.train.amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.amp:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def _batches(self) -> Iterator[dict[str, Any]]:
@@ -267,6 +279,7 @@ class Trainer:
         """One epoch; False if the time budget ran out before its last batch."""
         self.net.train()
         self._last_loss, total, n = 0.0, 0.0, 0
+        running: torch.Tensor | None = None      # the epoch's loss sum, on the device
         finished = True
         for batch in self._batches():
             start = self.clock()
@@ -285,13 +298,16 @@ class Trainer:
             if self.ema is not None:
                 self.ema.update(self.model)
             self.step += 1
-            self._last_loss = float(loss.detach())
-            total, n = total + self._last_loss, n + 1
+            running = loss.detach() if running is None else running + loss.detach()
+            n += 1
+            if n % LOSS_SYNC_EVERY == 0:  # the host reads the loss only now and then
+                self._last_loss = (float(running) - total) / LOSS_SYNC_EVERY  # their mean
+                total = float(running)
             self.train_seconds += self.clock() - start
             if self._out_of_time():
                 finished = n == len(self.loader)
                 break
-        self._epoch_loss = total / max(n, 1)
+        self._epoch_loss = (float(running) if running is not None else 0.0) / max(n, 1)
         return finished
 
     def run_time(self) -> float:

@@ -11,6 +11,7 @@ Data path: ``stream.buffers.sync`` hands it ``PairedFrame``s; its ``EngineResult
   ``compiled``: its variants per bucket, eager or ``torch.compile``d.
 * ``preprocess``: uint8 BGR frames to normalised model input, on the GPU where there is one.
 * ``gpu_pipeline``: ``StreamRunner``, CUDA streams for copies in, compute and copies out.
-* ``cuda_graphs``: ``GraphedEncoder``, the per-frame encoder replayed from a CUDA graph.
+* ``cuda_graphs``: ``GraphedStep``, the static step replayed from a CUDA graph per bucket.
+* ``staging``: ``HostRing``, reused host buffers (pinned, event-guarded on CUDA) for copies.
 * ``cupy_check``: whether the installed CuPy matches torch's CUDA.
 """

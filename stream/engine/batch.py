@@ -19,6 +19,12 @@ to the smallest bucket >= N (the last real row repeated; the padded rows' output
 away), so every step has one of a few static shapes. That is what a CUDA graph per bucket needs;
 on the CPU it only costs the padded rows, so the default there is no padding.
 
+With ``graphs`` (``live.engine.cuda_graphs``) each (bucket, audio mode) step is replayed from
+a CUDA graph (:mod:`stream.engine.cuda_graphs`; on the CPU the same static buffers run the
+step directly) and the buckets default to :data:`DEFAULT_BUCKETS`. :meth:`BatchedEngine.step`
+stages frames, log-mel windows and masks through reused host buffers (pinned on CUDA, one
+event per batch: :mod:`stream.engine.staging`) instead of a blocking copy per stream.
+
 **Contract** (tested): a stream's logits in a batch of N equal its logits when run alone,
 within 1e-4, with CIM carry off and on.
 """
@@ -31,6 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -38,6 +45,7 @@ from pcmanet.audio.frontend import EXAMPLE_FRAMES, MEL_BANDS
 from pcmanet.model import FrameFeatures, PCMANet
 from stream.buffers.frames import PairedFrame
 from stream.engine.compiled import StepVariants
+from stream.engine.cuda_graphs import GraphedSteps
 from stream.engine.parts import (
     SILENCE_LOGMEL,
     CarryConfig,
@@ -47,8 +55,10 @@ from stream.engine.parts import (
 )
 from stream.engine.preprocess import Preprocessor
 from stream.engine.ring import DeviceTables, Plan, WindowIndex, ring_slots
+from stream.engine.staging import HostRing
+from stream.engine.static import StaticStep
 
-DEFAULT_BUCKETS = (1, 2, 4, 8, 16, 32, 64)  # batch sizes a CUDA graph would be captured for
+DEFAULT_BUCKETS = (1, 2, 4, 8, 16, 32, 64)  # batch sizes a CUDA graph is captured for
 
 
 def pad_to(n: int, buckets: Sequence[int] | None) -> int:
@@ -173,6 +183,11 @@ class BatchedEngine:
             ahead of time by another process, else ``torch.compile``: see
             :mod:`stream.engine.compiled`.
         streams: streams the device tables are sized for at first (they grow on demand).
+        graphs: replay each bucket's step from a CUDA graph (on the CPU: the same static
+            buffers, the step run directly); buckets default to :data:`DEFAULT_BUCKETS`.
+            Exclusive with ``compile``.
+        channels_last: the model and the step's frames channels-last (None: on with graphs
+            on CUDA, where bf16 convolutions prefer it).
     """
 
     def __init__(self, model: PCMANet, image_size: int, device: torch.device | str = "cpu",
@@ -182,7 +197,8 @@ class BatchedEngine:
                  audio_rate_hz: float | None = None, precision: str = "fp32",
                  encode: Callable[[Tensor, Tensor], FrameFeatures] | None = None,
                  buckets: Sequence[int] | None = None, compile: str = "off",
-                 streams: int = 1) -> None:
+                 streams: int = 1, graphs: bool = False,
+                 channels_last: bool | None = None) -> None:
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
         if audio_rate_hz is not None and audio_rate_hz <= 0:
@@ -192,6 +208,10 @@ class BatchedEngine:
                              "(log-mel input); load it with vggish=PATH or a light encoder")
         if buckets is not None and (not buckets or min(buckets) < 1):
             raise ValueError(f"buckets must be sizes >= 1, got {buckets}")
+        if graphs and compile != "off":
+            raise ValueError("graphs (CUDA graphs) and compile are exclusive; set one")
+        if graphs and buckets is None:
+            buckets = DEFAULT_BUCKETS
         self.model, self.size, self.device = model.eval(), image_size, torch.device(device)
         self.T, self.spacing_s, self.clock = model.num_frames, spacing_s, clock
         self.precision, self.buckets = precision, tuple(buckets) if buckets else None
@@ -204,18 +224,34 @@ class BatchedEngine:
         self.horizon_s = (self.T - 1) * spacing_s + 0.5
         self.retain_s = min(0.1, spacing_s / 4)
         self.slots = ring_slots(self.horizon_s, self.retain_s)
+        if channels_last is None:
+            channels_last = graphs and self.device.type == "cuda"
+        if channels_last:
+            model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.graphs, self.channels_last = graphs, channels_last
         self.tables = self._probe_tables(max(1, streams), encode)
-        # Ahead of time in another process on the CPU in fp32 (stream.engine.aot); else
-        # torch.compile in this process.
-        aot = self.device.type == "cpu" and precision == "fp32" and encode is None
-        self.steps_fn = StepVariants(model, self.tables, self.carry_cfg, encode, compile,
-                                     self._autocast, aot=aot)
+        self.steps_fn: StepVariants | GraphedSteps
+        if graphs:
+            self.steps_fn = GraphedSteps({embed: StaticStep(model, self.tables, self.carry_cfg,
+                                                            embed, encode, static=True)
+                                          for embed in (True, False)}, self._autocast,
+                                         channels_last)
+        else:
+            # Ahead of time in another process on the CPU in fp32 (stream.engine.aot); else
+            # torch.compile in this process.
+            aot = self.device.type == "cpu" and precision == "fp32" and encode is None
+            self.steps_fn = StepVariants(model, self.tables, self.carry_cfg, encode, compile,
+                                         self._autocast, aot=aot)
+        # Host buffers of the batches in flight: pinned with an event each on CUDA.
+        self.staging = HostRing(2, pinned=self.device.type == "cuda")
         self.states: list[StreamState] = []
         self.steps = self.rows = self.padded_rows = 0
 
     def _autocast(self) -> Any:
+        # No weight-cast cache: a step uses each weight once, and casts cached while a CUDA
+        # graph is captured would be freed at autocast's exit while the graph still reads them.
         return torch.autocast(self.device.type, torch.bfloat16,
-                              enabled=self.precision == "bf16")
+                              enabled=self.precision == "bf16", cache_enabled=False)
 
     @torch.inference_mode()
     def _probe_tables(self, streams: int, encode: Callable[[Tensor, Tensor], FrameFeatures]
@@ -250,9 +286,31 @@ class BatchedEngine:
 
     # -- the step -------------------------------------------------------------------------------
     def step(self, items: Sequence[tuple[StreamState, PairedFrame]]) -> list[EngineResult]:
-        """:meth:`step_device` on frames in host memory, masks back to the host (waits)."""
-        return [r.to_host(self.clock) for r in self.step_device([BatchItem(s, p)
-                                                                 for s, p in items])]
+        """:meth:`step_device` on frames in host memory, masks back to the host (waits once
+        per batch). Frames and log-mel windows go through a :class:`HostRing` slot (pinned,
+        ``non_blocking`` copies on CUDA), masks and keep ratios come back through it, and the
+        host waits on the slot's one event, not on a copy per stream."""
+        if not items:
+            return []
+        slot = self.staging.acquire()
+        batch = []
+        for i, (state, paired) in enumerate(items):
+            image = slot.upload(f"image{i}", paired.frame.image, self.device)   # (H, W, 3) u8
+            mel = None
+            if paired.logmel is not None:
+                mel = slot.upload(f"mel{i}", np.asarray(paired.logmel, np.float32)[None, None],
+                                  self.device)                            # (1, 1, 96, 64)
+            batch.append(BatchItem(state, paired, image, mel))
+        results = self.step_device(batch)
+        probs = [slot.download(f"prob{i}", r.prob) for i, r in enumerate(results)]  # (H, W)
+        keeps = [slot.download(f"keep{i}", r.keep_ratio.float().reshape(()))
+                 for i, r in enumerate(results)]
+        slot.record()
+        slot.wait()
+        end = self.clock()
+        return [EngineResult(prob.numpy().copy(), r.logits, float(keep), r.window,
+                             {**r.times_ns, "decode_end": end})
+                for r, prob, keep in zip(results, probs, keeps, strict=True)]
 
     def step_device(self, items: Sequence[BatchItem]) -> list[DeviceResult]:
         """One batched step; results (one per item, in order) stay on the device. A step that
@@ -279,6 +337,8 @@ class BatchedEngine:
         reuse = [it.state.reuse_due(it.paired.frame.t_capture_ns, self._audio_period_ns)
                  for it in items]
         control = self._control(items, plans, refresh, reuse, P)            # (P, T + 4)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         logits, keep = self.steps_fn(P, not all(reuse))(
             _pad_rows(x, P), _pad_rows(torch.cat(mels), P), control)
         # One step does audio, encode and decode: "encode" times the whole model step and

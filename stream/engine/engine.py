@@ -39,6 +39,7 @@ from torch import Tensor
 from pcmanet.model import PCMANet, PCMANetOutput, keep_fraction
 from stream.buffers.frames import PairedFrame
 from stream.engine.batch import BatchedEngine, BatchItem, StreamState
+from stream.engine.cuda_graphs import GraphedSteps
 from stream.engine.parts import (  # noqa: F401  (re-exported: the engine's public names)
     SILENCE_LOGMEL,
     CarryConfig,
@@ -69,8 +70,8 @@ class StreamingEngine:
             reuse the last one in between; None: every frame (the reference). Streaming only.
         precision: "fp32", or "bf16" (the model under ``torch.autocast`` in bfloat16 on the
             engine's device; probabilities are returned in float32).
-        cuda_graphs: replay the per-frame encoder from a CUDA graph (CUDA devices only;
-            :mod:`stream.engine.cuda_graphs`).
+        cuda_graphs: replay the static step from a CUDA graph per batch bucket (CUDA devices
+            only; :mod:`stream.engine.cuda_graphs`).
         compile: the static step eager ("off"), compiled ("on") or compiled where it works
             ("auto"); :mod:`stream.engine.compiled`.
     """
@@ -84,12 +85,6 @@ class StreamingEngine:
         if cuda_graphs and torch.device(device).type != "cuda":
             raise ValueError("cuda_graphs needs a CUDA device (engine device is "
                              f"{torch.device(device)})")
-        encode = None
-        if cuda_graphs:
-            from stream.engine.cuda_graphs import GraphedEncoder
-
-            encode = GraphedEncoder(model)
-        self.encoder = encode  # the CUDA-graphed encoder, if any
         if mode not in ("stream", "clip"):
             raise ValueError(f"mode must be 'stream' or 'clip', got {mode!r}")
         self.mode = mode
@@ -98,12 +93,19 @@ class StreamingEngine:
                                    cache_dtype=cache_dtype,
                                    keep_inputs=keep_inputs or mode == "clip", clock=clock,
                                    audio_rate_hz=audio_rate_hz, precision=precision,
-                                   encode=encode, compile=compile if mode == "stream" else "off")
+                                   compile=compile if mode == "stream" else "off",
+                                   graphs=cuda_graphs and mode == "stream")
         self.state: StreamState = self.batch.new_stream()
         self.model, self.size, self.device = self.batch.model, image_size, self.batch.device
         self.T, self.spacing_s, self.clock = model.num_frames, spacing_s, clock
         self.precision, self.preprocess = precision, self.batch.preprocess
         self.frames = 0
+
+    @property
+    def graphs(self) -> GraphedSteps | None:
+        """The step's CUDA graphs (``cuda_graphs``), else None."""
+        steps = self.batch.steps_fn
+        return steps if isinstance(steps, GraphedSteps) else None
 
     @property
     def cache(self) -> WindowIndex:
@@ -156,7 +158,11 @@ class StreamingEngine:
         return DeviceResult(prob, logits, keep_fraction(out), list(plan.frames), times)
 
     def step(self, paired: PairedFrame) -> EngineResult:
-        """:meth:`step_device`, then the mask to the host (waits for the device)."""
+        """:meth:`step_device`, then the mask to the host (waits for the device). Streaming:
+        the batched engine's staged step (pinned buffers on CUDA, :meth:`BatchedEngine.step`)."""
+        if self.mode == "stream":
+            self.frames += 1
+            return self.batch.step([(self.state, paired)])[0]
         return self.step_device(paired).to_host(self.clock)
 
     @torch.inference_mode()

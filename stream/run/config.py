@@ -75,7 +75,7 @@ class EngineSettings:
     cim_threshold: float | None = None  # CIM threshold (None: the checkpoint's)
     cache_fp16: bool = False          # store cached features in float16
     precision: str = "fp32"           # fp32 | bf16 (autocast; pays on GPUs with bf16 units)
-    cuda_graphs: bool = False         # CUDA only: per-frame encoder replayed from a CUDA graph
+    cuda_graphs: bool = False         # CUDA only: the step replayed from a CUDA graph per bucket
     carry: CarryConfig = field(default_factory=CarryConfig)
     max_consecutive_errors: int = 10  # frame failures in a row that stop the run (the stream)
     compile: str | bool = "auto"      # off | on | auto: the static step compiled (auto: where

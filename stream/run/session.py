@@ -33,6 +33,7 @@ from stream.buffers.frame_ring import FrameRing
 from stream.buffers.sync import PairingPolicy
 from stream.capture.base import SAMPLE_RATE, SourceError
 from stream.engine.batch import DEFAULT_BUCKETS, BatchedEngine, pad_to
+from stream.engine.cuda_graphs import GraphedSteps
 from stream.engine.engine import StreamingEngine
 from stream.run.config import LiveConfig
 from stream.run.multi import Lane, MultiPipeline
@@ -139,7 +140,7 @@ def live_session(args: argparse.Namespace, cfg: LiveConfig, engine_mode: str = "
                              mode=engine_mode, audio_rate_hz=cfg.engine.audio_rate_hz,
                              precision=cfg.engine.precision,
                              cuda_graphs=cfg.engine.cuda_graphs,
-                             compile=str(cfg.engine.compile) if engine_mode == "stream" else "off")
+                             compile=compile_mode(cfg) if engine_mode == "stream" else "off")
     publisher = _publisher(cfg, spec.name, curve)
     frames = FrameRing(cfg.source.frame_ring)
     audio_ring = AudioRing(round(cfg.source.audio_ring_s * SAMPLE_RATE))
@@ -179,18 +180,27 @@ def live_session(args: argparse.Namespace, cfg: LiveConfig, engine_mode: str = "
         publisher.stop(linger_ms=session.flush_ms if session is not None else None)
 
 
+def compile_mode(cfg: LiveConfig) -> str:
+    """``live.engine.compile``, except that CUDA graphs replay the uncompiled step: with
+    ``cuda_graphs`` the default ``auto`` means off (``on`` is refused by ``_model_and_keys``)."""
+    return "off" if cfg.engine.cuda_graphs else str(cfg.engine.compile)
+
+
 def compile_step(engine: BatchedEngine, cfg: LiveConfig, streams: int) -> None:
     """Compile the static step's variants this run will use (``live.engine.compile``): before
     capture starts with ``compile_wait``, else in a low-priority background thread while the
-    eager step serves frames. Batches of 1 .. ``streams`` rows are padded to the engine's
-    buckets."""
+    eager step serves frames; or capture their CUDA graphs (``live.engine.cuda_graphs``) before
+    capture starts. Batches of 1 .. ``streams`` rows are padded to the engine's buckets."""
     steps = engine.steps_fn
-    if not steps.compiling:
+    if not steps.compiling and not isinstance(steps, GraphedSteps):
         return
     sizes = sorted({pad_to(n, engine.buckets) for n in range(1, min(streams, cfg.engine.max_batch)
                                                              + 1)})
     embeds = (True, False) if cfg.engine.audio_rate_hz is not None else (True,)
     variants = [(P, embed) for P in sizes for embed in embeds]
+    if isinstance(steps, GraphedSteps):  # live.engine.cuda_graphs: capture them all now
+        steps.warm(variants)
+        return
     if cfg.engine.compile_wait:
         logger.info("compiling the engine step (%d variant(s)) before capture starts",
                     len(variants))
@@ -209,6 +219,9 @@ def _model_and_keys(args: argparse.Namespace, cfg: LiveConfig
                     ) -> tuple[torch.device, CurveServerKeys | CurveClientKeys | None, PCMANet,
                                int, str]:
     """-> (device, CurveZMQ keys, model on the device, input size, model name)."""
+    if cfg.engine.cuda_graphs and cfg.engine.compile == "on":
+        raise UserError("live.engine.cuda_graphs and live.engine.compile=on are exclusive (a "
+                        "CUDA graph replays the uncompiled step); set one of them off")
     device = pick_device(cfg.engine.device)
     if cfg.engine.cuda_graphs and device.type != "cuda":
         raise UserError("live.engine.cuda_graphs needs a CUDA device: add --device cuda, or "
@@ -258,17 +271,15 @@ def multi_session(args: argparse.Namespace, cfg: LiveConfig, specs: list[StreamS
     all and close the publisher. A source that cannot open is a user error naming its stream."""
     if args.show or args.record:
         raise UserError("--show and --record take one stream; several are configured")
-    if cfg.engine.cuda_graphs:
-        raise UserError("live.engine.cuda_graphs is single-stream for now; drop it with "
-                        "several streams")
     device, curve, model, size, name = _model_and_keys(args, cfg)
     e = cfg.engine
     # Compiled, a batch size is a graph: pad to powers of two unless buckets are given.
-    buckets = e.batch_buckets or (DEFAULT_BUCKETS if e.compile != "off" else None)
+    buckets = e.batch_buckets or (DEFAULT_BUCKETS if compile_mode(cfg) != "off" else None)
     engine = BatchedEngine(model, size, device, spacing_s=cfg.sync.spacing_s, carry=e.carry,
                            cache_dtype=torch.float16 if e.cache_fp16 else None,
                            audio_rate_hz=e.audio_rate_hz, precision=e.precision,
-                           buckets=buckets, compile=str(e.compile), streams=len(specs))
+                           buckets=buckets, compile=compile_mode(cfg), streams=len(specs),
+                           graphs=e.cuda_graphs)
     publisher = _publisher(cfg, specs[0].name, curve, streams=len(specs))
     lanes: list[Lane] = []
     session: MultiSession | None = None

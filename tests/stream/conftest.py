@@ -1,10 +1,12 @@
-"""Fixtures for stream tests: a real microphone (a private PulseAudio daemon, see audio_env)."""
+"""Fixtures for stream tests: a real microphone (a private PulseAudio daemon, see audio_env);
+fp32 convolutions without TF32 for the CUDA comparisons."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
+import torch
 
 from tests.stream.audio_env import PulseAudioEnv, PulseUnavailable
 from tests.stream.test_network_camera import udp_stream  # noqa: F401  (shared fixture)
@@ -35,3 +37,12 @@ def pulse_env() -> Iterator[PulseAudioEnv]:
         yield env
     finally:
         env.close()
+
+
+@pytest.fixture
+def no_tf32() -> Iterator[None]:
+    """fp32 convolutions in fp32 on a GPU (cuDNN's TF32 default would blur a comparison)."""
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32 = before

@@ -140,6 +140,8 @@ def run_live_error(*args: str, timeout: float = 60) -> subprocess.CompletedProce
     (["--set", "live.engine.thredas=2"], "live.engine.thredas: unknown key"),
     (["--set", "live.engine.weights=/nonexistent/cfg.pt"], "weights file /nonexistent/cfg.pt"),
     (["--set", "live.engine.cuda_graphs=true"], "cuda_graphs needs a CUDA device"),
+    (["--set", "live.engine.cuda_graphs=true", "--set", "live.engine.compile=on"],
+     "cuda_graphs and live.engine.compile=on are exclusive"),
 ])
 def test_user_errors_are_one_line_and_exit_2(args: list[str], expected: str) -> None:
     res = run_live_error(*args, "--zmq", f"tcp://127.0.0.1:{free_port()}")
