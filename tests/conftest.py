@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import tempfile
 from pathlib import Path
@@ -23,10 +24,11 @@ os.environ["PCMANET_LIVE_CACHE"] = str(AOT_CACHE)
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Stop the step builders still running for this session's cache (a build outlives the
-    run that started it, by design; not the test session)."""
+    run that started it, by design; not the test session), and remove the cache."""
     for lock in (AOT_CACHE / "aot").glob("*.lock"):
         with contextlib.suppress(ValueError, OSError):
             os.killpg(int(lock.read_text().strip()), signal.SIGTERM)
+    shutil.rmtree(AOT_CACHE, ignore_errors=True)
 
 
 #: The official checkpoints' key tables (key, shape, dtype), kept in the repository.

@@ -22,6 +22,12 @@ eager step serves frames.
 
 Cache folder: ``$PCMANET_LIVE_CACHE/aot``, else ``$XDG_CACHE_HOME/pcmanet-live/aot``, else
 ``~/.cache/pcmanet-live/aot``. A build's log is ``KEY.log`` there.
+
+**The cache folder is trusted code**: a package is a shared library this process loads, and a
+build's input (``KEY.spec.PID``, written by the live process just before it starts the builder)
+is a pickle of the model that the builder loads with ``weights_only=False``. So the folder must
+belong to the user and be writable by nobody else (it is made with mode 0700); otherwise the
+step is not compiled, and one line says how to fix the folder.
 """
 
 from __future__ import annotations
@@ -184,6 +190,21 @@ def load_package(path: Path) -> Callable[..., Any]:
     return AOTICompiledModel(loader)  # type: ignore[no-untyped-call]
 
 
+def untrusted(folder: Path) -> str | None:
+    """Why packages from ``folder`` must not be loaded (None: it is private to this user)."""
+    for path in (folder, folder.parent):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        if st.st_uid != os.getuid() or st.st_mode & 0o022:
+            return (f"the compiled-step cache {path} is not private to this user (owner uid "
+                    f"{st.st_uid}, mode {st.st_mode & 0o777:o}): its packages are code this "
+                    f"process loads; run chmod 700 {path}, or set {CACHE_ENV} to a folder of "
+                    "your own")
+    return None
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -268,7 +289,7 @@ class Builds:
         return False
 
     def _start(self, todo: list[Variant]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         key = self.spec.key(todo[0])
         spec_path = self.folder / f"{key}.spec.{os.getpid()}"
         self.spec.write(spec_path)
@@ -302,6 +323,7 @@ class Builds:
 
 def build(spec_path: Path, jobs: list[tuple[Variant, Path]]) -> int:
     """The child: export and AOT-compile each variant to its package (atomic rename)."""
+    # Trusted: written by the live process into its private cache (module docstring).
     payload = torch.load(spec_path, weights_only=False)
     model: PCMANet = payload["model"].eval()
     carry = CarryConfig(**payload["carry"])

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from pcmanet.model import FrameFeatures, PCMANet
-from stream.engine.aot import Builds, Spec, Variant, load_package
+from stream.engine.aot import Builds, Spec, Variant, cache_dir, load_package, untrusted
 from stream.engine.parts import CarryConfig
 from stream.engine.ring import DeviceTables
 from stream.engine.static import StaticStep
@@ -120,6 +120,8 @@ class StepVariants:
             reason = compile_unavailable(next(model.parameters()).device)
             if reason is not None:
                 self._give_up(reason)
+            elif aot and (why := untrusted(cache_dir())) is not None:
+                self._give_up(why)
             elif aot:
                 try:
                     self.builds = Builds(Spec(model, tables, carry, AOT_OPTIONS))

@@ -154,3 +154,20 @@ def test_a_stale_lock_is_removed(demo, tmp_path) -> None:
     assert not builds._locked(v) and not lock.exists()
     lock.write_text(str(os.getpid()))                  # a live builder's lock stays
     assert builds._locked(v) and lock.exists()
+
+
+def test_a_cache_others_can_write_to_is_not_used(demo, tmp_path, monkeypatch) -> None:
+    """Packages are code this process loads: a folder writable by others compiles nothing."""
+    needs_compiler()
+    shared = tmp_path / "shared"
+    (shared / "aot").mkdir(parents=True)
+    (shared / "aot").chmod(0o777)
+    monkeypatch.setenv("PCMANET_LIVE_CACHE", str(shared))
+    model, size = demo
+    engine = BatchedEngine(model, size, compile="auto")
+    assert engine.steps_fn.builds is None and not engine.steps_fn.compiling
+    assert "chmod 700" in engine.steps_fn.why_eager
+    with pytest.raises(CompileError, match="not private to this user"):
+        BatchedEngine(model, size, compile="on")
+    (shared / "aot").chmod(0o700)
+    assert BatchedEngine(model, size, compile="auto").steps_fn.builds is not None

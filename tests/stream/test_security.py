@@ -34,12 +34,19 @@ def test_no_shell_commands() -> None:
 
 
 def test_torch_load_is_always_weights_only() -> None:
+    """Except one call: the step builder's input, a pickle the live process wrote into its
+    private cache a moment before (stream/engine/aot.py says why that folder is trusted)."""
     loads = calls(("torch.load",))
     assert loads
+    trusted = set()
     for path, node in loads:
         kw = {k.arg: k.value for k in node.keywords}
-        assert "weights_only" in kw and ast.literal_eval(kw["weights_only"]) is True, \
-            f"{path}:{node.lineno}"
+        assert "weights_only" in kw, f"{path}:{node.lineno}"
+        if ast.literal_eval(kw["weights_only"]) is not True:
+            trusted.add(str(path))
+    assert trusted == {"stream/engine/aot.py"}, trusted
+    doc = (REPO / "stream/engine/aot.py").read_text()
+    assert "trusted code" in doc and "0700" in doc
 
 
 def test_pickle_is_read_only_by_the_opt_in_avsbench_path() -> None:
