@@ -2,7 +2,7 @@
 
 ``python -m pcmanet.data.synthetic --out DIR --task s4|ms3|both [--train N --val N --test N]
 [--size 224] [--seed 0] [--pkl] [--style shapes|alt|signs] [--silent-fraction F]
-[--offscreen-fraction F]`` writes ``DIR/Single-source`` (S4) and/or
+[--offscreen-fraction F] [--random-hue F]`` writes ``DIR/Single-source`` (S4) and/or
 ``DIR/Multi-sources`` (MS3) as docs/avsbench.md sections 0-2 and 4 describe, so the AVSBench
 loaders, training and evaluation run on it unchanged.
 
@@ -22,6 +22,12 @@ and frames; the choice comes from a random stream of its own, so every other cli
 byte-identical to the same clip of the set written without the options, and with both at 0
 (the default) the files are exactly those of a set written before the options existed
 (``synthetic_meta.json`` records the fractions only when non-zero, as for ``style``).
+
+``--random-hue F`` paints the objects of ``round(F * n)`` of each split's n scene groups in hues
+drawn at random per object instead of their class's hue (every class of every style has its own
+hue, so a model trained without it can tell the sounding object by its colour alone). The groups
+and the hues come from random streams of their own, so a scene keeps its layout, motion,
+textures and sounds, and with F = 0 (the default) the files are those written without the option.
 
 The data forces a model to use the audio: clips come in groups that share *identical* frames
 (one scene render) but differ in which object sounds, hence in the audio and the masks. S4: each
@@ -52,7 +58,7 @@ import sys
 import time
 import wave
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -69,10 +75,12 @@ from .synthetic_classes import (
     CLASS_NAMES,
     DEFAULT_STYLE,
     STYLES,
+    ObjectClass,
     style_classes,
 )
 from .synthetic_demo import DemoScene, write_demo_video
 from .synthetic_plan import (
+    HUE_KEY,
     OFFSCREEN_CATEGORY,
     SILENT_CATEGORY,
     SPLITS,
@@ -165,12 +173,25 @@ def _write(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
+def scene_classes(plan: GroupPlan) -> list[ObjectClass]:
+    """The classes of a group's objects, bottom to top; with ``plan.random_hue`` each object's
+    hue is drawn uniformly from 0-360 degrees (a stream of its own, (``plan.key``,
+    :data:`HUE_KEY`)), so the scene's layout, textures and sounds are those of the same group
+    without random hues and only the colours differ."""
+    catalogue = style_classes(plan.style)
+    classes = [catalogue[k] for k in plan.classes]
+    if not plan.random_hue:
+        return classes
+    hue_rng = np.random.default_rng(np.random.SeedSequence((*plan.key, HUE_KEY)))
+    return [replace(c, hue=float(hue_rng.uniform(0, 360))) for c in classes]
+
+
 def write_group(task: str, root: Path, plan: GroupPlan, size: int, pkl: bool = False,
                 channels: int = 1) -> None:
     """Render a group's scene once and write all its clips' frames, masks, wav (and pkl)."""
     rng = np.random.default_rng(np.random.SeedSequence(plan.key))
     catalogue = style_classes(plan.style)
-    background, objects = sample_scene(rng, [catalogue[k] for k in plan.classes], size)
+    background, objects = sample_scene(rng, scene_classes(plan), size)
     frames, masks = zip(*(render_frame(background, objects, t) for t in FRAME_TIMES))
     pngs = [cv2.imencode(".png", img)[1].tobytes() for img in frames]  # one encode per group
     for j, clip in enumerate(plan.clips):
@@ -224,8 +245,8 @@ class DatasetSummary:
 def write_dataset(out: str | os.PathLike[str], task: str, sizes: dict[str, int], *, size: int = 224,
                   seed: int = 0, pkl: bool = False, group: int = 2, channels: int = 1,
                   workers: int = 1, overwrite: bool = False, progress: bool = False,
-                  style: str = DEFAULT_STYLE, silent: float = 0.0, offscreen: float = 0.0
-                  ) -> DatasetSummary:
+                  style: str = DEFAULT_STYLE, silent: float = 0.0, offscreen: float = 0.0,
+                  random_hue: float = 0.0) -> DatasetSummary:
     """Write one task's synthetic data set under ``out`` in the AVSBench layout.
 
     Args:
@@ -245,6 +266,9 @@ def write_dataset(out: str | os.PathLike[str], task: str, sizes: dict[str, int],
             and all-zero masks (see :func:`add_silence`).
         offscreen: fraction of each split's clips sounding like an object that is not in the
             scene, with all-zero masks.
+        random_hue: fraction of each split's scene groups whose objects are painted in random
+            hues instead of their class's (:func:`scene_classes`), so colour does not tell the
+            class; everything else of those clips is as without the option.
 
     Raises:
         ValueError: a bad option, an unknown style included (the message names the valid ones).
@@ -256,7 +280,7 @@ def write_dataset(out: str | os.PathLike[str], task: str, sizes: dict[str, int],
         raise ValueError(f"need size >= 16 and seed >= 0, got size={size}, seed={seed}")
     if any(n < 0 for n in sizes.values()) or set(sizes) - set(SPLITS):
         raise ValueError(f"sizes must map {SPLITS} to counts >= 0, got {sizes}")
-    plans = plan_dataset(task, sizes, seed, group, style, silent, offscreen)
+    plans = plan_dataset(task, sizes, seed, group, style, silent, offscreen, random_hue)
     root = Path(out) / TASK_FOLDERS[task]
     if root.exists() and any(root.iterdir()):
         if not overwrite:
@@ -280,16 +304,17 @@ def write_dataset(out: str | os.PathLike[str], task: str, sizes: dict[str, int],
             with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
                 for _ in pool.map(_write_group_job, jobs, chunksize=4):
                     bar.update()
-    _write_tables(task, root, plans, seed, size, style, silent, offscreen)
+    _write_tables(task, root, plans, seed, size, style, silent, offscreen, random_hue)
     clips = {s: sum(c.split == s for p in plans for c in p.clips) for s in SPLITS}
     return DatasetSummary(task, root, clips, len(plans), time.perf_counter() - start)
 
 
 def _write_tables(task: str, root: Path, plans: list[GroupPlan], seed: int, size: int,
-                  style: str = DEFAULT_STYLE, silent: float = 0.0, offscreen: float = 0.0
-                  ) -> None:
+                  style: str = DEFAULT_STYLE, silent: float = 0.0, offscreen: float = 0.0,
+                  random_hue: float = 0.0) -> None:
     """The meta CSV (AVSBench header) and ``synthetic_meta.json`` (groups, objects, sounding;
-    ``"style"`` unless it is the default, the silent / off-screen fractions unless 0; a clip
+    ``"style"`` unless it is the default, the silent / off-screen / random-hue fractions unless
+    0, ``"random_hue": true`` on the groups painted in random hues; a clip
     without visible sound also gets ``"audio"``: "noise", "zeros" or "offscreen", the latter
     with ``"offscreen"``, the unseen object's class), with the names of ``style``'s classes."""
     names = [c.name for c in style_classes(style)]
@@ -311,9 +336,15 @@ def _write_tables(task: str, root: Path, plans: list[GroupPlan], seed: int, size
             entry["offscreen"] = names[c.offscreen]
         return entry
 
-    groups = [{"split": p.clips[0].split, "objects": [names[i] for i in p.classes],
-               "clips": [clip_meta(p, c) for c in p.clips]}
-              for p in plans]
+    def group_meta(p: GroupPlan) -> dict[str, Any]:
+        entry: dict[str, Any] = {"split": p.clips[0].split,
+                                 "objects": [names[i] for i in p.classes]}
+        if p.random_hue:  # absent otherwise, as in sets written before the option
+            entry["random_hue"] = True
+        entry["clips"] = [clip_meta(p, c) for c in p.clips]
+        return entry
+
+    groups = [group_meta(p) for p in plans]
     meta: dict[str, Any] = {"generator": "pcmanet.data.synthetic", "task": task, "seed": seed}
     if style != DEFAULT_STYLE:  # absent: the default, as in sets written before styles existed
         meta["style"] = style
@@ -321,6 +352,8 @@ def _write_tables(task: str, root: Path, plans: list[GroupPlan], seed: int, size
         meta["silent_fraction"] = silent
     if offscreen:
         meta["offscreen_fraction"] = offscreen
+    if random_hue:
+        meta["random_hue_fraction"] = random_hue
     meta.update(size=size, frame_times_s=list(FRAME_TIMES), classes=names, groups=groups)
     (root / "synthetic_meta.json").write_text(json.dumps(meta, indent=1) + "\n")
 
@@ -355,6 +388,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--offscreen-fraction", type=float, default=0.0, metavar="F",
                    help="fraction of each split's clips sounding like an object not in the "
                         "scene, with empty masks (default 0)")
+    p.add_argument("--random-hue", type=float, default=0.0, metavar="F",
+                   help="fraction of each split's scenes whose objects get random hues instead "
+                        "of their class's, so colour does not tell the class (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -369,7 +405,8 @@ def main(argv: list[str] | None = None) -> int:
                               group=args.group, channels=args.channels, workers=args.workers,
                               overwrite=args.overwrite, progress=not args.quiet,
                               style=args.style, silent=args.silent_fraction,
-                              offscreen=args.offscreen_fraction)
+                              offscreen=args.offscreen_fraction,
+                              random_hue=args.random_hue)
         except (ValueError, FileExistsError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

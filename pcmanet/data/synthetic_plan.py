@@ -3,7 +3,8 @@ objects, fixed from the seed and style before anything is rendered.
 
 S4 groups hold 2-3 objects, each clip of a group with another one sounding (classes cycle so
 each split stays balanced); MS3 groups hold 2-4 objects with 0-2 sounding per clip.
-:func:`add_silence` turns a share of the clips into silent or off-screen ones.
+:func:`add_silence` turns a share of the clips into silent or off-screen ones;
+:func:`add_random_hues` marks a share of the groups whose objects get random hues.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ TASK_FOLDERS = {"s4": "Single-source", "ms3": "Multi-sources"}
 _ID_CHARS = string.ascii_letters + string.digits + "-_"
 _MS3_SOUNDING_P = (0.15, 0.45, 0.40)  # P(0, 1, 2 sounding objects)
 _SILENCE_KEY = 0x51_1E  # separates the silent / off-screen choice's random stream
+HUE_KEY = 0x4875_E  # separates the random-hue choice's (and the hues') random streams
 SILENT_CATEGORY = "silence"  # S4 category of a silent clip
 OFFSCREEN_CATEGORY = "off-screen"  # S4 category of a clip whose sounding object is not in view
 
@@ -56,13 +58,15 @@ class ClipPlan:
 
 @dataclass(frozen=True)
 class GroupPlan:
-    """Clips sharing one scene render: scene seed key, object classes (bottom to top), clips
-    and the style whose classes ``classes`` indexes."""
+    """Clips sharing one scene render: scene seed key, object classes (bottom to top), clips,
+    the style whose classes ``classes`` indexes, and whether each object's hue is drawn at
+    random instead of its class's (``random_hue``; see :func:`add_random_hues`)."""
 
     key: tuple[int, ...]  # numpy SeedSequence entropy of the scene
     classes: tuple[int, ...]  # indices into STYLES[style]
     clips: tuple[ClipPlan, ...]
     style: str = DEFAULT_STYLE
+    random_hue: bool = False
 
 
 def _style_tag(style: str) -> tuple[int, ...]:
@@ -128,16 +132,19 @@ def _plan_split(task: str, split: str, count: int, group: int, seed: int,
 
 
 def plan_dataset(task: str, sizes: dict[str, int], seed: int = 0, group: int = 2,
-                 style: str = DEFAULT_STYLE, silent: float = 0.0, offscreen: float = 0.0
-                 ) -> list[GroupPlan]:
+                 style: str = DEFAULT_STYLE, silent: float = 0.0, offscreen: float = 0.0,
+                 random_hue: float = 0.0) -> list[GroupPlan]:
     """Every group of a task, split by split (train, val, test), deterministic in ``seed`` and
     ``style`` (a key of :data:`STYLES`; ValueError naming the valid ones otherwise).
     ``silent`` and ``offscreen``: fractions of each split's clips made silent or off-screen
-    (:func:`add_silence`)."""
+    (:func:`add_silence`); ``random_hue``: fraction of each split's groups whose objects get
+    random hues (:func:`add_random_hues`)."""
     style_classes(style)  # validates
     if not (0 <= silent <= 1 and 0 <= offscreen <= 1 and silent + offscreen <= 1):
         raise ValueError(f"need 0 <= silent, offscreen and silent + offscreen <= 1, got "
                          f"silent={silent}, offscreen={offscreen}")
+    if not 0 <= random_hue <= 1:
+        raise ValueError(f"need 0 <= random_hue <= 1, got {random_hue}")
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     max_group = 3 if task == "s4" else 4
@@ -151,7 +158,26 @@ def plan_dataset(task: str, sizes: dict[str, int], seed: int = 0, group: int = 2
              for g in _plan_split(task, split, sizes.get(split, 0), group, seed, ids, rng, style)]
     if silent or offscreen:
         plans = add_silence(plans, task, seed, silent, offscreen)
+    if random_hue:
+        plans = add_random_hues(plans, task, seed, random_hue)
     return plans
+
+
+def add_random_hues(plans: list[GroupPlan], task: str, seed: int, fraction: float
+                    ) -> list[GroupPlan]:
+    """Mark ``round(fraction * n)`` groups of each split of n groups ``random_hue``: their
+    objects are painted in hues drawn at random (by the writer), so colour tells nothing of
+    the class there. The groups come from a random stream of their own (``seed``, task, style,
+    :data:`HUE_KEY`), so every other part of the plan is unchanged. A whole group is marked,
+    since its clips share one render."""
+    style = plans[0].style if plans else DEFAULT_STYLE
+    rng = np.random.default_rng([seed, TASKS.index(task), *_style_tag(style), HUE_KEY])
+    marked: set[int] = set()
+    for split in SPLITS:
+        refs = [g for g, p in enumerate(plans) if p.clips[0].split == split]
+        chosen = rng.permutation(len(refs))[:round(fraction * len(refs))]
+        marked.update(refs[int(i)] for i in chosen)
+    return [replace(p, random_hue=True) if g in marked else p for g, p in enumerate(plans)]
 
 
 def add_silence(plans: list[GroupPlan], task: str, seed: int, silent: float, offscreen: float
