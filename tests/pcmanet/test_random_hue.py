@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from pcmanet.data import build_dataset
 from pcmanet.data.synthetic import main, plan_dataset, scene_classes, write_dataset
@@ -19,12 +18,7 @@ SIZE = 48
 FOLDERS = {"s4": "Single-source", "ms3": "Multi-sources"}
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

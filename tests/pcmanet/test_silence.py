@@ -39,12 +39,7 @@ SILENT, OFFSCREEN = 0.3, 0.2
 FOLDERS = {"s4": "Single-source", "ms3": "Multi-sources"}
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -71,13 +71,7 @@ def _files(root: Path) -> dict[str, bytes]:
             if p.is_file()}
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """A 5 s log-mel takes ~4 ms on one thread and ~100 ms on two here (2 cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
