@@ -56,6 +56,16 @@ def swap_pairs(meta: dict[str, Any], split: str) -> list[tuple[str, str]]:
 
 
 @torch.no_grad()
+def items_named(dataset: Any, names: set[str] | Mapping[str, Any]) -> dict[str, Any]:
+    """The data set's items whose clip name is in ``names``, by name (each read once)."""
+    items = {}
+    for i in range(len(dataset)):
+        item = dataset[i]
+        if item["name"] in names:
+            items[item["name"]] = item
+    return items
+
+
 def swap_scores(model: torch.nn.Module, items: Mapping[str, Mapping[str, Any]],
                 pairs: list[tuple[str, str]]) -> dict[str, Any]:
     """Mean per-frame IoU of the swapped prediction with B's masks and with A's masks."""
@@ -92,12 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset = build_dataset(args.task, args.data_root, args.split, image_size=size)
         pairs = swap_pairs(meta, args.split)
         needed = {n for pair in pairs for n in pair}
-        items = {}
-        for i in range(len(dataset)):                                   # type: ignore[arg-type]
-            item = dataset[i]
-            if item["name"] in needed:
-                items[item["name"]] = item
-        result: dict[str, Any] = dict(swap_scores(model, items, pairs))
+        result: dict[str, Any] = dict(swap_scores(model, items_named(dataset, needed), pairs))
     except (CheckpointError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -28,6 +28,7 @@ import torch
 
 from pcmanet.checkpoint import CheckpointError, load_checkpoint
 from pcmanet.metrics import mask_iou
+from pcmanet.swap_eval import items_named
 
 
 def twin_pairs(root: Path, split: str) -> dict[str, str]:
@@ -96,12 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         model, _cfg, extra = load_checkpoint(args.checkpoint)
         size = args.image_size or extra.get("data", {}).get("image_size")
         dataset = build_dataset("s4", args.data_root, args.split, image_size=size)
-        items = {}
-        for i in range(len(dataset)):                                   # type: ignore[arg-type]
-            item = dataset[i]
-            if item["name"] in twins:
-                items[item["name"]] = item
-        result: dict[str, Any] = twin_scores(model, items, twins)
+        result: dict[str, Any] = twin_scores(model, items_named(dataset, twins), twins)
     except (CheckpointError, DataError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
