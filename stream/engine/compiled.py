@@ -163,8 +163,8 @@ class StepVariants:
         if path is None:
             if v in builds.failed:
                 self._give_up(f"compiling the step failed: {builds.failed[v]}")
-            elif not builds.pending(v):
-                builds.request([v])
+            else:
+                builds.request([v])              # no-op while it is queued or building
             return None
         try:
             run = load_package(path)
