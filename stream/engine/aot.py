@@ -364,10 +364,21 @@ def build(spec_path: Path, jobs: list[tuple[Variant, Path]]) -> int:
 
 def main(argv: list[str]) -> int:
     """``python -m stream.engine.aot SPEC P:EMBED PACKAGE [P:EMBED PACKAGE ...]``."""
+    usage = "usage: python -m stream.engine.aot SPEC P:EMBED PACKAGE [P:EMBED PACKAGE ...]"
+    if len(argv) < 3 or len(argv) % 2 == 0:
+        print(f"error: {usage} (the engine starts it; see docs/static_step.md)", file=sys.stderr)
+        return 2
     spec_path, rest = Path(argv[0]), argv[1:]
+    if not spec_path.is_file():
+        print(f"error: build input {spec_path} not found", file=sys.stderr)
+        return 2
     jobs = []
     for tag, out in zip(rest[::2], rest[1::2], strict=True):
-        P, embed = tag.split(":")
+        P, _, embed = tag.partition(":")
+        if not P.isdigit() or int(P) < 1 or embed not in ("0", "1"):
+            print(f"error: variant {tag!r}: expected P:EMBED, e.g. 1:1; {usage}",
+                  file=sys.stderr)
+            return 2
         jobs.append((Variant(int(P), embed == "1"), Path(out)))
     locks = [out.with_suffix(".lock") for _, out in jobs]
     for lock in locks:

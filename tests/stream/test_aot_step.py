@@ -171,3 +171,16 @@ def test_a_cache_others_can_write_to_is_not_used(demo, tmp_path, monkeypatch) ->
         BatchedEngine(model, size, compile="on")
     (shared / "aot").chmod(0o700)
     assert BatchedEngine(model, size, compile="auto").steps_fn.builds is not None
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ([], "usage: python -m stream.engine.aot"),
+    (["nope.spec", "1:1", "x.pt2"], "build input nope.spec not found"),
+    (["README.md", "x:1", "y.pt2"], "variant 'x:1': expected P:EMBED"),
+])
+def test_the_builder_refuses_bad_arguments_with_one_error_line(args, message) -> None:
+    out = subprocess.run([sys.executable, "-m", "stream.engine.aot", *args], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in out.stderr
