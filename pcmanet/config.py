@@ -69,6 +69,13 @@ class DataConfig:
     augment: bool = False                     # flip / scale / colour, training split only
     num_workers: int = 2                      # DataLoader worker processes
     cache: bool = False                       # S4/MS3: keep decoded clips in memory (uint8)
+    # S4 training: chance that a clip gets 1..paste_objects objects cut out of other training
+    # clips (pcmanet/data/paste.py); MS3 / AVSS: no effect (no category per clip)
+    paste: float = 0.0
+    paste_objects: int = 2
+    # training: chance that a clip's frames get a random hue rotation (and each pasted object
+    # one of its own): for sets whose colours name nothing (colour then cannot key a memory)
+    hue: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,7 @@ class TrainConfig:
     ema: float | None = None                  # validate/keep an EMA of the weights (decay)
     audio_lr_scale: float = 1.0               # lr factor of audio_encoder.* and audio_proj.*
     shuffle_block: int = 1                    # shuffle blocks of k consecutive clips (twins)
+    kind_loss: float = 0.0                    # S4: weight of the object-kind loss (kind_loss.py)
 
 
 @dataclass(frozen=True)
@@ -115,6 +123,9 @@ def validate_run_config(cfg: RunConfig) -> None:
         (d.image_size is None or d.image_size >= 32, "data.image_size", "must be >= 32 or null"),
         (d.audio_source in ("wav", "pkl"), "data.audio_source", "must be wav or pkl"),
         (d.num_workers >= 0, "data.num_workers", "must be >= 0"),
+        (0.0 <= d.paste <= 1.0, "data.paste", "must be in [0, 1]"),
+        (d.paste_objects >= 1, "data.paste_objects", "must be >= 1"),
+        (0.0 <= d.hue <= 1.0, "data.hue", "must be in [0, 1]"),
         (t.epochs is None or t.epochs >= 1, "train.epochs",
          "must be >= 1 (or null: until the train.max_minutes deadline)"),
         (t.batch_size >= 1 and t.val_batch_size >= 1, "train.batch_size", "must be >= 1"),
@@ -129,6 +140,7 @@ def validate_run_config(cfg: RunConfig) -> None:
         (t.warmup_steps >= 0, "train.warmup_steps", "must be >= 0"),
         (t.audio_lr_scale > 0, "train.audio_lr_scale", "must be > 0"),
         (t.shuffle_block >= 1, "train.shuffle_block", "must be >= 1"),
+        (t.kind_loss >= 0, "train.kind_loss", "must be >= 0"),
         (t.encoder_grad in ("all", "labelled"), "train.encoder_grad", "must be all or labelled"),
         (t.ema is None or 0.0 <= t.ema < 1.0, "train.ema", "must lie in [0, 1) or be null"),
         (t.decode_frames is None or t.decode_frames >= 1, "train.decode_frames",

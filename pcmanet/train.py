@@ -54,6 +54,7 @@ from pcmanet.config import (
 from pcmanet.distributed import init_distributed, mean_across
 from pcmanet.ema import WeightAverage
 from pcmanet.evaluate import evaluate_model, to_device
+from pcmanet.kind_loss import BackboneTap, KindHead, backbone_channels
 from pcmanet.model import PCMANet
 from pcmanet.sampling import BlockShuffleSampler
 from pcmanet.schedule import lr_scale, next_validation_after, require_an_end
@@ -130,6 +131,8 @@ class Trainer:
                  device: torch.device, rank: int, world: int,
                  clock: Callable[[], float] = time.monotonic) -> None:
         from pcmanet.data import build_dataset
+        from pcmanet.data.paste import ObjectPaste
+        from pcmanet.data.transforms import ClipAugment
 
         require_an_end(cfg.train)
         self.clock = clock
@@ -140,9 +143,12 @@ class Trainer:
         if d.cache and task == "avss":
             raise ConfigError("data.cache: the decoded-clip cache is for s4 and ms3; set "
                               "data.cache=false for avss")
+        paste = {"paste": ObjectPaste(prob=d.paste, max_objects=d.paste_objects, hue_p=d.hue)} \
+            if d.paste > 0 and task == "s4" else {}
+        augment = ClipAugment(hue_p=d.hue) if d.augment else False
         self.train_set: Dataset[Any] = build_dataset(
             task, data_root, "train", audio_source=d.audio_source, image_size=d.image_size,
-            augment=d.augment, cache=d.cache)
+            augment=augment, cache=d.cache, **paste)
         self.val_set: Dataset[Any] = build_dataset(
             task, data_root, "val", audio_source=d.audio_source, image_size=d.image_size,
             cache=d.cache)
@@ -158,8 +164,12 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.ema = (WeightAverage(self.model, cfg.train.ema) if cfg.train.ema is not None
                     else None)
-        self.optimizer = torch.optim.Adam(param_groups(self.model, cfg.train.audio_lr_scale),
-                                          lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        self.kind = self._kind_head(cfg.train.kind_loss, task, world)
+        groups = param_groups(self.model, cfg.train.audio_lr_scale)
+        if self.kind is not None:
+            groups.append({"params": list(self.kind.parameters()), "lr_scale": 1.0})
+        self.optimizer = torch.optim.Adam(groups, lr=cfg.train.lr,
+                                          weight_decay=cfg.train.weight_decay)
         self.sampler: DistributedSampler[Any] | None = None
         if world > 1:
             self.sampler = DistributedSampler(self.train_set, world, rank, shuffle=True,
@@ -190,6 +200,20 @@ class Trainer:
         self._t0: float | None = None   # clock() at run time 0, once run() started
         self.history: list[dict[str, float]] = []
 
+    def _kind_head(self, weight: float, task: str, world: int) -> KindHead | None:
+        """The object-kind head of ``train.kind_loss`` (None when it is 0)."""
+        if weight == 0:
+            return None
+        if task != "s4":
+            raise ConfigError(f"train.kind_loss names each clip's S4 category; {task} clips have "
+                              "none: set train.kind_loss=0")
+        if world > 1:
+            raise ConfigError("train.kind_loss: the kind head is not synchronised across "
+                              "processes yet; train in one process or set train.kind_loss=0")
+        classes = sorted({c.category for c in self.train_set.clips})  # type: ignore[attr-defined]
+        head = KindHead(backbone_channels(self.model.backbone), classes)
+        return head.to(self.device)
+
     # -- checkpoints -------------------------------------------------------------------------
     def _extra(self, miou: float | None) -> dict[str, Any]:
         return {"epoch": self.epoch, "step": self.step, "best_miou": self.best,
@@ -208,7 +232,10 @@ class Trainer:
         if self.rank != 0:
             return
         if name == "last.pt":  # the trained weights, for resuming, with their average
-            save_checkpoint(self.out / name, self.model, self.cfg.model, extra=self._extra(miou),
+            extra = self._extra(miou)
+            if self.kind is not None:
+                extra["kind_head"] = self.kind.state_dict()
+            save_checkpoint(self.out / name, self.model, self.cfg.model, extra=extra,
                             optimizer=self.optimizer.state_dict(),
                             ema=self.ema.state_dict() if self.ema is not None else None)
         else:
@@ -220,6 +247,8 @@ class Trainer:
         obj = read_weights_file(path)
         try:
             self.model.load_state_dict(obj["state_dict"])
+            if self.kind is not None:
+                self.kind.load_state_dict(obj["extra"]["kind_head"])
             self.optimizer.load_state_dict(obj["optimizer"])
             if self.ema is not None and "ema" in obj:
                 self.ema.load_state_dict(obj["ema"])
@@ -285,11 +314,14 @@ class Trainer:
             start = self.clock()
             self._set_lr()
             batch = to_device(batch, self.device)
-            with self._autocast():
+            tap = BackboneTap(self.model.backbone) if self.kind is not None else None
+            with self._autocast(), tap or contextlib.nullcontext():
                 logits, rows = train_forward(self.net, batch, self.cfg.train.encoder_grad,
                                              self.cfg.train.decode_frames)
             loss = clip_loss([x.float() for x in logits], batch, self.cfg.train.stage_weights,
                              rows)
+            if tap is not None:
+                loss = loss + self.cfg.train.kind_loss * self._kind_loss(tap, batch, rows)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.cfg.train.grad_clip is not None:
@@ -309,6 +341,19 @@ class Trainer:
                 break
         self._epoch_loss = (float(running) if running is not None else 0.0) / max(n, 1)
         return finished
+
+    def _kind_loss(self, tap: BackboneTap, batch: dict[str, Any], rows: torch.Tensor | None
+                   ) -> torch.Tensor:
+        """The kind head's loss on the decoded rows (the backbone levels the tap kept cover
+        those rows, or every row when the whole batch kept its gradient)."""
+        assert self.kind is not None and tap.levels is not None
+        levels = tap.levels
+        BT = batch["mask_valid"].numel()
+        if rows is None:
+            rows = torch.arange(BT, device=levels[0].device)
+        elif levels[0].shape[0] == BT and len(rows) != BT:
+            levels = [x.index_select(0, rows) for x in levels]
+        return self.kind.loss(levels, batch, rows)
 
     def run_time(self) -> float:
         """Seconds of this run so far, earlier sessions (--resume) included."""

@@ -3,6 +3,9 @@ object or the twin's?
 
     python -m pcmanet.twin_eval --checkpoint CKPT --data-root DIR [--split test] [--json]
 
+(``--split train`` scores the training scenes, first frames only: set against the test split
+it tells a binding learnt in general from one learnt per training scene.)
+
 Twins come from ``Single-source/family_meta.json`` (``python -m pcmanet.data.eval_families``)
 or, for our synthetic S4 sets, ``synthetic_meta.json`` (clips of one scene render with
 different sounding objects). For every clip with a twin, the model sees the clip's own frames
@@ -86,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                                 description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data-root", required=True)
-    p.add_argument("--split", default="test", choices=["val", "test"])
+    p.add_argument("--split", default="test", choices=["train", "val", "test"],
+                   help="train: the first frame of each clip only (the labelled one)")
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)

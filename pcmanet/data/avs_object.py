@@ -28,6 +28,7 @@ from .media import (
     split_rows,
     wav_log_mel,
 )
+from .paste import Donor, ObjectPaste
 from .transforms import ClipAugment, fit_examples, normalize
 
 _OBJECT_ROOT_HINT = ("--data-root must be the folder that holds Single-source/ and "
@@ -52,12 +53,21 @@ class ObjectDataset(Dataset[AVSItem]):
     num_classes = 1  # one foreground logit
 
     def __init__(self, root: str | os.PathLike[str], split: str, *, audio_source: str = "wav",
-                 image_size: int | None = None, augment: bool = False,
-                 max_items: int | None = None, cache: bool = False) -> None:
-        check_options(split, audio_source, image_size, augment, max_items)
+                 image_size: int | None = None, augment: bool | ClipAugment = False,
+                 max_items: int | None = None, cache: bool = False,
+                 paste: ObjectPaste | None = None) -> None:
+        check_options(split, audio_source, image_size, bool(augment), max_items)
+        if paste is not None and split != "train":
+            raise ValueError(f"paste is for the train split only, got split={split!r}")
         self.root, self.split, self.audio_source = Path(root), split, audio_source
-        self.image_size, self.augment = image_size, ClipAugment() if augment else None
+        self.image_size = image_size
+        self.augment = augment if isinstance(augment, ClipAugment) else \
+            ClipAugment() if augment else None
         self.clips = self._index()[:max_items]
+        if paste is not None and any(not c.category for c in self.clips):
+            raise ValueError("paste needs a category per clip (S4); this set has clips without "
+                             "one (MS3 has none): leave paste off for it")
+        self.paste = paste
         # index -> (frames (T, 3, H, W) uint8, labelled masks (m, 1, H, W) uint8, audio);
         # filled on first read, in the process that reads (a DataLoader worker keeps its own)
         self._cache: dict[int, tuple[Tensor, Tensor, Tensor]] | None = {} if cache else None
@@ -124,12 +134,28 @@ class ObjectDataset(Dataset[AVSItem]):
         frames_u8, masks_u8, audio = hit
         return frames_u8.to(torch.float32).div(255), masks_u8.to(torch.float32), audio.clone()
 
+    def _donors(self, index: int) -> list[Donor]:
+        """The objects :attr:`paste` draws for clip ``index``: each donor clip's first labelled
+        frame and mask (a donor without a labelled frame gives none)."""
+        assert self.paste is not None
+        donors = []
+        for j in self.paste.donors(index, len(self.clips)):
+            first = next((t for t, p in enumerate(self.clips[j].masks) if p is not None), None)
+            if first is None:
+                continue
+            frames, masks, _ = self._read(j)
+            donors.append(Donor(frame=frames[first], mask=masks[0],
+                                same=self.clips[j].category == self.clips[index].category))
+        return donors
+
     def __getitem__(self, index: int) -> AVSItem:
         clip = self.clips[index]
         T = self.num_frames
         frames, real_masks, audio = self._read(index)
         H, W = frames.shape[-2:]
         labelled = [t for t, p in enumerate(clip.masks) if p is not None]
+        if self.paste is not None:
+            frames, real_masks = self.paste(frames, real_masks, self._donors(index))
         if self.augment is not None:
             frames, real_masks = self.augment(frames, real_masks)
         masks = frames.new_zeros((T, 1, H, W))
@@ -164,12 +190,15 @@ class S4Dataset(ObjectDataset):
             or "pkl" (``s4_data/audio_log_mel``; pickles run code on load: trusted data only).
         image_size: None keeps the file size (the official behaviour); an int resizes frames
             (bilinear) and masks (nearest) to (image_size, image_size).
-        augment: random flip, scale-crop and colour jitter (train only), see ``ClipAugment``.
+        augment: random flip, scale-crop and colour jitter (train only), see ``ClipAugment``
+            (True: its defaults; or a ``ClipAugment`` with other settings).
         max_items: keep only the first max_items videos of the split (quick runs).
         cache: keep each clip's decoded frames (uint8, after resizing), masks and log-mel in
             memory after its first read; augmentation still draws anew per read. About
             T * 3 * H * W bytes per clip: 150 clips at 128 px take 37 MB, AVSBench S4's 3,452
             training clips at 224 px 2.6 GB.
+        paste: objects cut out of other training clips, see ``pcmanet.data.paste`` (train
+            only; every clip needs a category).
     """
 
     def _index(self) -> list[_Clip]:

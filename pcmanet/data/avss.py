@@ -71,9 +71,9 @@ class AVSSDataset(Dataset[AVSItem]):
     num_classes = AVSS_NUM_CLASSES
 
     def __init__(self, root: str | os.PathLike[str], split: str, *, audio_source: str = "wav",
-                 image_size: int | None = None, augment: bool = False,
+                 image_size: int | None = None, augment: bool | ClipAugment = False,
                  max_items: int | None = None, cache: bool = False) -> None:
-        check_options(split, audio_source, image_size, augment, max_items)
+        check_options(split, audio_source, image_size, bool(augment), max_items)
         if cache:
             raise ValueError("the decoded-clip cache (data.cache) is for S4 and MS3; AVSS "
                              "clips are read from their files each time: set data.cache=false")
@@ -81,7 +81,8 @@ class AVSSDataset(Dataset[AVSItem]):
             raise ValueError("AVSS has no precomputed .pkl log-mels; use audio_source='wav'")
         self.root, self.split = Path(root), split
         self.image_size = AVSS_CROP_SIZE if image_size is None else image_size
-        self.augment = ClipAugment() if augment else None
+        self.augment = augment if isinstance(augment, ClipAugment) else \
+            ClipAugment() if augment else None
         csv_path = self.root / "metadata.csv"
         if not csv_path.is_file():
             raise DataNotFoundError(f"expected {csv_path}; {_AVSS_ROOT_HINT}")

@@ -86,7 +86,9 @@ class ClipAugment:
     the same shapes. Geometry is shared by all frames and masks of the clip: horizontal flip
     with probability ``flip_p``, then a random crop of ``scale`` in [scale_min, 1] of each side,
     resized back to (H, W) (frames bilinear, masks nearest). Colour jitter (frames only): factors
-    drawn from [1 - x, 1 + x] for brightness, contrast and saturation, applied in that order.
+    drawn from [1 - x, 1 + x] for brightness, contrast and saturation, applied in that order;
+    then, with probability ``hue_p``, a hue rotation by a uniform random fraction of the circle
+    (for sets whose colours name nothing; 0, the default, draws no extra random numbers).
 
     Seeding: ``torch.manual_seed`` in the main process; DataLoader workers seed torch per worker
     from the loader's ``generator``, so a seeded loader gives the same augmentations each run.
@@ -97,6 +99,7 @@ class ClipAugment:
     brightness: float = 0.2
     contrast: float = 0.2
     saturation: float = 0.2
+    hue_p: float = 0.0
 
     def __call__(self, frames: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
         H, W = frames.shape[-2:]
@@ -118,7 +121,16 @@ class ClipAugment:
         frames = TF.adjust_brightness(frames, jitter[0])
         frames = TF.adjust_contrast(frames, jitter[1])
         frames = TF.adjust_saturation(frames, jitter[2])
+        if self.hue_p > 0:
+            frames = random_hue(frames, self.hue_p)
         return frames.contiguous(), masks.contiguous()
+
+
+def random_hue(image: Tensor, p: float) -> Tensor:
+    """(..., 3, H, W) in [0, 1] -> the same, with probability p hue-rotated by a uniform random
+    fraction of the circle (two draws from torch's RNG either way)."""
+    u = torch.rand(2).tolist()
+    return TF.adjust_hue(image, u[1] - 0.5) if u[0] < p else image
 
 
 def _resize_mask(masks: Tensor, size: tuple[int, int]) -> Tensor:

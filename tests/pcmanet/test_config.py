@@ -80,13 +80,14 @@ def test_bad_overrides_and_missing_file(tmp_path):
 
 
 def test_demo_config_trains_until_the_deadline():
-    """configs/demo.yaml lists every train key; no epoch limit, so --max-minutes sets the end
-    (pcmanet.train refuses it without one), and validation keeps to a small time share."""
+    """configs/demo.yaml lists every train and data key; no epoch limit, so --max-minutes sets
+    the end (pcmanet.train refuses it without one), and validation keeps to a small time share."""
     import yaml
 
     path = REPO / "configs" / "demo.yaml"
     written = yaml.safe_load(path.read_text())
     assert set(written["train"]) == set(RunConfig().train.__dataclass_fields__)
+    assert set(written["data"]) == set(RunConfig().data.__dataclass_fields__)
     cfg = load_config(path, ["train.max_minutes=15"])
     assert cfg.train.epochs is None and cfg.train.max_minutes == 15.0
     assert cfg.train.val_share < 0.1
