@@ -26,12 +26,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pcmanet.checkpoint import CheckpointError, load_checkpoint
+from pcmanet.kind_loss import masked_mean
+from pcmanet.model import PCMANet
 
 FIT_STEPS = 500
 
 
 @torch.no_grad()
-def pooled_features(model: torch.nn.Module, dataset: Any) -> tuple[list[Tensor], list[str]]:
+def pooled_features(model: PCMANet, dataset: Any) -> tuple[list[Tensor], list[str]]:
     """Per labelled frame: mean backbone feature inside its mask at each level, and mean RGB
     -> ([(N, C_k) per level] + [(N, 3) RGB], N category names)."""
     model.eval()
@@ -43,8 +45,7 @@ def pooled_features(model: torch.nn.Module, dataset: Any) -> tuple[list[Tensor],
         frames, masks = item["frames"][rows], item["masks"][rows]             # (r, 3|1, H, W)
         pooled = []
         for f in [*model.backbone(frames), frames]:                            # levels + RGB
-            m = F.interpolate(masks, size=f.shape[-2:], mode="area")
-            pooled.append((f * m).sum((2, 3)) / m.sum((2, 3)).clamp_min(1e-6))  # (r, C)
+            pooled.append(masked_mean(f, masks))                               # (r, C)
         levels = levels or [[] for _ in pooled]
         for k, p in enumerate(pooled):
             levels[k].append(p)
