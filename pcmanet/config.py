@@ -126,6 +126,8 @@ def validate_run_config(cfg: RunConfig) -> None:
         (0.0 <= d.paste <= 1.0, "data.paste", "must be in [0, 1]"),
         (d.paste_objects >= 1, "data.paste_objects", "must be >= 1"),
         (0.0 <= d.hue <= 1.0, "data.hue", "must be in [0, 1]"),
+        (d.hue == 0 or d.augment, "data.hue",
+         "is part of the training augmentation: set data.augment=true too"),
         (t.epochs is None or t.epochs >= 1, "train.epochs",
          "must be >= 1 (or null: until the train.max_minutes deadline)"),
         (t.batch_size >= 1 and t.val_batch_size >= 1, "train.batch_size", "must be >= 1"),

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
+
+from pcmanet.data.eval_families import write_family
 
 
 @pytest.fixture
@@ -16,3 +19,12 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def pitch_family(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny pitch family set (8 train / 2 val / 4 test clips, 64 px) shared by the tests
+    that train on one or read its clips."""
+    root = tmp_path_factory.mktemp("pitch-family")
+    write_family(root, "pitch", {"train": 8, "val": 2, "test": 4}, size=64, seed=2)
+    return root

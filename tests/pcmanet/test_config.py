@@ -55,6 +55,9 @@ def test_round_trip_and_frozen():
         ("model:\n  refine_dim: -4\n", r"model\.refine_dim: must be >= 0"),
         ("train:\n  val_share: 0\n", r"train\.val_share: must lie in \(0, 1\]"),
         ("train:\n  epochs: -2\n", r"train\.epochs: must be >= 1 \(or null"),
+        ("data:\n  paste: 1.5\n", r"data\.paste: must be in \[0, 1\]"),
+        ("data:\n  hue: 0.5\n  augment: false\n", r"data\.hue: is part of the training aug"),
+        ("train:\n  kind_loss: -1\n", r"train\.kind_loss: must be >= 0"),
     ],
 )
 def test_bad_configs_name_the_key_and_file(tmp_path, text, message):

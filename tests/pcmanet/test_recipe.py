@@ -15,7 +15,6 @@ from torch import nn
 from pcmanet.audio import LightAudioEncoder, build_audio_encoder
 from pcmanet.build import build_pcmanet
 from pcmanet.config import ConfigError, load_config
-from pcmanet.data.eval_families import write_family
 from pcmanet.sampling import BlockShuffleSampler
 from pcmanet.train import main as train_main
 from pcmanet.train import param_groups
@@ -68,24 +67,17 @@ def test_block_shuffle_keeps_twins_together_and_covers_every_clip() -> None:
     assert again == order and order != list(range(11))
 
 
-@pytest.fixture(scope="module")
-def family_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("fam")
-    write_family(root, "pitch", {"train": 8, "val": 2, "test": 4}, size=64, seed=2)
-    return root
-
-
 def test_a_tiny_run_with_the_recipe_trains_and_the_twin_scorer_reads_it(
-        tmp_path: Path, family_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, pitch_family: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
-    assert train_main(["--config", TINY, "--data-root", str(family_root), "--task", "s4",
+    assert train_main(["--config", TINY, "--data-root", str(pitch_family), "--task", "s4",
                        "--out", str(out), "train.epochs=2", "data.image_size=64",
                        "data.num_workers=0", "train.batch_size=4", "model.audio.summary=true",
                        "train.audio_lr_scale=5", "train.shuffle_block=2"]) == 0
     records = [json.loads(x) for x in capsys.readouterr().out.splitlines()
                if x.startswith('{"epoch"')]
     assert [r["step"] for r in records] == [2, 4]
-    assert twin_main(["--checkpoint", str(out / "best.pt"), "--data-root", str(family_root),
+    assert twin_main(["--checkpoint", str(out / "best.pt"), "--data-root", str(pitch_family),
                       "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["clips"] == 4 and result["frames"] == 20
@@ -104,13 +96,13 @@ class _Oracle(nn.Module):
         return type("Out", (), {"logits": [masks * 20 - 10]})()
 
 
-def test_twin_scores_own_1_twin_0_and_count_the_choice(family_root: Path) -> None:
+def test_twin_scores_own_1_twin_0_and_count_the_choice(pitch_family: Path) -> None:
     from pcmanet.data import build_dataset
     from pcmanet.twin_eval import twin_pairs
 
-    ds = build_dataset("s4", str(family_root), "test", image_size=64)
+    ds = build_dataset("s4", str(pitch_family), "test", image_size=64)
     items = {ds.clips[i].name: ds[i] for i in range(len(ds))}
-    twins = twin_pairs(family_root, "test")
+    twins = twin_pairs(pitch_family, "test")
     right = _Oracle({id(it["audio"]): it["masks"] for it in items.values()})
     r = twin_scores(right, items, twins)
     assert r["iou_own"] == pytest.approx(1.0) and r["iou_twin"] == 0.0
