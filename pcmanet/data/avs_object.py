@@ -61,8 +61,7 @@ class ObjectDataset(Dataset[AVSItem]):
             raise ValueError(f"paste is for the train split only, got split={split!r}")
         self.root, self.split, self.audio_source = Path(root), split, audio_source
         self.image_size = image_size
-        self.augment = augment if isinstance(augment, ClipAugment) else \
-            ClipAugment() if augment else None
+        self.augment = ClipAugment.from_option(augment)
         self.clips = self._index()[:max_items]
         if paste is not None and any(not c.category for c in self.clips):
             raise ValueError("paste needs a category per clip (S4); this set has clips without "

@@ -81,8 +81,7 @@ class AVSSDataset(Dataset[AVSItem]):
             raise ValueError("AVSS has no precomputed .pkl log-mels; use audio_source='wav'")
         self.root, self.split = Path(root), split
         self.image_size = AVSS_CROP_SIZE if image_size is None else image_size
-        self.augment = augment if isinstance(augment, ClipAugment) else \
-            ClipAugment() if augment else None
+        self.augment = ClipAugment.from_option(augment)
         csv_path = self.root / "metadata.csv"
         if not csv_path.is_file():
             raise DataNotFoundError(f"expected {csv_path}; {_AVSS_ROOT_HINT}")

@@ -101,6 +101,14 @@ class ClipAugment:
     saturation: float = 0.2
     hue_p: float = 0.0
 
+    @classmethod
+    def from_option(cls, augment: bool | ClipAugment) -> ClipAugment | None:
+        """A data set's ``augment`` argument -> the augmentation: True gives the defaults,
+        False none, a ``ClipAugment`` itself."""
+        if isinstance(augment, ClipAugment):
+            return augment
+        return cls() if augment else None
+
     def __call__(self, frames: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
         H, W = frames.shape[-2:]
         assert masks.shape[-2:] == (H, W), f"masks {tuple(masks.shape)} vs frames {(H, W)}"
