@@ -7,7 +7,7 @@ sounding kind: it joins the target. With objects pasted at random places and siz
 scenes, the answer can no longer be read off the scene (which of 75 training scenes this is);
 it has to come from what the sound names and what the objects look like. On 150-clip sets of
 sound families the model otherwise learns each training scene's answer and stays flat on
-validation after a third of the run (docs/training.md, "Why the recipe plateaued").
+validation after a third of the run (docs/training.md, "Why the run plateaus").
 
 Shapes: frames (T, 3, H, W) float in [0, 1], labelled masks (m, 1, H, W) float 0/1, a donor's
 frame (3, H', W') and mask (1, H', W') (resized to (H, W) when they differ). One object is drawn
