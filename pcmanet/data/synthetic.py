@@ -1,7 +1,7 @@
 """Synthetic sounding-objects data sets in the exact AVSBench S4 / MS3 on-disk layout.
 
 ``python -m pcmanet.data.synthetic --out DIR --task s4|ms3|both [--train N --val N --test N]
-[--size 224] [--seed 0] [--pkl] [--style shapes|alt|signs] [--silent-fraction F]
+[--size 224] [--seed 0] [--pkl] [--style shapes|alt|signs|wide] [--silent-fraction F]
 [--offscreen-fraction F] [--random-hue F]`` writes ``DIR/Single-source`` (S4) and/or
 ``DIR/Multi-sources`` (MS3) as docs/avsbench.md sections 0-2 and 4 describe, so the AVSBench
 loaders, training and evaluation run on it unchanged.
@@ -9,7 +9,10 @@ loaders, training and evaluation run on it unchanged.
 ``--style`` picks the 8 object classes: "shapes" (default, the demo's classes), "alt" or
 "signs", two sets disjoint from it and from each other (other names, shapes, textures and
 sounds), for measuring how a model trained on the default style fine-tunes on objects it has
-never seen. Another style also gets its own clip names, scenes and sounds for the same seed;
+never seen. "wide" has 32 classes with procedural silhouettes and sounds in groups of four that
+differ along one axis (pitch, pulse rate, noise band, brightness, modulation rate), for
+pre-training on shape and fine sound differences (:mod:`pcmanet.data.synthetic_outlines`).
+Another style also gets its own clip names, scenes and sounds for the same seed;
 ``synthetic_meta.json`` records ``"style"`` for it (absent for "shapes", so default-style files
 stay as they were before styles existed).
 
@@ -261,7 +264,7 @@ def write_dataset(out: str | os.PathLike[str], task: str, sizes: dict[str, int],
         workers: processes; the output does not depend on it.
         overwrite: delete an existing task folder first instead of refusing.
         progress: show a tqdm bar.
-        style: the object classes, a key of :data:`STYLES` ("shapes" or "alt").
+        style: the object classes, a key of :data:`STYLES` ("shapes", "alt", "signs", "wide").
         silent: fraction of each split's clips with background noise or digital silence only
             and all-zero masks (see :func:`add_silence`).
         offscreen: fraction of each split's clips sounding like an object that is not in the
@@ -381,7 +384,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--overwrite", action="store_true", help="replace an existing task folder")
     p.add_argument("--style", choices=list(STYLES), default=DEFAULT_STYLE,
                    help="object classes: shapes (default, the demo's), alt or signs (8 others "
-                        "each: other shapes, textures and sounds)")
+                        "each: other shapes, textures and sounds), wide (32 procedural shapes "
+                        "with sounds that differ along one axis per group; use --random-hue 1)")
     p.add_argument("--silent-fraction", type=float, default=0.0, metavar="F",
                    help="fraction of each split's clips with background noise (1 in 4: digital "
                         "silence) only and empty masks (default 0)")

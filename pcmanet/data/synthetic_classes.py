@@ -5,6 +5,11 @@
   the first;
 * style "signs" (:data:`SIGNS_OBJECT_CLASSES`): 8 more, disjoint from both, with sound types
   the others lack (fast rising chirps, falling zaps, steady harmonic tones, noise bands);
+* style "wide" (:data:`WIDE_OBJECT_CLASSES`): 32 classes with procedural silhouettes
+  (:mod:`pcmanet.data.synthetic_outlines`) and sounds in groups of four that differ along one
+  axis only (pitch in three registers, pulse rate on two carriers, noise band, brightness,
+  modulation rate), for pre-training that has to use shape and fine sound differences (write
+  it with ``--random-hue 1``: its class hues are spread evenly but carry the class);
 * :data:`STYLES` names them; :func:`style_classes` looks one up.
 """
 
@@ -13,6 +18,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from .synthetic_outlines import Outline
 from .synthetic_shapes import Shape
 
 
@@ -67,7 +73,7 @@ class ObjectClass:
     """A sounding-object class: name (AVSBench-style category), look and sound."""
 
     name: str
-    shape: Shape
+    shape: Shape | Outline
     texture: Texture
     hue: float  # degrees
     sound: SoundRecipe
@@ -143,9 +149,60 @@ SIGNS_OBJECT_CLASSES: tuple[ObjectClass, ...] = (
     ObjectClass("tee_beeper", Shape.TEE, Texture.HALVES, 350.0, SoundRecipe(
         f0=600, harmonics=9, rolloff=1.0, pulse_hz=2.0, duty=0.3)),
 )
+
+# The wide style: 8 sound groups of 4; inside a group the sounds differ along one axis only.
+# Pitches avoid every evaluation family's (pcmanet.data.eval_sounds) by >= 6 %.
+_WIDE_SOUNDS: tuple[tuple[str, tuple[SoundRecipe, ...]], ...] = (
+    ("tone", tuple(SoundRecipe(f0=f, harmonics=2, rolloff=2.5, am_hz=0.5, am_depth=0.2)
+                   for f in (130.0, 220.0, 370.0, 620.0))),
+    ("note", tuple(SoundRecipe(f0=f, harmonics=8, rolloff=1.2, pulse_hz=1.6, duty=0.85,
+                               decay_s=0.4) for f in (100.0, 160.0, 255.0, 410.0))),
+    ("whistle", tuple(SoundRecipe(f0=f, harmonics=1, vibrato_hz=5.0, vibrato_depth=0.01)
+                      for f in (1050.0, 1650.0, 2600.0, 4100.0))),
+    ("knock", tuple(SoundRecipe(noise_band=(800.0, 2500.0), noise_mix=1.0, pulse_hz=r,
+                                duty=0.3, decay_s=0.03) for r in (1.2, 2.4, 4.8, 9.0))),
+    ("beep", tuple(SoundRecipe(f0=520.0, harmonics=4, rolloff=1.5, pulse_hz=r, duty=0.45)
+                   for r in (0.7, 1.5, 3.2, 6.5))),
+    ("noise", tuple(SoundRecipe(noise_band=b, noise_mix=1.0, am_hz=0.3, am_depth=0.3)
+                    for b in ((180.0, 450.0), (650.0, 1300.0), (1800.0, 3200.0),
+                              (4500.0, 7000.0)))),
+    ("buzz", tuple(SoundRecipe(f0=140.0, harmonics=30, rolloff=r) for r in (0.3, 0.9, 1.8, 3.0))),
+    ("tremolo", tuple(SoundRecipe(f0=330.0, harmonics=5, rolloff=1.2, am_hz=r, am_depth=0.85)
+                      for r in (0.5, 2.0, 6.0, 15.0))),
+)
+_WIDE_SOUND_LABELS = {"tone": "{f0:.0f}hz", "note": "{f0:.0f}hz", "whistle": "{f0:.0f}hz",
+                      "knock": "{pulse_hz:g}per-s", "beep": "{pulse_hz:g}per-s",
+                      "noise": "{band}hz", "buzz": "rolloff{rolloff:g}",
+                      "tremolo": "{am_hz:g}hz-am"}
+# outline indices whose silhouettes differ from every named shape and from each other (see
+# synthetic_outlines; tests/pcmanet/test_wide_style.py checks it)
+WIDE_OUTLINES = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 13, 14, 15, 16, 17, 21, 22, 24, 27, 29, 31,
+                 32, 33, 36, 37, 38, 39, 40, 42, 44, 47)
+_WIDE_TEXTURES = (Texture.SOLID, Texture.SOLID, Texture.STRIPES, Texture.SOLID,
+                  Texture.CHECKER, Texture.SOLID, Texture.DOTS, Texture.SOLID)
+
+
+def _wide_classes() -> tuple[ObjectClass, ...]:
+    out = []
+    for g, (group, recipes) in enumerate(_WIDE_SOUNDS):
+        for k, recipe in enumerate(recipes):
+            i = 4 * g + k
+            # 7 is coprime to 32: the outline kinds spread over the sound groups
+            outline = Outline(WIDE_OUTLINES[(7 * i) % len(WIDE_OUTLINES)])
+            label = _WIDE_SOUND_LABELS[group].format(
+                f0=recipe.f0, pulse_hz=recipe.pulse_hz, rolloff=recipe.rolloff,
+                am_hz=recipe.am_hz, band=f"{recipe.noise_band[0]:.0f}-{recipe.noise_band[1]:.0f}")
+            out.append(ObjectClass(f"{outline.value}_{group}-{label}", outline,
+                                   _WIDE_TEXTURES[(3 * i) % len(_WIDE_TEXTURES)],
+                                   (i * 360.0 / 32 * 13) % 360, recipe))
+    return tuple(out)
+
+
+WIDE_OBJECT_CLASSES: tuple[ObjectClass, ...] = _wide_classes()
 DEFAULT_STYLE = "shapes"
 STYLES: dict[str, tuple[ObjectClass, ...]] = {
-    "shapes": OBJECT_CLASSES, "alt": ALT_OBJECT_CLASSES, "signs": SIGNS_OBJECT_CLASSES}
+    "shapes": OBJECT_CLASSES, "alt": ALT_OBJECT_CLASSES, "signs": SIGNS_OBJECT_CLASSES,
+    "wide": WIDE_OBJECT_CLASSES}
 
 
 def style_classes(style: str) -> tuple[ObjectClass, ...]:

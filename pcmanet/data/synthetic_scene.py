@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from .synthetic_classes import ObjectClass, Texture
+from .synthetic_outlines import Outline, outline_parts
 from .synthetic_shapes import SHAPE_PARTS
 from .synthetic_sound import (
     PEAK,
@@ -155,7 +156,9 @@ def object_mask(obj: ObjectInstance, t: float, size: int) -> np.ndarray:
     rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]]) * r
     mask = np.zeros((size, size), np.uint8)
     scale = 1 << _SUBPIXEL_BITS
-    for poly, filled in SHAPE_PARTS[obj.cls.shape]:
+    shape = obj.cls.shape
+    parts = outline_parts(shape) if isinstance(shape, Outline) else SHAPE_PARTS[shape]
+    for poly, filled in parts:
         pts = (poly @ rot.T + (cx - 0.5, cy - 0.5)) * scale  # pixel centres at integers
         cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1 if filled else 0,
                      cv2.LINE_8, _SUBPIXEL_BITS)
