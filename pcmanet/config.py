@@ -73,6 +73,7 @@ class DataConfig:
     # clips (pcmanet/data/paste.py); MS3 / AVSS: no effect (no category per clip)
     paste: float = 0.0
     paste_objects: int = 2
+    paste_same: float = 0.0  # chance a pasted object comes from the clip's own category
     # training: chance that a clip's frames get a random hue rotation (and each pasted object
     # one of its own): for sets whose colours name nothing (colour then cannot key a memory)
     hue: float = 0.0
@@ -125,6 +126,7 @@ def validate_run_config(cfg: RunConfig) -> None:
         (d.num_workers >= 0, "data.num_workers", "must be >= 0"),
         (0.0 <= d.paste <= 1.0, "data.paste", "must be in [0, 1]"),
         (d.paste_objects >= 1, "data.paste_objects", "must be >= 1"),
+        (0 <= d.paste_same <= 1, "data.paste_same", "must be in [0, 1]"),
         (0.0 <= d.hue <= 1.0, "data.hue", "must be in [0, 1]"),
         (d.hue == 0 or d.augment, "data.hue",
          "is part of the training augmentation: set data.augment=true too"),

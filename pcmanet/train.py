@@ -54,7 +54,7 @@ from pcmanet.config import (
 from pcmanet.distributed import init_distributed, mean_across
 from pcmanet.ema import WeightAverage
 from pcmanet.evaluate import evaluate_model, to_device
-from pcmanet.kind_loss import BackboneTap, KindHead, backbone_channels
+from pcmanet.kind_loss import KindHead, backbone_channels
 from pcmanet.model import PCMANet
 from pcmanet.sampling import BlockShuffleSampler
 from pcmanet.schedule import lr_scale, next_validation_after, require_an_end
@@ -143,8 +143,8 @@ class Trainer:
         if d.cache and task == "avss":
             raise ConfigError("data.cache: the decoded-clip cache is for s4 and ms3; set "
                               "data.cache=false for avss")
-        paste = {"paste": ObjectPaste(prob=d.paste, max_objects=d.paste_objects, hue_p=d.hue)} \
-            if d.paste > 0 and task == "s4" else {}
+        paste = {"paste": ObjectPaste(prob=d.paste, max_objects=d.paste_objects, hue_p=d.hue,
+                                      same_p=d.paste_same)} if d.paste > 0 and task == "s4" else {}
         augment = ClipAugment(hue_p=d.hue) if d.augment else False
         self.train_set: Dataset[Any] = build_dataset(
             task, data_root, "train", audio_source=d.audio_source, image_size=d.image_size,
@@ -314,14 +314,13 @@ class Trainer:
             start = self.clock()
             self._set_lr()
             batch = to_device(batch, self.device)
-            tap = BackboneTap(self.model.backbone) if self.kind is not None else None
-            with self._autocast(), tap or contextlib.nullcontext():
+            with self._autocast():
                 logits, rows = train_forward(self.net, batch, self.cfg.train.encoder_grad,
                                              self.cfg.train.decode_frames)
             loss = clip_loss([x.float() for x in logits], batch, self.cfg.train.stage_weights,
                              rows)
-            if tap is not None:
-                loss = loss + self.cfg.train.kind_loss * self._kind_loss(tap, batch, rows)
+            if self.kind is not None:
+                loss = loss + self.cfg.train.kind_loss * self._kind_loss(batch, rows)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.cfg.train.grad_clip is not None:
@@ -342,18 +341,13 @@ class Trainer:
         self._epoch_loss = (float(running) if running is not None else 0.0) / max(n, 1)
         return finished
 
-    def _kind_loss(self, tap: BackboneTap, batch: dict[str, Any], rows: torch.Tensor | None
-                   ) -> torch.Tensor:
-        """The kind head's loss on the decoded rows (the backbone levels the tap kept cover
-        those rows, or every row when the whole batch kept its gradient)."""
-        assert self.kind is not None and tap.levels is not None
-        levels = tap.levels
-        BT = batch["mask_valid"].numel()
+    def _kind_loss(self, batch: dict[str, Any], rows: torch.Tensor | None) -> torch.Tensor:
+        """The kind head's loss on windows around the decoded rows' objects (every labelled row
+        when the step decoded all of them)."""
+        assert self.kind is not None
         if rows is None:
-            rows = torch.arange(BT, device=levels[0].device)
-        elif levels[0].shape[0] == BT and len(rows) != BT:
-            levels = [x.index_select(0, rows) for x in levels]
-        return self.kind.loss(levels, batch, rows)
+            rows = batch["mask_valid"].flatten().nonzero().squeeze(1)
+        return self.kind.loss(self.model.backbone, batch, rows)
 
     def run_time(self) -> float:
         """Seconds of this run so far, earlier sessions (--resume) included."""

@@ -67,6 +67,9 @@ class ObjectDataset(Dataset[AVSItem]):
             raise ValueError("paste needs a category per clip (S4); this set has clips without "
                              "one (MS3 has none): leave paste off for it")
         self.paste = paste
+        self._by_category: dict[str, list[int]] = {}
+        for i, c in enumerate(self.clips):
+            self._by_category.setdefault(c.category or "", []).append(i)
         # index -> (frames (T, 3, H, W) uint8, labelled masks (m, 1, H, W) uint8, audio);
         # filled on first read, in the process that reads (a DataLoader worker keeps its own)
         self._cache: dict[int, tuple[Tensor, Tensor, Tensor]] | None = {} if cache else None
@@ -138,7 +141,10 @@ class ObjectDataset(Dataset[AVSItem]):
         frame and mask (a donor without a labelled frame gives none)."""
         assert self.paste is not None
         donors = []
-        for j in self.paste.donors(index, len(self.clips)):
+        category = self.clips[index].category
+        same = [j for j in self._by_category.get(category, []) if j != index] \
+            if self.paste.same_p > 0 else []
+        for j in self.paste.donors(index, len(self.clips), same):
             first = next((t for t, p in enumerate(self.clips[j].masks) if p is not None), None)
             if first is None:
                 continue

@@ -55,6 +55,9 @@ class ObjectPaste:
             (clipped to the frame).
         hue_p: chance that an object's hue is rotated by a random amount (its own, not the
             clip's), for sets whose colours name nothing; 0 draws no extra random numbers.
+        same_p: chance that a donor is drawn from the clip's own category (another object of
+            the sounding kind, at a new place, size and colour: it joins the target) rather
+            than from all other clips; 0 draws no extra random numbers.
     """
 
     prob: float = 0.5
@@ -62,26 +65,34 @@ class ObjectPaste:
     scale_min: float = 0.7
     scale_max: float = 1.3
     hue_p: float = 0.0
+    same_p: float = 0.0
 
     def __post_init__(self) -> None:
-        if not (0.0 <= self.prob <= 1.0 and 0.0 <= self.hue_p <= 1.0):
-            raise ValueError(f"paste prob and hue_p must be in [0, 1], got {self.prob!r}, "
-                             f"{self.hue_p!r}")
+        if not all(0.0 <= p <= 1.0 for p in (self.prob, self.hue_p, self.same_p)):
+            raise ValueError(f"paste prob, hue_p and same_p must be in [0, 1], got "
+                             f"{self.prob!r}, {self.hue_p!r}, {self.same_p!r}")
         if self.max_objects < 1:
             raise ValueError(f"paste max_objects must be >= 1, got {self.max_objects!r}")
         if not 0.0 < self.scale_min <= self.scale_max:
             raise ValueError(f"paste scales must satisfy 0 < scale_min <= scale_max, got "
                              f"{self.scale_min!r}, {self.scale_max!r}")
 
-    def donors(self, index: int, n: int) -> list[int]:
+    def donors(self, index: int, n: int, same: Sequence[int] = ()) -> list[int]:
         """Indices of the clips whose objects clip ``index`` of ``n`` gets (never itself);
-        empty when this clip gets none."""
+        empty when this clip gets none. ``same``: the other clips of its category, drawn from
+        with chance :attr:`same_p` per donor (when there are any)."""
         u = torch.rand(2).tolist()
         picks = torch.randint(0, max(n - 1, 1), (self.max_objects,)).tolist()
+        if self.same_p > 0:
+            own = torch.rand(self.max_objects).tolist()
+            own_picks = torch.randint(0, max(len(same), 1), (self.max_objects,)).tolist()
         if n < 2 or u[0] >= self.prob:
             return []
         count = 1 + min(int(u[1] * self.max_objects), self.max_objects - 1)
-        return [p + int(p >= index) for p in picks[:count]]
+        out = [p + int(p >= index) for p in picks[:count]]
+        if self.same_p > 0 and same:
+            out = [same[own_picks[k]] if own[k] < self.same_p else j for k, j in enumerate(out)]
+        return out
 
     def __call__(self, frames: Tensor, masks: Tensor,
                  donors: Sequence[Donor]) -> tuple[Tensor, Tensor]:

@@ -56,6 +56,7 @@ def test_round_trip_and_frozen():
         ("train:\n  val_share: 0\n", r"train\.val_share: must lie in \(0, 1\]"),
         ("train:\n  epochs: -2\n", r"train\.epochs: must be >= 1 \(or null"),
         ("data:\n  paste: 1.5\n", r"data\.paste: must be in \[0, 1\]"),
+        ("data:\n  paste_same: 2\n", r"data\.paste_same: must be in \[0, 1\]"),
         ("data:\n  hue: 0.5\n  augment: false\n", r"data\.hue: is part of the training aug"),
         ("train:\n  kind_loss: -1\n", r"train\.kind_loss: must be >= 0"),
     ],

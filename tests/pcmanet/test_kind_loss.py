@@ -12,7 +12,7 @@ from torch import nn
 
 from pcmanet.checkpoint import read_weights_file
 from pcmanet.data import build_dataset
-from pcmanet.kind_loss import BackboneTap, KindHead, masked_mean
+from pcmanet.kind_loss import KindHead, masked_mean, object_windows
 from pcmanet.train import main as train_main
 from tests.conftest import REPO
 
@@ -28,47 +28,74 @@ def test_the_masked_mean_reads_only_the_object() -> None:
     assert torch.allclose(masked_mean(feature, mask), torch.tensor([[3.0, 0.0]]))
 
 
-def _batch(categories: list[str], areas: list[int]) -> dict[str, object]:
+class _Levels(nn.Module):
+    """A 2-level backbone: a 1x1 conv and its top-left corner."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 1)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [self.conv(x)[:, :4], self.conv(x)]
+
+
+def _batch(categories: list[str], areas: list[int], size: int = 16) -> dict[str, object]:
     B, T = len(categories), 5
-    masks = torch.zeros(B, T, 1, 8, 8)
+    masks = torch.zeros(B, T, 1, size, size)
     for b, a in enumerate(areas):
-        masks[b, 0, 0, :a, :a] = 1.0
+        masks[b, 0, 0, 2:2 + a, 3:3 + a] = 1.0
     valid = torch.zeros(B, T)
     valid[:, 0] = 1
-    return {"masks": masks, "mask_valid": valid, "category": categories}
+    frames = torch.randn(B, T, 3, size, size)
+    return {"frames": frames, "masks": masks, "mask_valid": valid, "category": categories}
 
 
 def test_rows_without_a_target_or_a_known_kind_are_left_out() -> None:
-    head = KindHead([4, 6, 8], ["bell", "horn"])
-    levels = [torch.randn(3, c, 2, 2, requires_grad=True) for c in (4, 6, 8)]
+    torch.manual_seed(0)
+    backbone, head = _Levels(), KindHead([4, 6], ["bell", "horn"])
     rows = torch.tensor([0, 5, 10])                                        # first frames
-    loss = head.loss(levels, _batch(["horn", "bell", "drum"], [4, 0, 4]), rows)
+    batch = _batch(["horn", "bell", "drum"], [4, 0, 4])
+    loss = head.loss(backbone, batch, rows)
     loss.backward()
-    assert levels[0].grad is None                                          # last 2 levels only
-    assert levels[2].grad is not None
-    assert bool(levels[2].grad[0].abs().sum() > 0)                         # horn: counted
-    assert float(levels[2].grad[1:].abs().sum()) == 0.0                    # empty, unknown: out
-    none = head.loss(levels, _batch(["horn", "bell", "drum"], [0, 0, 0]), rows)
+    assert backbone.conv.weight.grad is not None and float(loss.detach()) > 0
+    # the same loss from the one counted row alone: horn, the others (empty, unknown) left out
+    only = {**batch, "frames": batch["frames"][:1], "masks": batch["masks"][:1],  # type: ignore[index]
+            "mask_valid": batch["mask_valid"][:1], "category": ["horn"]}  # type: ignore[index]
+    torch.manual_seed(1)
+    a = head.loss(backbone, batch, rows, torch.Generator().manual_seed(3))
+    b = head.loss(backbone, only, rows[:1], torch.Generator().manual_seed(3))
+    assert torch.allclose(a, b)
+    none = head.loss(backbone, _batch(["horn", "bell", "drum"], [0, 0, 0]), rows)
     assert float(none) == 0.0
 
 
-def test_the_tap_keeps_only_calls_with_gradient() -> None:
-    class Levels(nn.Module):                                               # a 2-level backbone
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(3, 2, 1)
-
-        def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-            return [self.conv(x), self.conv(x)[..., :1, :1]]
-
-    net = Levels()
-    with BackboneTap(net) as tap:
-        net(torch.zeros(4, 3, 2, 2))
-        with torch.no_grad():
-            net(torch.zeros(7, 3, 2, 2))
-    assert tap.levels is not None and [x.shape[0] for x in tap.levels] == [4, 4]
-    net(torch.zeros(1, 3, 2, 2))
-    assert tap.levels[0].shape[0] == 4                                     # hook removed
+def test_windows_centre_the_object_at_frame_scale_and_turn_it() -> None:
+    """A small object sits at the window's centre at its size in the frame (the window is half
+    the frame); a large one fits inside its window; the random turns, mirrors and channel
+    swaps only move values, and a seeded generator repeats them."""
+    H = 64
+    frames = torch.zeros(2, 3, H, H)
+    masks = torch.zeros(2, 1, H, H)
+    frames[0, :, 40:48, 10:18] = torch.tensor([1.0, 2.0, 3.0])[:, None, None]  # 8x8 square
+    masks[0, :, 40:48, 10:18] = 1
+    frames[1, :, 4:60, 4:60] = 1.0                                         # 56x56 square
+    masks[1, :, 4:60, 4:60] = 1
+    w = object_windows(frames, masks, torch.Generator().manual_seed(0))
+    assert w.shape == (2, 3, 32, 32)
+    inside = w[0].abs().sum(0) > 0.5                                       # (32, 32)
+    ys, xs = inside.nonzero(as_tuple=True)
+    assert 7 <= int(inside.sum()) <= 81 and abs(ys.float().mean() - 15.5) < 1.5
+    assert abs(xs.float().mean() - 15.5) < 1.5                             # centred, ~8x8
+    assert sorted(w[0, :, 16, 16].tolist()) == [1.0, 2.0, 3.0]             # channels swapped only
+    big = w[1].abs().sum(0) > 0.5
+    assert big[0].sum() == 0 and big[:, 0].sum() == 0 and big[16, 16]      # a margin all round
+    again = object_windows(frames, masks, torch.Generator().manual_seed(0))
+    assert torch.equal(w, again)
+    turns = {tuple(object_windows(frames[:1] * torch.tensor([1.0, 0, 0])[:, None, None],
+                                  masks[:1], torch.Generator().manual_seed(s))[0, :, 14:18,
+                                                                               14:18].sum((1, 2))
+                   .tolist()) for s in range(12)}
+    assert len(turns) > 1                                                  # channels do move
 
 
 def test_a_run_with_the_kind_loss_trains_saves_its_head_and_resumes(

@@ -73,7 +73,26 @@ def test_the_donor_draw_never_picks_the_clip_itself_and_follows_prob() -> None:
     assert ObjectPaste(prob=1.0).donors(0, 1) == []                        # nobody to take from
 
 
-@pytest.mark.parametrize("kwargs", [{"prob": 1.5}, {"max_objects": 0},
+def test_same_kind_donors_follow_same_p_and_cost_no_draws_when_off() -> None:
+    pool = [2, 5]                                                          # the clip's own kind
+    torch.manual_seed(0)
+    plain = [ObjectPaste(prob=1.0, max_objects=2).donors(i % 7, 7) for i in range(400)]
+    torch.manual_seed(0)
+    assert [ObjectPaste(prob=1.0, max_objects=2, same_p=0.0).donors(i % 7, 7, pool)
+            for i in range(400)] == plain                                  # off: the same draws
+    torch.manual_seed(1)
+    always = [ObjectPaste(prob=1.0, max_objects=2, same_p=1.0).donors(0, 7, pool)
+              for _ in range(200)]
+    assert {j for d in always for j in d} == set(pool)
+    torch.manual_seed(2)
+    half = [j for _ in range(400)
+            for j in ObjectPaste(prob=1.0, max_objects=2, same_p=0.5).donors(0, 7, pool)]
+    share = sum(j in pool for j in half) / len(half)
+    assert 0.5 < share < 0.7                                               # 0.5 + 0.5 * 2 / 6
+    assert ObjectPaste(prob=1.0, same_p=1.0).donors(0, 7, []) != []        # no pool: any clip
+
+
+@pytest.mark.parametrize("kwargs", [{"prob": 1.5}, {"max_objects": 0}, {"same_p": -0.1},
                                     {"scale_min": 0.0}, {"scale_min": 2.0, "scale_max": 1.0}])
 def test_impossible_settings_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="paste"):
@@ -94,6 +113,13 @@ def test_s4_training_items_get_objects_of_other_clips(pitch_root: Path) -> None:
     paste = ObjectPaste(prob=1.0, max_objects=2)
     pasted = build_dataset("s4", str(pitch_root), "train", image_size=64, paste=paste)
     grew = kept = 0
+    same_kind = build_dataset("s4", str(pitch_root), "train", image_size=64,
+                              paste=ObjectPaste(prob=1.0, max_objects=2, same_p=1.0))
+    for i in range(len(same_kind)):                                        # every donor joins
+        torch.manual_seed(i)
+        item, base = same_kind[i], plain[i]
+        alone = sum(c.category == plain.clips[i].category for c in plain.clips) == 1
+        assert alone or bool((item["masks"][0].bool() & ~base["masks"][0].bool()).any())
     for seed in range(30):
         i = seed % len(plain)
         torch.manual_seed(seed)
