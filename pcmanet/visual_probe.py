@@ -74,6 +74,22 @@ def probe(train: Tensor, train_names: list[str], test: Tensor, test_names: list[
                 float((lin(b).argmax(1) == yb).float().mean()))
 
 
+def load_splits(checkpoint: str, data_root: str, image_size: int | None
+                ) -> tuple[PCMANet, Any, dict[str, Any], Any, Any]:
+    """The checkpoint and its S4 train and test splits at ``image_size`` (None: the size it was
+    trained at) -> (model, model config, extra, train set, test set).
+
+    Raises:
+        CheckpointError, DataError, FileNotFoundError: as the loaders do.
+    """
+    from pcmanet.data import build_dataset
+
+    model, cfg, extra = load_checkpoint(checkpoint)
+    size = image_size or extra.get("data", {}).get("image_size")
+    return (model, cfg, extra, build_dataset("s4", data_root, "train", image_size=size),
+            build_dataset("s4", data_root, "test", image_size=size))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pcmanet.visual_probe",
                                 description=__doc__.split("\n")[0])
@@ -82,15 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-size", type=int, default=None, help="default: the checkpoint's")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    from pcmanet.data import DataError, build_dataset
+    from pcmanet.data import DataError
 
     try:
-        model, _cfg, extra = load_checkpoint(args.checkpoint)
-        size = args.image_size or extra.get("data", {}).get("image_size")
-        train, train_names = pooled_features(
-            model, build_dataset("s4", args.data_root, "train", image_size=size))
-        test, test_names = pooled_features(
-            model, build_dataset("s4", args.data_root, "test", image_size=size))
+        model, _, _, train_set, test_set = load_splits(args.checkpoint, args.data_root,
+                                                       args.image_size)
+        train, train_names = pooled_features(model, train_set)
+        test, test_names = pooled_features(model, test_set)
     except (CheckpointError, DataError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

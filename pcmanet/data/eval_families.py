@@ -25,7 +25,6 @@ import argparse
 import csv
 import json
 import os
-import shutil
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,6 +34,7 @@ import cv2
 import numpy as np
 
 from .eval_sounds import FAMILIES, family_sound
+from .output import fresh_folder
 from .synthetic import write_wav
 from .synthetic_classes import ObjectClass, SoundRecipe, Texture
 from .synthetic_plan import SPLITS
@@ -146,11 +146,7 @@ def write_family(out: str | os.PathLike[str], family: str, sizes: dict[str, int]
     if size < 32 or seed < 0 or set(sizes) - set(SPLITS) or any(n < 0 for n in sizes.values()):
         raise ValueError(f"need size >= 32, seed >= 0 and sizes over {SPLITS} >= 0")
     root = Path(out) / "Single-source"
-    if root.exists() and any(root.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{root}: exists and is not empty; pass overwrite=True")
-        shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
+    fresh_folder(root, overwrite)
     entries: list[dict[str, Any]] = []
     for split in SPLITS:
         n = sizes.get(split, 0)

@@ -26,6 +26,8 @@ from pathlib import Path
 
 from pcmanet.cli import Parser, fail
 
+from .output import fresh_folder
+
 FOLDERS = {"s4": "Single-source", "ms3": "Multi-sources"}  # as docs/avsbench.md
 NAME_COLUMNS = ("name", "video_id")  # S4, MS3
 
@@ -88,11 +90,7 @@ def merge(out: str | os.PathLike[str], sources: Sequence[str | os.PathLike[str]]
                                  "different seeds or styles)")
             owner[row[name_col]] = src
     root = Path(out) / FOLDERS[task]
-    if root.exists() and any(root.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{root}: exists and is not empty; pass --overwrite")
-        shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
+    fresh_folder(root, overwrite, "pass --overwrite")
     data = f"{task}_data"
     for src in srcs:
         base = src / FOLDERS[task] / data

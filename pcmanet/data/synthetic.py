@@ -55,7 +55,6 @@ import json
 import os
 import pickle
 import pickletools
-import shutil
 import struct
 import sys
 import time
@@ -74,6 +73,7 @@ from tqdm import tqdm
 from pcmanet.audio.frontend import log_mel
 from pcmanet.cli import Parser
 
+from .output import fresh_folder
 from .synthetic_classes import (
     CLASS_NAMES,
     DEFAULT_STYLE,
@@ -285,11 +285,7 @@ def write_dataset(out: str | os.PathLike[str], task: str, sizes: dict[str, int],
         raise ValueError(f"sizes must map {SPLITS} to counts >= 0, got {sizes}")
     plans = plan_dataset(task, sizes, seed, group, style, silent, offscreen, random_hue)
     root = Path(out) / TASK_FOLDERS[task]
-    if root.exists() and any(root.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{root}: exists and is not empty; pass overwrite=True")
-        shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
+    fresh_folder(root, overwrite)
     start = time.perf_counter()
     jobs = [(task, root, p, size, pkl, channels) for p in plans]
     with tqdm(total=len(jobs), desc=f"{task} groups", disable=not progress) as bar:
