@@ -11,7 +11,8 @@ random mirror), swap its colour channels at random, and classify the window. On 
 family the demo backbone so fine-tuned names the kind of 0.9 of the test objects within
 two minutes (``python -m pcmanet.window_probe``). Here that classification runs beside the
 segmentation loss on the same backbone, so that the features the decoder reads learn kinds
-that hold for new objects.
+that hold for new objects. (They do; the segmentation did not pick by them within a 15-minute
+pitch run: docs/training.md, "Round four".)
 
 The window is centred on the mask's bounding box, 1.5 times the box's longer side, resized to
 half the frame's side: every object fills about two thirds of its window (windows at the
