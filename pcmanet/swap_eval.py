@@ -25,9 +25,8 @@ import torch
 
 from pcmanet.checkpoint import CheckpointError, load_checkpoint
 from pcmanet.cli import Parser
+from pcmanet.data.synthetic_plan import TASK_FOLDERS
 from pcmanet.metrics import mask_iou
-
-TASK_FOLDERS = {"s4": "Single-source", "ms3": "Multi-sources"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

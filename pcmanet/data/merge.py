@@ -27,8 +27,8 @@ from pathlib import Path
 from pcmanet.cli import Parser, fail
 
 from .output import fresh_folder
+from .synthetic_plan import TASK_FOLDERS as FOLDERS  # S4, MS3 folders (docs/avsbench.md)
 
-FOLDERS = {"s4": "Single-source", "ms3": "Multi-sources"}  # as docs/avsbench.md
 NAME_COLUMNS = ("name", "video_id")  # S4, MS3
 
 
