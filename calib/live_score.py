@@ -16,7 +16,6 @@ its IoU is taken with that clip's ground-truth mask of the frame shown. Output: 
 
 from __future__ import annotations
 
-import argparse
 import json
 import socket
 import subprocess
@@ -29,6 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from pcmanet.cli import Parser
 from pcmanet.data.media_writer import write_media
 
 REPO = Path(__file__).resolve().parent.parent
@@ -183,7 +183,7 @@ def run_and_receive(media: Path, weights: str | None, timeout_s: float = 900,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m calib.live_score", description=__doc__)
+    p = Parser(prog="python -m calib.live_score", description=__doc__)
     p.add_argument("--data-root", required=True, help="AVSBench data root (Single-source/)")
     p.add_argument("--split", default="test")
     p.add_argument("--weights", help="checkpoint (default: run_live's, the demo model)")

@@ -19,7 +19,6 @@ the own object's area.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Mapping
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 
 from pcmanet.checkpoint import CheckpointError, load_checkpoint
+from pcmanet.cli import Parser
 from pcmanet.metrics import mask_iou
 from pcmanet.swap_eval import items_named
 
@@ -85,7 +85,7 @@ def twin_scores(model: torch.nn.Module, items: Mapping[str, Mapping[str, Any]],
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pcmanet.twin_eval",
+    p = Parser(prog="python -m pcmanet.twin_eval",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data-root", required=True)

@@ -16,7 +16,6 @@ Sound families draw colours at random, so their mean-RGB row sits at chance by d
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from typing import Any
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pcmanet.checkpoint import CheckpointError, load_checkpoint
+from pcmanet.cli import Parser
 from pcmanet.kind_loss import masked_mean
 from pcmanet.model import PCMANet
 
@@ -91,7 +91,7 @@ def load_splits(checkpoint: str, data_root: str, image_size: int | None
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pcmanet.visual_probe",
+    p = Parser(prog="python -m pcmanet.visual_probe",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data-root", required=True)

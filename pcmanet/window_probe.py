@@ -18,7 +18,6 @@ Shapes: windows (N, 3, H/2, W/2) from frames (N, 3, H, W) and masks (N, 1, H, W)
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import sys
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pcmanet.checkpoint import CheckpointError, save_checkpoint
+from pcmanet.cli import Parser
 from pcmanet.kind_loss import KindHead, backbone_channels, object_windows
 from pcmanet.visual_probe import load_splits
 
@@ -83,7 +83,7 @@ def window_probe(backbone: torch.nn.Module, train: tuple[Tensor, Tensor, list[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pcmanet.window_probe",
+    p = Parser(prog="python -m pcmanet.window_probe",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data-root", required=True)

@@ -55,6 +55,9 @@ SUB, PROXY, KEYS = "stream.subscribe", "stream.proxy", "stream.keys"
 BENCH, SOAK = "stream.bench", "stream.soak"
 THRESH, OFFSET, BUDGET, SCENE = "calib.threshold", "calib.av_offset", "calib.budget", \
     "calib.scene_eval"
+FAMILIES, MERGE = "pcmanet.data.eval_families", "pcmanet.data.merge"
+TWIN, PROBE, WINDOWS = "pcmanet.twin_eval", "pcmanet.visual_probe", "pcmanet.window_probe"
+LIVE_SCORE = "calib.live_score"
 TRAIN_OK = f"--config {TINY} --data-root {{in}}/s4 --task s4"
 EVAL_OK = "--checkpoint {in}/model.pt --data-root {in}/s4 --task s4"
 
@@ -160,6 +163,18 @@ ROWS: list[Row] = [
     r("scene-seconds", SCENE, "--seconds 0 --json s.json", "--seconds 0", ("s.json",)),
     r("scene-weights-missing", SCENE, "--weights {in}/nope.pt --json s.json", "nope.pt",
       ("s.json",)),
+    # sound families and the tools that score / probe them (issue 22)
+    r("families-family", FAMILIES, "--family tempo --out fam", "tempo", ("fam",)),
+    r("merge-one-source", MERGE, "--out m {in}/s4", "two sources", ("m",)),
+    r("merge-clash", MERGE, "--out m {in}/s4 {in}/s4", "in both", ("m",)),
+    r("twin-checkpoint-junk", TWIN, "--checkpoint {in}/junk.pt --data-root {in}/s4", "junk.pt"),
+    r("visual-probe-checkpoint-missing", PROBE, "--checkpoint {in}/nope.pt --data-root {in}/s4",
+      "nope.pt"),
+    r("window-probe-steps", WINDOWS, "--checkpoint {in}/model.pt --data-root {in}/s4 --steps 0 "
+      "--save w.pt", "--steps", ("w.pt",)),
+    r("window-probe-checkpoint-junk", WINDOWS, "--checkpoint {in}/junk.pt --data-root {in}/s4 "
+      "--save w.pt", "junk.pt", ("w.pt",)),
+    r("live-score-unknown-flag", LIVE_SCORE, "--data-root {in}/s4 --frobnicate", "--frobnicate"),
 ]
 
 # stream.view, the browser viewer (more of its refusals: tests/stream/test_view.py).

@@ -21,7 +21,6 @@ generator's :class:`~pcmanet.data.synthetic_classes.SoundRecipe`. Everything der
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -32,6 +31,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+
+from pcmanet.cli import Parser
 
 from .eval_sounds import FAMILIES, family_sound
 from .output import fresh_folder
@@ -177,7 +178,7 @@ def read_twins(root: str | os.PathLike[str], split: str) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: see the module docstring; prints one summary line."""
-    p = argparse.ArgumentParser(prog="python -m pcmanet.data.eval_families",
+    p = Parser(prog="python -m pcmanet.data.eval_families",
                                 description="Write an evaluation-only S4 sound family.")
     p.add_argument("--family", choices=FAMILIES, required=True)
     p.add_argument("--out", required=True, help="AVSBench data root to write")
