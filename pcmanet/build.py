@@ -8,6 +8,7 @@ from pcmanet.backbone import build_backbone
 from pcmanet.config import ModelConfig, validate_model_config
 from pcmanet.decoder import GuidedFusion, MaskRefiner, output_head
 from pcmanet.fusion import AVGA, QSCA
+from pcmanet.kind_gate import KindGate
 from pcmanet.layers import conv_bn_relu
 from pcmanet.model import PCMANet
 
@@ -41,6 +42,13 @@ def build_pcmanet(cfg: ModelConfig, with_audio_encoder: bool = True) -> PCMANet:
         refiner = MaskRefiner(channels[0], C, cfg.refine_dim, cfg.num_classes)
         channels = channels[1:]
     n = len(channels)
+    gate = None
+    if cfg.kind_gate:
+        if not cfg.kinds:
+            raise ValueError("model.kind_gate=true but model.kinds is empty: training fills it "
+                             "from the train split's categories (or list them in model.kinds)")
+        gate = KindGate(build_backbone(cfg.backbone.name, cfg.backbone.out_indices,
+                                       cfg.backbone.weights), C, cfg.kinds)
 
     def qsca(k: int) -> QSCA:  # the finest stage's audio token is discarded (docs/pcmanet.md)
         return QSCA(C, cfg.num_heads, cfg.head_dim, cfg.scrambled_tokens, cfg.query_grad,
@@ -59,6 +67,7 @@ def build_pcmanet(cfg: ModelConfig, with_audio_encoder: bool = True) -> PCMANet:
         threshold=cfg.threshold,
         freeze_audio=cfg.audio.frozen,
         refiner=refiner,
+        gate=gate,
     )
 
 

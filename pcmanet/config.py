@@ -60,6 +60,10 @@ class ModelConfig:
     # Not in the reference: width of a stride-2 refinement of the final mask from the
     # backbone's stride-2 level (pcmanet/decoder.py MaskRefiner); 0 = off, as the reference.
     refine_dim: int = 0
+    # Not in the reference: the kind gate (pcmanet/kind_gate.py, S4). Training fills `kinds`
+    # with the train split's categories; a checkpoint keeps them.
+    kind_gate: bool = False
+    kinds: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,7 @@ class TrainConfig:
     audio_lr_scale: float = 1.0               # lr factor of audio_encoder.* and audio_proj.*
     shuffle_block: int = 1                    # shuffle blocks of k consecutive clips (twins)
     kind_loss: float = 0.0                    # S4: weight of the object-kind loss (kind_loss.py)
+    gate_loss: float = 1.0                    # weight of the kind gate's own kind losses
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,7 @@ def validate_run_config(cfg: RunConfig) -> None:
         (t.audio_lr_scale > 0, "train.audio_lr_scale", "must be > 0"),
         (t.shuffle_block >= 1, "train.shuffle_block", "must be >= 1"),
         (t.kind_loss >= 0, "train.kind_loss", "must be >= 0"),
+        (t.gate_loss >= 0, "train.gate_loss", "must be >= 0"),
         (t.encoder_grad in ("all", "labelled"), "train.encoder_grad", "must be all or labelled"),
         (t.ema is None or 0.0 <= t.ema < 1.0, "train.ema", "must lie in [0, 1) or be null"),
         (t.decode_frames is None or t.decode_frames >= 1, "train.decode_frames",
@@ -172,6 +178,12 @@ def validate_model_config(cfg: ModelConfig) -> None:
         (cfg.refine_dim >= 0, "model.refine_dim", "must be >= 0 (0 = no refinement)"),
         (cfg.audio.encoder in ("vggish", "light"), "model.audio.encoder",
          "must be vggish or light"),
+        (not cfg.kind_gate or cfg.num_classes == 1, "model.kind_gate",
+         "is for binary masks (S4): set model.kind_gate=false with num_classes > 1"),
+        (cfg.kind_gate or not cfg.kinds, "model.kinds",
+         "names the kind gate's categories: set model.kind_gate=true or model.kinds=[]"),
+        (len(set(cfg.kinds)) == len(cfg.kinds) and len(cfg.kinds) != 1, "model.kinds",
+         "must be empty (training fills it) or >= 2 distinct category names"),
     ]
     for ok, key, why in checks:
         if not ok:

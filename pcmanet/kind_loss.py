@@ -18,8 +18,9 @@ The window is centred on the mask's bounding box, 1.5 times the box's longer sid
 half the frame's side: every object fills about two thirds of its window (windows at the
 object's own scale in the frame, tried first, taught the kinds much more slowly: test accuracy
 0.64 after 600 probe steps against 0.9). A linear head reads the backbone's last level,
-averaged over the window. The head is a training aid: not part of the model and not in
-best.pt (last.pt keeps it, to resume).
+averaged over the window. Under ``train.kind_loss`` the head is a training aid: not part of
+the model and not in best.pt (last.pt keeps it, to resume). The kind gate
+(pcmanet/kind_gate.py) keeps such a head, on a backbone of its own, inside the model.
 
 Shapes: frames (F, 3, H, W) and masks (F, 1, H, W) of the labelled rows, windows
 (F, 3, H/2, W/2), logits (F, K) over the K training categories.
@@ -41,12 +42,16 @@ def masked_mean(feature: Tensor, masks: Tensor) -> Tensor:
     return (feature * m).sum((2, 3)) / m.sum((2, 3)).clamp_min(1e-6)
 
 
-def object_windows(frames: Tensor, masks: Tensor, generator: torch.Generator | None = None
-                   ) -> Tensor:
+def object_windows(frames: Tensor, masks: Tensor, generator: torch.Generator | None = None,
+                   turn: bool = True, jitter: float = 0.0) -> Tensor:
     """Windows around each (non-empty) mask's object, turned, mirrored and channel-swapped at
     random: frames (F, 3, H, W), masks (F, 1, H, W) -> (F, 3, H // 2, W // 2); the window is
     1.5 times the box's longer side (plus 3 pixels), so every object fills about two thirds of
-    it whatever its size in the frame; outside the frame is zero."""
+    it whatever its size in the frame; outside the frame is zero.
+
+    turn: False keeps the windows upright (the kind gate's windows at inference; no host
+    synchronisation then). jitter: j > 0 scales each window by a random factor in [1-j, 1+j]
+    and moves its centre by up to j/3 of its side (training for imprecise boxes)."""
     Fn, _, H, W = frames.shape
     out_h, out_w = H // 2, W // 2
     ys = torch.arange(H, device=masks.device, dtype=frames.dtype)
@@ -60,6 +65,10 @@ def object_windows(frames: Tensor, masks: Tensor, generator: torch.Generator | N
     x1 = torch.where(cols, xs, -big).amax(1)
     cy, cx = (y0 + y1) / 2, (x0 + x1) / 2                                  # (F,) pixels
     side = 1.5 * torch.maximum(y1 - y0, x1 - x0) + 3                     # (F,) the box's frame
+    if jitter > 0:
+        u = torch.rand(3, Fn, generator=generator).to(frames) * 2 - 1       # (3, F) in [-1, 1]
+        cy, cx = cy + u[1] * jitter * side / 3, cx + u[2] * jitter * side / 3
+        side = side * (1 + jitter * u[0])
     # affine_grid works in [-1, 1] over the frame; align_corners=False pixel centres
     theta = frames.new_zeros(Fn, 2, 3)
     theta[:, 0, 0] = side / W
@@ -68,6 +77,8 @@ def object_windows(frames: Tensor, masks: Tensor, generator: torch.Generator | N
     theta[:, 1, 2] = (2 * cy + 1) / H - 1
     grid = F.affine_grid(theta, [Fn, 3, out_h, out_w], align_corners=False)
     win = F.grid_sample(frames, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if not turn:
+        return win
     turned = []
     for i in range(Fn):
         k = int(torch.randint(4, (1,), generator=generator))
@@ -97,7 +108,7 @@ class KindHead(nn.Module):
         return self.linear(levels[-1].float().mean((2, 3)))                 # type: ignore[no-any-return]
 
     def loss(self, backbone: nn.Module, batch: dict[str, Any], rows: Tensor,
-             generator: torch.Generator | None = None) -> Tensor:
+             generator: torch.Generator | None = None, jitter: float = 0.0) -> Tensor:
         """Cross-entropy of the kind of each row's target object, from a window around it.
 
         rows: indices into the batch's B*T clip-major rows (the labelled, decoded ones); rows
@@ -113,7 +124,8 @@ class KindHead(nn.Module):
             return masks.new_zeros(())
         idx = keep.nonzero().squeeze(1)
         frames = batch["frames"].flatten(0, 1).index_select(0, rows.index_select(0, idx))
-        windows = object_windows(frames.float(), masks.index_select(0, idx), generator)
+        windows = object_windows(frames.float(), masks.index_select(0, idx), generator,
+                                 jitter=jitter)
         return F.cross_entropy(self(backbone(windows)), labels.index_select(0, idx))
 
 

@@ -17,7 +17,7 @@ Stage lists are finest first: index 0 is stage 1 (stride 4), index 3 is stage 4 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from pcmanet.decoder import MaskRefiner
 from pcmanet.fusion import cim
 from pcmanet.fusion.qsca import QSCA
+from pcmanet.kind_gate import KindGate
 
 
 @dataclass
@@ -85,12 +86,15 @@ class PCMANetOutput:
     uncertain: the frames' own progressive CIM masks, same shapes, before any `restrict`
         (equal to `masks` when decode had no `restrict`); the streaming engine carries them
         to the next frame.
+    kind_audio: with a kind gate (:meth:`PCMANet.gate_output`), its audio head's kind logits
+        of every window row (B*T, K), for the training loss; None before or without one.
     """
 
     logits: list[Tensor]
     keep_ratios: list[Tensor]
     masks: list[Tensor]
     uncertain: list[Tensor]
+    kind_audio: Tensor | None = None
 
 
 def keep_fraction(out: PCMANetOutput) -> Tensor:
@@ -125,6 +129,8 @@ class PCMANet(nn.Module):
         freeze_audio: run the audio encoder without gradient, in eval mode (reference recipe).
         refiner: optional stride-2 MaskRefiner (not in the reference); the backbone then gives
             a fifth level first, at stride 2, and output 0 is the refined finest logits.
+        gate: optional KindGate (not in the reference, pcmanet/kind_gate.py): after the decode,
+            its term joins every stage's logits (:meth:`gate_output`).
     """
 
     def __init__(
@@ -141,9 +147,11 @@ class PCMANet(nn.Module):
         threshold: float,
         freeze_audio: bool = True,
         refiner: MaskRefiner | None = None,
+        gate: KindGate | None = None,
     ) -> None:
         super().__init__()
         self.refiner = refiner
+        self.gate = gate
         self.backbone, self.audio_encoder, self.audio_proj = backbone, audio_encoder, audio_proj
         self.lateral, self.avga, self.qsca, self.gf, self.heads = lateral, avga, qsca, gf, heads
         self.num_frames, self.threshold, self.freeze_audio = num_frames, threshold, freeze_audio
@@ -322,8 +330,29 @@ class PCMANet(nn.Module):
             feats = self.encode_frames(frames, audio, frame_mask)
         else:
             feats = self._encode_split(frames, audio, frame_mask, grad_rows)
-        return self.decode(feats, targets=targets,
-                           out_size=tuple(frames.shape[-2:]))               # type: ignore[arg-type]
+        out = self.decode(feats, targets=targets,
+                          out_size=tuple(frames.shape[-2:]))                # type: ignore[arg-type]
+        if self.gate is None:
+            return out
+        rows = torch.arange(BT, device=frames.device) if targets is None else targets
+        return self.gate_output(out, frames.index_select(0, rows), feats.audio,
+                                torch.div(rows, self.num_frames, rounding_mode="floor"))
+
+    def gate_output(self, out: PCMANetOutput, frames: Tensor, audio: Tensor, clip: Tensor
+                    ) -> PCMANetOutput:
+        """The kind gate's term added to every stage's logits of a decode (identity without
+        a gate).
+
+        out: the decode of F rows, its finest logits at the frames' size (F, 1, H, W);
+        frames: those rows' frames (F, 3, H, W); audio: their windows' a0 (B*T, C),
+        clip-major; clip: (F,) window of each row.
+        """
+        if self.gate is None:
+            return out
+        term = self.gate.term(frames, out.logits[0], audio, clip,
+                              self.num_frames)                              # (F, 1, H/4, W/4)
+        return replace(out, logits=[KindGate.add(x, term) for x in out.logits],
+                       kind_audio=self.gate.audio_logits(audio))
 
     def _encode_split(self, frames: Tensor, audio: Tensor, frame_mask: Tensor | None,
                       grad_rows: Tensor) -> FrameFeatures:

@@ -27,6 +27,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ from pcmanet.kind_loss import KindHead, backbone_channels
 from pcmanet.model import PCMANet
 from pcmanet.sampling import BlockShuffleSampler
 from pcmanet.schedule import lr_scale, next_validation_after, require_an_end
-from pcmanet.train_step import clip_loss, train_forward
+from pcmanet.train_step import clip_loss, gate_loss, train_forward
 
 # Steps between host reads of the loss: each read waits for the device, so a GPU is not fed
 # while the host waits.
@@ -156,6 +157,8 @@ class Trainer:
         if num_frames != cfg.model.num_frames:
             raise ConfigError(f"model.num_frames={cfg.model.num_frames} but {task} clips have "
                               f"{num_frames} frames; set model.num_frames={num_frames}")
+        if cfg.model.kind_gate:
+            cfg = self.cfg = self._with_kinds(cfg, task)
         self.model: PCMANet = build_pcmanet(cfg.model)
         if cfg.train.init is not None:
             self._log(init_from_checkpoint(self.model, cfg.train.init))
@@ -164,6 +167,9 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.ema = (WeightAverage(self.model, cfg.train.ema) if cfg.train.ema is not None
                     else None)
+        gate = set(self.model.gate.parameters()) if self.model.gate is not None else set()
+        self._clip_groups = [p for p in [[q for q in self.model.parameters() if q not in gate],
+                                         list(gate)] if p]
         self.kind = self._kind_head(cfg.train.kind_loss, task, world)
         groups = param_groups(self.model, cfg.train.audio_lr_scale)
         if self.kind is not None:
@@ -199,6 +205,25 @@ class Trainer:
         self._budget: float | None = None                       # seconds of --max-minutes
         self._t0: float | None = None   # clock() at run time 0, once run() started
         self.history: list[dict[str, float]] = []
+
+    def _with_kinds(self, cfg: RunConfig, task: str) -> RunConfig:
+        """The config with ``model.kinds`` filled from the train split's categories (kept if
+        given; then every category must be among them)."""
+        if task != "s4":
+            raise ConfigError(f"model.kind_gate learns from each clip's S4 category; {task} clips "
+                              "have none: set model.kind_gate=false")
+        found = sorted({c.category for c in self.train_set.clips})  # type: ignore[attr-defined]
+        if cfg.model.kinds:
+            unknown = sorted(set(found) - set(cfg.model.kinds))
+            if unknown:
+                raise ConfigError(f"model.kinds lacks the train split's categories "
+                                  f"{', '.join(unknown[:5])}: add them, or set model.kinds=[] "
+                                  "to take the train split's")
+            return cfg
+        if len(found) < 2:
+            raise ConfigError(f"model.kind_gate needs >= 2 categories in the train split, found "
+                              f"{found}: set model.kind_gate=false")
+        return replace(cfg, model=replace(cfg.model, kinds=tuple(found)))
 
     def _kind_head(self, weight: float, task: str, world: int) -> KindHead | None:
         """The object-kind head of ``train.kind_loss`` (None when it is 0)."""
@@ -315,16 +340,20 @@ class Trainer:
             self._set_lr()
             batch = to_device(batch, self.device)
             with self._autocast():
-                logits, rows = train_forward(self.net, batch, self.cfg.train.encoder_grad,
-                                             self.cfg.train.decode_frames)
-            loss = clip_loss([x.float() for x in logits], batch, self.cfg.train.stage_weights,
-                             rows)
+                out, rows = train_forward(self.net, batch, self.cfg.train.encoder_grad,
+                                          self.cfg.train.decode_frames)
+            loss = clip_loss([x.float() for x in out.logits], batch,
+                             self.cfg.train.stage_weights, rows)
+            if self.model.gate is not None and self.cfg.train.gate_loss > 0:
+                loss = loss + self.cfg.train.gate_loss * gate_loss(self.model, out, batch,
+                                                                   rows)
             if self.kind is not None:
                 loss = loss + self.cfg.train.kind_loss * self._kind_loss(batch, rows)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if self.cfg.train.grad_clip is not None:
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+            if self.cfg.train.grad_clip is not None:  # the kind gate's on its own (its loss
+                for params in self._clip_groups:        # must not shrink with the mask loss's)
+                    nn.utils.clip_grad_norm_(params, self.cfg.train.grad_clip)
             self.optimizer.step()
             if self.ema is not None:
                 self.ema.update(self.model)

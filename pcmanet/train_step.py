@@ -14,7 +14,9 @@ import torch
 from torch import Tensor, nn
 
 from pcmanet.evaluate import forward_batch
+from pcmanet.kind_gate import audio_kind_loss, kind_labels
 from pcmanet.losses import bce_iou_loss, semantic_stage_loss
+from pcmanet.model import PCMANet, PCMANetOutput
 
 
 def labelled_rows(batch: dict[str, Any]) -> Tensor | None:
@@ -44,8 +46,8 @@ def decoded_rows(batch: dict[str, Any], decode_frames: int | None) -> Tensor | N
 
 
 def train_forward(net: nn.Module, batch: dict[str, Any], encoder_grad: str,
-                  decode_frames: int | None = None) -> tuple[list[Tensor], Tensor | None]:
-    """Forward a training batch; returns the stage logits and the rows they cover (None: all).
+                  decode_frames: int | None = None) -> tuple[PCMANetOutput, Tensor | None]:
+    """Forward a training batch; returns the output and the rows its logits cover (None: all).
 
     Only the labelled rows are decoded (in eval mode their logits equal the full decode's; in
     training the decoder's batch norms see only these rows). With
@@ -58,7 +60,24 @@ def train_forward(net: nn.Module, batch: dict[str, Any], encoder_grad: str,
     rows = decoded_rows(batch, decode_frames)
     out = forward_batch(net, batch, targets=rows,
                         grad_rows=rows if encoder_grad == "labelled" else None)
-    return list(out.logits), rows
+    return out, rows
+
+
+def gate_loss(model: PCMANet, out: PCMANetOutput, batch: dict[str, Any], rows: Tensor | None,
+              jitter: float = 0.15, views: int = 4) -> Tensor:
+    """The kind gate's own losses (pcmanet/kind_gate.py): its window backbone and head on
+    ``views`` windows around each decoded row's target object (each turned, mirrored,
+    channel-swapped and jittered by ``jitter`` at random)
+    plus its audio head on every row, both against the clip's S4 category (a category outside
+    the gate's kinds is left out)."""
+    gate = model.gate
+    assert gate is not None and out.kind_audio is not None, "a model with a kind gate"
+    B, T = batch["mask_valid"].shape
+    if rows is None:
+        rows = torch.arange(B * T, device=out.kind_audio.device)
+    labels = kind_labels(gate.kinds, batch["category"], out.kind_audio.device)   # (B,)
+    seen = gate.head.loss(gate.backbone, batch, rows.repeat(views), jitter=jitter)
+    return seen + audio_kind_loss(out.kind_audio, labels.repeat_interleave(T))
 
 
 def clip_loss(model_out: list[Tensor], batch: dict[str, Any], weights: tuple[float, ...],

@@ -230,3 +230,40 @@ def test_in_process_compiled_demo_step_equals_eager(demo) -> None:
         assert abs(a.keep_ratio - b.keep_ratio) < 0.02
     assert worst < 1e-3, worst
     assert compiled.steps_fn(1, True) is compiled.steps_fn._compiled[(1, True)]
+
+
+@pytest.fixture(scope="module")
+def gated_demo(demo) -> tuple[torch.nn.Module, int]:
+    """The demo weights plus a kind gate (pcmanet/kind_gate.py) whose heads are random and whose
+    term is strong, so that it really reshapes the masks the engine returns."""
+    from dataclasses import replace
+
+    _model, cfg, _extra = load_checkpoint(DEMO_CHECKPOINT)
+    torch.manual_seed(0)
+    model = build_pcmanet(replace(cfg, kind_gate=True, kinds=("a", "b", "c")))
+    model.load_state_dict(demo[0].state_dict(), strict=False)
+    for p in model.gate.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    model.gate.scale.data.fill_(3.0)
+    return model.eval(), demo[1]
+
+
+def test_a_gated_model_streams_as_its_clip_mode_and_traces_as_one_graph(gated_demo) -> None:
+    """The gate reads the decoded frame, its mask and its window's audio: the ring engine's
+    newest-frame logits equal clip mode (1e-4), the gate did change them, and the step with the
+    gate still traces as one graph."""
+    model, size = gated_demo
+    engine = StreamingEngine(model, size, keep_inputs=True)
+    gate, worst, moved = model.gate, 0.0, 0.0
+    for k, paired in enumerate(irregular(7, 10, 30)):
+        result = engine.step(paired)
+        if k % 5 == 4:
+            worst = max(worst, float((engine.clip_logits() - result.logits).abs().max()))
+            model.gate = None
+            moved = max(moved, float((engine.clip_logits() - result.logits).abs().max()))
+            model.gate = gate
+    assert worst < 1e-4
+    assert moved > 0.5
+    ex = _explain(model, size, carry=True)
+    assert ex.graph_break_count == 0, ex.break_reasons
+    assert ex.graph_count == 1

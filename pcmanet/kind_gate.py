@@ -1,0 +1,159 @@
+"""Kind gate (ours, not in the reference): the mask keeps the objects of the kind the sound names.
+
+On a small S4 set whose kinds differ only by shape and whose sounds differ only by pitch,
+rhythm or voice, PCMANet's fusion learns each *training scene* rather than the link between a
+sound and a kind of object: on a new scene with two objects it paints the wrong one about as
+often as the right one (docs/training.md, "Round four"). A visual kind head over whole frames
+learns the training scenes too (tried: 0.81 of the training objects' kinds, 0.31 of the test
+objects', chance 0.25), while a head that names the kind from a *window cut around the object*
+learns kinds that hold for new objects (0.9 on the test objects, ``python -m
+pcmanet.window_probe``). So the gate works on windows:
+
+1. *proposals*: up to P blobs of the model's own finest mask (probability on a grid of H/4,
+   above ``threshold``): the most confident cell not yet taken seeds a region, flood-filled
+   inside the mask (``radius`` x the grid's side steps of a 3x3 dilation: a fixed count, so the
+   shapes stay static), and is taken; P times. A square around each local maximum, the first
+   version, took in the other object whenever the two were close (its window then named one
+   kind for both), and a saturated blob gave several tied maxima;
+2. each region's box is cut out as a window (:func:`pcmanet.kind_loss.object_windows`, upright)
+   and the gate's own backbone (a copy of the model's at the start of training, so that its
+   batch statistics and its gradients are the windows' alone) plus a linear *window head* name
+   its kind;
+3. an *audio head* names the kind of the window's sound from the projected audio a0 (the mean
+   of its T rows' probabilities);
+4. every pixel of a region gets ``scale * log(K * match)``, match = sum_c p_window(c)
+   p_sound(c) (the mean over the regions that cover it; clamped at ``log 1e-3``); pixels in no
+   region get 0. The term joins every stage's logits.
+
+A sound the window head never sees on an object (silence, an off-screen source) matches no
+region, so it pushes the mask down. Training (``model.kind_gate: true``) teaches the window head
+on windows around the labelled objects (turned, mirrored, colour channels swapped, jittered in
+scale and place: :meth:`pcmanet.kind_loss.KindHead.loss`) and the audio head on every row, both
+from the clip's S4 category; the segmentation loss, read after the gate, teaches the rest.
+
+Shapes: frames (F, 3, H, W) and the finest logits (F, 1, H, W) of the decoded rows, a0 of their
+windows (B*T, C), clip (F,) -> term (F, 1, H/4, W/4); windows (F*P, 3, H/2, W/2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pcmanet.kind_loss import KindHead, backbone_channels, object_windows
+
+FLOOR = 1e-3  # smallest K * match before the log: a mismatch lowers a logit by <= 6.9 * scale
+# The scale's start. Adam moves a scalar by about lr per step, so it stays near its start in a
+# short run: at 1 a window head 0.8 right moved the other object's logits by only ~ -0.9 and the
+# run painted both objects (pitch, 15 min); at 4 a match of 0.8 adds 4.6, one of 0.1 takes 3.6.
+SCALE = 4.0
+
+
+class KindGate(nn.Module):
+    """Window backbone and head, audio head, and their gate.
+
+    Args:
+        backbone: the gate's own timm features_only backbone for windows (the head reads its
+            last level).
+        audio_dim: C, width of the projected audio embedding a0.
+        kinds: the K category names; logit k names ``kinds[k]``.
+        peaks: P, proposals per frame.
+        threshold: mask probability above which a pixel may belong to a proposal.
+        radius: the flood fill's reach, as a fraction of the frame's side.
+    """
+
+    def __init__(self, backbone: nn.Module, audio_dim: int, kinds: Sequence[str],
+                 peaks: int = 4, threshold: float = 0.5, radius: float = 0.3) -> None:
+        super().__init__()
+        if len(kinds) < 2:
+            raise ValueError(f"the kind gate needs >= 2 kinds, got {list(kinds)}")
+        self.kinds = list(kinds)
+        self.peaks, self.threshold, self.radius = peaks, threshold, radius
+        self.backbone = backbone
+        self.head = KindHead(backbone_channels(backbone), self.kinds)
+        self.audio = nn.Linear(audio_dim, len(self.kinds))
+        self.scale = nn.Parameter(torch.full((), SCALE))
+
+    def audio_logits(self, a0: Tensor) -> Tensor:
+        """Projected audio embeddings (N, C) -> kind logits (N, K)."""
+        return self.audio(a0)  # type: ignore[no-any-return]
+
+    def sound(self, a0: Tensor, clip: Tensor, T: int) -> Tensor:
+        """(B*T, C) windows' a0, clip-major, and (F,) window of each decoded row -> (F, K): the
+        mean over the row's window of the audio head's probabilities."""
+        B = a0.shape[0] // T
+        probs = self.audio_logits(a0).float().softmax(1).view(B, T, -1).mean(1)  # (B, K)
+        return probs.index_select(0, clip)
+
+    def regions(self, logits: Tensor) -> Tensor:
+        """Finest mask logits (F, 1, H, W) -> P proposal regions (F, P, H/4, W/4), 0/1.
+
+        Greedy: the most confident pixel not yet taken seeds a region, which is flood-filled
+        inside the mask and then taken; P times (a region is empty once nothing is left)."""
+        Fn, _, H, W = logits.shape
+        g = (max(H // 4, 1), max(W // 4, 1))
+        prob = F.adaptive_avg_pool2d(torch.sigmoid(logits.detach().float()), g)  # (F, 1, h, w)
+        inside = (prob > self.threshold).to(prob.dtype)
+        left = (prob * inside).flatten(1)                                    # (F, h*w)
+        cells = torch.arange(g[0] * g[1], device=logits.device)[None]       # (1, h*w)
+        steps = max(1, round(self.radius * max(g)))
+        out = []
+        for _ in range(self.peaks):
+            best, at = left.max(1, keepdim=True)                            # (F, 1)
+            region = ((cells == at) & (best > 0)).to(prob.dtype).view(Fn, 1, *g)
+            for _ in range(steps):
+                region = F.max_pool2d(region, 3, 1, 1) * inside
+            out.append(region)
+            left = left * (1 - region.flatten(1))
+        return torch.cat(out, 1)
+
+    def window_kinds(self, frames: Tensor, regions: Tensor) -> Tensor:
+        """The window head's kind probabilities of each region's window: frames (F, 3, H, W),
+        regions (F, P, h, w) -> (F, P, K) (an empty region's row is meaningless: it covers no
+        pixel)."""
+        Fn, P = regions.shape[:2]
+        masks = F.interpolate(regions.flatten(0, 1)[:, None], size=frames.shape[-2:],
+                              mode="nearest")                                # (F*P, 1, H, W)
+        windows = object_windows(frames.repeat_interleave(P, 0).float(), masks, turn=False)
+        logits = self.head(self.backbone(windows.to(frames.dtype)))          # (F*P, K)
+        return logits.float().softmax(1).view(Fn, P, -1)
+
+    def term(self, frames: Tensor, logits: Tensor, a0: Tensor, clip: Tensor, T: int) -> Tensor:
+        """The gate's logit term of F decoded rows -> (F, 1, H/4, W/4) (module docstring)."""
+        regions = self.regions(logits)                                       # (F, P, h, w)
+        training = self.backbone.training
+        self.backbone.eval()            # proposals leave the windows' batch statistics alone
+        with torch.no_grad():                                    # the window head learns apart
+            seen = self.window_kinds(frames, regions)                        # (F, P, K)
+        self.backbone.train(training)
+        match = (seen * self.sound(a0, clip, T)[:, None]).sum(2)            # (F, P)
+        cover = regions.sum(1, keepdim=True)                                 # (F, 1, h, w)
+        mean = (regions * match[..., None, None]).sum(1, keepdim=True) / cover.clamp_min(1.0)
+        K = len(self.kinds)
+        term = self.scale * torch.log((K * mean).clamp_min(FLOOR))
+        return torch.where(cover > 0, term, torch.zeros_like(term))
+
+    @staticmethod
+    def add(logits: Tensor, term: Tensor) -> Tensor:
+        """logits (F, K', H, W) + the term (F, 1, h, w) resized to (H, W)."""
+        if term.shape[-2:] != logits.shape[-2:]:
+            term = F.interpolate(term, size=logits.shape[-2:], mode="bilinear",
+                                 align_corners=False)
+        return logits + term.to(logits.dtype)
+
+
+def kind_labels(kinds: Sequence[str], names: Sequence[str], device: torch.device) -> Tensor:
+    """Category names -> (N,) int64 indices into ``kinds``; -1 for a name it does not know."""
+    index = {k: i for i, k in enumerate(kinds)}
+    return torch.tensor([index.get(n, -1) for n in names], dtype=torch.int64, device=device)
+
+
+def audio_kind_loss(audio: Tensor, labels: Tensor) -> Tensor:
+    """Cross-entropy of the audio head: logits (N, K), labels (N,) with -1 left out; 0 if none."""
+    keep = labels >= 0
+    if not bool(keep.any()):
+        return audio.new_zeros(())
+    return F.cross_entropy(audio.float()[keep], labels[keep])

@@ -1,0 +1,257 @@
+"""The kind gate (pcmanet/kind_gate.py): its term, what each head reads, its losses, the
+streaming split with it, and a real training run that fills, saves and reloads its kinds."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from pcmanet.build import build_pcmanet
+from pcmanet.checkpoint import load_checkpoint
+from pcmanet.config import ConfigError, validate_model_config
+from pcmanet.data import build_dataset
+from pcmanet.evaluate import main as evaluate_main
+from pcmanet.kind_gate import FLOOR, SCALE, KindGate, audio_kind_loss, kind_labels
+from pcmanet.model import FrameFeatures
+from pcmanet.train import main as train_main
+from tests.conftest import REPO
+
+TINY = str(REPO / "configs" / "test_tiny.yaml")
+KINDS = ("disc_low", "kite_mid", "star_high")
+
+
+def _gated(tiny_cfg, **changes):
+    torch.manual_seed(0)
+    model = build_pcmanet(replace(tiny_cfg, kind_gate=True, kinds=KINDS, **changes),
+                          with_audio_encoder=False).eval()
+    for p in model.gate.parameters():              # a gate whose term really moves the logits
+        torch.nn.init.normal_(p, std=0.3)
+    model.gate.scale.data.fill_(2.0)
+    for head in model.heads:                       # a mask with blobs to propose
+        torch.nn.init.normal_(head[-1].weight, std=1.0)
+    return model
+
+
+def _clip(B, T, D, size=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(B * T, 3, size, size, generator=g), torch.rand(B * T, D, generator=g)
+
+
+class ColourMeans(torch.nn.Module):
+    """A stand-in window backbone: its one level is the window's mean colour (N, 3, 1, 1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [x.mean((2, 3), keepdim=True)]
+
+
+def _sound_of(gate: KindGate, kind: int) -> None:
+    """Make the audio head name `kind` whatever the sound."""
+    gate.audio.weight.data.zero_()
+    gate.audio.bias.data.fill_(-20.0)
+    gate.audio.bias.data[kind] = 20.0
+
+
+def _two_blobs(size: int = 64) -> torch.Tensor:
+    """Finest logits (1, 1, size, size): two confident square blobs, background very negative."""
+    logits = torch.full((1, 1, size, size), -8.0)
+    logits[..., 8:24, 8:24] = 8.0
+    logits[..., 36:56, 36:56] = 8.0
+    return logits
+
+
+def test_proposals_are_the_mask_blobs_around_its_peaks() -> None:
+    gate = KindGate(ColourMeans(), 4, KINDS, peaks=4)
+    regions = gate.regions(_two_blobs())                                   # (1, 4, 16, 16)
+    assert regions.shape == (1, 4, 16, 16)
+    used = regions.flatten(2).amax(2)[0]
+    assert int(used.sum()) == 2                                             # two peaks, two empty
+    union = regions.amax(1)[0]
+    expected = torch.zeros(16, 16)
+    expected[2:6, 2:6] = 1
+    expected[9:14, 9:14] = 1
+    assert torch.equal(union, expected)                                     # the blobs, exactly
+    assert float(gate.regions(torch.full((1, 1, 64, 64), -8.0)).sum()) == 0   # nothing above
+
+
+def test_the_term_keeps_the_blob_whose_window_matches_the_sound() -> None:
+    """A window head that names 'disc' for a red window and 'kite' for a green one: with a
+    disc sound the red blob keeps +log K and the green one drops to the floor; with a kite
+    sound the other way round; pixels outside the blobs are left alone."""
+    torch.manual_seed(0)
+    gate = KindGate(ColourMeans(), 4, KINDS)
+    assert gate.scale.item() == SCALE
+    gate.scale.data.fill_(1.0)
+    gate.head.linear.weight.data = torch.tensor([[40.0, -40.0, 0.0], [-40.0, 40.0, 0.0],
+                                                 [0.0, 0.0, 0.0]])
+    gate.head.linear.bias.data.zero_()
+
+    frames = torch.zeros(1, 3, 64, 64)
+    frames[0, 0, 8:24, 8:24] = 1.0                                          # red blob
+    frames[0, 1, 36:56, 36:56] = 1.0                                        # green blob
+    logits = _two_blobs()
+    a0 = torch.randn(5, 4)
+    for kind, keep, drop in ((0, (16, 16), (44, 44)), (1, (44, 44), (16, 16))):
+        _sound_of(gate, kind)
+        term = KindGate.add(torch.zeros(1, 1, 64, 64),
+                            gate.term(frames, logits, a0, torch.tensor([0]), T=5))
+        assert term[0, 0, keep[0], keep[1]].item() == pytest.approx(math.log(3), abs=1e-3)
+        assert term[0, 0, drop[0], drop[1]].item() == pytest.approx(math.log(FLOOR), abs=1e-3)
+        assert term[0, 0, 2, 60].item() == 0.0                              # no blob there
+    _sound_of(gate, 2)                                                      # a sound no window has
+    term = gate.term(frames, logits, a0, torch.tensor([0]), T=5)
+    blobs = gate.regions(logits).amax(1, keepdim=True) > 0
+    assert float(term[blobs].max()) <= math.log(3 * 0.02)                   # every blob pushed down
+    gate.scale.data.fill_(0.5)
+    assert float(gate.term(frames, logits, a0, torch.tensor([0]), T=5).min()) == (
+        pytest.approx(0.5 * math.log(FLOOR), abs=1e-3))
+
+
+def test_the_sound_is_the_mean_over_its_window_and_each_row_reads_its_own_window() -> None:
+    gate = KindGate(ColourMeans(), 2, KINDS)
+    gate.audio.weight.data = torch.tensor([[30.0, 0.0], [0.0, 30.0], [0.0, 0.0]])
+    gate.audio.bias.data.zero_()
+    a0 = torch.zeros(10, 2)
+    a0[:5, 0] = 1.0                                  # window 0 sounds like kind 0
+    a0[5:, 1] = 1.0                                  # window 1 like kind 1
+    a0[2] = torch.tensor([0.0, 1.0])                 # one odd row in window 0
+    sound = gate.sound(a0, torch.tensor([1, 0, 0]), T=5)
+    assert sound[0].argmax().item() == 1
+    assert sound[1, 0].item() == pytest.approx(0.8, abs=1e-3)               # 4 of 5 rows
+    assert torch.equal(sound[1], sound[2])
+
+
+def test_the_gate_moves_every_stage_and_only_where_the_mask_is(tiny_cfg) -> None:
+    model = _gated(tiny_cfg)
+    frames, audio = _clip(1, 5, tiny_cfg.audio.embed_dim, seed=1)
+    with torch.no_grad():
+        gated = model(frames, audio)
+        gate, model.gate = model.gate, None
+        plain = model(frames, audio)
+        model.gate = gate
+    assert gated.kind_audio is not None and gated.kind_audio.shape == (5, 3)
+    for a, b in zip(gated.logits, plain.logits, strict=True):
+        diff = (a - b).abs()
+        assert float(diff.max()) > 0.1                                      # every stage moved
+        blobs = model.gate.regions(plain.logits[0]).amax(1, keepdim=True)  # (1.., 1, 16, 16)
+        near = torch.nn.functional.max_pool2d(blobs, 3, 1, 1)               # + one cell
+        far = torch.nn.functional.interpolate(near, size=a.shape[-2:]) == 0
+        assert float((diff * far).max()) == 0.0                            # untouched there
+    assert 0 < float(blobs.mean()) < 1
+
+
+@pytest.mark.parametrize("refine", [0, 8])
+def test_streaming_newest_frame_equals_clip_mode_with_a_gate(tiny_cfg, refine) -> None:
+    model = _gated(tiny_cfg, refine_dim=refine)
+    for head in model.heads:                       # mixed CIM masks: the gather paths run too
+        head[-1].weight.data *= 200.0
+    frames, audio = _clip(2, 5, tiny_cfg.audio.embed_dim, seed=3)
+    with torch.no_grad():
+        clip_out = model(frames, audio)
+        feats = FrameFeatures.cat([model.encode_frames(frames[i:i + 1], audio[i:i + 1])
+                                   for i in range(10)])
+        targets = torch.tensor([4, 9])
+        stream_out = model.gate_output(model.decode(feats, targets, out_size=(64, 64)),
+                                       frames[targets], feats.audio, torch.tensor([0, 1]))
+        economy = model(frames, audio, targets=torch.tensor([0, 5]),
+                        grad_rows=torch.tensor([0, 5]))
+    for a, b, c in zip(clip_out.logits, stream_out.logits, economy.logits, strict=True):
+        assert (a[targets] - b).abs().max() < 1e-4
+        assert (a[[0, 5]] - c).abs().max() < 1e-4
+
+
+def test_every_gate_parameter_learns(tiny_cfg, pitch_family: Path) -> None:
+    """One training step's losses (segmentation after the gate, the gate's own) reach the
+    window head, the audio head and the scale."""
+    from torch.utils.data import DataLoader
+
+    from pcmanet.evaluate import forward_batch
+    from pcmanet.train_step import clip_loss, gate_loss
+
+    names = sorted({c.category for c in build_dataset("s4", str(pitch_family), "train").clips})
+    torch.manual_seed(0)
+    model = build_pcmanet(replace(tiny_cfg, kind_gate=True, kinds=tuple(names))).train()
+    for head in model.heads:                                 # a mask with blobs to propose
+        torch.nn.init.normal_(head[-1].weight, std=1.0)
+    batch = next(iter(DataLoader(build_dataset("s4", str(pitch_family), "train", image_size=64),
+                                 batch_size=2)))
+    out = forward_batch(model, batch)
+    assert float(model.gate.regions(out.logits[0]).sum()) > 0
+    loss = clip_loss(out.logits, batch, (1.0,) * 4) + gate_loss(model, out, batch, None)
+    loss.backward()
+    gate = model.gate
+    for part in (gate.backbone, gate.head, gate.audio):
+        assert sum(float(p.grad.abs().sum()) for p in part.parameters() if p.grad is not None) > 0
+    assert gate.scale.grad is not None and float(gate.scale.grad) != 0.0
+    assert all(p.grad is None for p in model.backbone.parameters()) is False  # the model's too
+
+
+def test_the_audio_loss_leaves_out_unknown_kinds() -> None:
+    logits = torch.randn(4, 3)
+    labels = kind_labels(KINDS, ["kite_mid", "silence", "disc_low", "kite_mid"],
+                         torch.device("cpu"))
+    assert labels.tolist() == [1, -1, 0, 1]
+    expected = torch.nn.functional.cross_entropy(logits[[0, 2, 3]], labels[[0, 2, 3]])
+    assert audio_kind_loss(logits, labels).item() == pytest.approx(expected.item())
+    assert audio_kind_loss(logits, torch.full((4,), -1)).item() == 0.0
+
+
+def test_config_checks_name_the_key(tiny_cfg) -> None:
+    with pytest.raises(ConfigError, match=r"model\.kinds"):
+        validate_model_config(replace(tiny_cfg, kinds=KINDS))
+    with pytest.raises(ConfigError, match=r"model\.kind_gate"):
+        validate_model_config(replace(tiny_cfg, kind_gate=True, num_classes=71))
+    with pytest.raises(ConfigError, match=r"model\.kinds"):
+        validate_model_config(replace(tiny_cfg, kind_gate=True, kinds=("a", "a")))
+    with pytest.raises(ValueError, match="training fills it"):
+        build_pcmanet(replace(tiny_cfg, kind_gate=True), with_audio_encoder=False)
+
+
+@pytest.mark.slow
+def test_a_gated_run_learns_its_kinds_from_the_train_split_and_reloads(
+        tmp_path: Path, pitch_family: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    args = ["--config", TINY, "--data-root", str(pitch_family), "--task", "s4", "--out", str(out),
+            "data.image_size=64", "data.num_workers=0", "train.batch_size=4",
+            "model.kind_gate=true", "data.paste=0.5", "data.hue=1.0", "data.augment=true"]
+    assert train_main([*args, "train.epochs=2"]) == 0
+    records = [json.loads(x) for x in capsys.readouterr().out.splitlines()
+               if x.startswith('{"epoch"')]
+    assert [r["step"] for r in records] == [2, 4] and all(r["loss"] == r["loss"] for r in records)
+    found = sorted({c.category for c in build_dataset("s4", str(pitch_family), "train").clips})
+    for name in ("best.pt", "last.pt"):
+        model, cfg, _extra = load_checkpoint(out / name)
+        assert cfg.kind_gate and list(cfg.kinds) == found and len(found) >= 2
+        assert model.gate is not None and model.gate.kinds == found
+    assert "kinds:" in (out / "config.yaml").read_text()
+    assert evaluate_main(["--checkpoint", str(out / "best.pt"), "--data-root", str(pitch_family),
+                          "--task", "s4", "--split", "test", "--json", "--num-workers", "0"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["n_videos"] == 4 and 0.0 <= result["miou"] <= 1.0
+    assert train_main([*args[:8], "--resume", *args[8:], "train.epochs=3"]) == 0  # resumes
+    # A kinds list that lacks a train category is refused with the key and the fix.
+    code = train_main([*args[:7], str(tmp_path / "other"), *args[8:], "train.epochs=1",
+                       f"model.kinds=[{found[0]}, nothing_else]"])
+    assert code == 2
+    assert "model.kinds lacks the train split's categories" in capsys.readouterr().err
+
+
+def test_the_gate_is_refused_without_categories(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pcmanet.data.synthetic import main as synthetic_main
+
+    assert synthetic_main(["--out", str(tmp_path), "--task", "ms3", "--train", "2", "--val",
+                           "1", "--test", "1", "--size", "64", "--seed", "1", "--quiet"]) == 0
+    code = train_main(["--config", TINY, "--data-root", str(tmp_path), "--task", "ms3",
+                       "--out", str(tmp_path / "run"), "train.epochs=1", "data.image_size=64",
+                       "data.num_workers=0", "model.kind_gate=true"])
+    assert code == 2
+    assert "model.kind_gate" in capsys.readouterr().err
