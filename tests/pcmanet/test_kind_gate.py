@@ -243,15 +243,3 @@ def test_a_gated_run_learns_its_kinds_from_the_train_split_and_reloads(
     assert code == 2
     assert "model.kinds lacks the train split's categories" in capsys.readouterr().err
 
-
-def test_the_gate_is_refused_without_categories(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from pcmanet.data.synthetic import main as synthetic_main
-
-    assert synthetic_main(["--out", str(tmp_path), "--task", "ms3", "--train", "2", "--val",
-                           "1", "--test", "1", "--size", "64", "--seed", "1", "--quiet"]) == 0
-    code = train_main(["--config", TINY, "--data-root", str(tmp_path), "--task", "ms3",
-                       "--out", str(tmp_path / "run"), "train.epochs=1", "data.image_size=64",
-                       "data.num_workers=0", "model.kind_gate=true"])
-    assert code == 2
-    assert "model.kind_gate" in capsys.readouterr().err

@@ -121,14 +121,17 @@ def test_a_run_with_the_kind_loss_trains_saves_its_head_and_resumes(
     assert [r["step"] for r in records] == [6]
 
 
-def test_the_kind_loss_is_refused_without_categories(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(("option", "key"), [("train.kind_loss=1", "train.kind_loss"),
+                                             ("model.kind_gate=true", "model.kind_gate")])
+def test_the_kind_options_are_refused_without_categories(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, key: str) -> None:
+    """The kind loss and the kind gate (pcmanet/kind_gate.py) learn from S4 categories."""
     from pcmanet.data.synthetic import main as synthetic_main
 
     assert synthetic_main(["--out", str(tmp_path), "--task", "ms3", "--train", "2", "--val",
                            "1", "--test", "1", "--size", "64", "--seed", "1", "--quiet"]) == 0
     code = train_main(["--config", TINY, "--data-root", str(tmp_path), "--task", "ms3",
                        "--out", str(tmp_path / "run"), "train.epochs=1", "data.image_size=64",
-                       "data.num_workers=0", "train.kind_loss=1"])
+                       "data.num_workers=0", option])
     assert code == 2
-    assert "train.kind_loss" in capsys.readouterr().err
+    assert key in capsys.readouterr().err
