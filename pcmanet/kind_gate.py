@@ -32,7 +32,8 @@ scale and place: :meth:`pcmanet.kind_loss.KindHead.loss`) and the audio head on 
 from the clip's S4 category; the segmentation loss, read after the gate, teaches the rest.
 
 Shapes: frames (F, 3, H, W) and the finest logits (F, 1, H, W) of the decoded rows, a0 of their
-windows (B*T, C), clip (F,) -> term (F, 1, H/4, W/4); windows (F*P, 3, H/2, W/2).
+windows (B*T, C) -> audio logits (B*T, K), clip (F,) -> term (F, 1, H/4, W/4); windows
+(F*P, 3, H/2, W/2).
 """
 
 from __future__ import annotations
@@ -81,11 +82,12 @@ class KindGate(nn.Module):
         """Projected audio embeddings (N, C) -> kind logits (N, K)."""
         return self.audio(a0)  # type: ignore[no-any-return]
 
-    def sound(self, a0: Tensor, clip: Tensor, T: int) -> Tensor:
-        """(B*T, C) windows' a0, clip-major, and (F,) window of each decoded row -> (F, K): the
-        mean over the row's window of the audio head's probabilities."""
-        B = a0.shape[0] // T
-        probs = self.audio_logits(a0).float().softmax(1).view(B, T, -1).mean(1)  # (B, K)
+    @staticmethod
+    def sound(audio: Tensor, clip: Tensor, T: int) -> Tensor:
+        """The audio head's logits of the windows' rows (B*T, K), clip-major, and (F,) window
+        of each decoded row -> (F, K): the mean over the row's window of their probabilities."""
+        B = audio.shape[0] // T
+        probs = audio.float().softmax(1).view(B, T, -1).mean(1)                 # (B, K)
         return probs.index_select(0, clip)
 
     def regions(self, logits: Tensor) -> Tensor:
@@ -121,15 +123,17 @@ class KindGate(nn.Module):
         logits = self.head(self.backbone(windows.to(frames.dtype)))          # (F*P, K)
         return logits.float().softmax(1).view(Fn, P, -1)
 
-    def term(self, frames: Tensor, logits: Tensor, a0: Tensor, clip: Tensor, T: int) -> Tensor:
-        """The gate's logit term of F decoded rows -> (F, 1, H/4, W/4) (module docstring)."""
+    def term(self, frames: Tensor, logits: Tensor, audio: Tensor, clip: Tensor, T: int
+             ) -> Tensor:
+        """The gate's logit term of F decoded rows -> (F, 1, H/4, W/4) (module docstring);
+        audio: the audio head's logits of their windows' rows (B*T, K)."""
         regions = self.regions(logits)                                       # (F, P, h, w)
         training = self.backbone.training
         self.backbone.eval()            # proposals leave the windows' batch statistics alone
         with torch.no_grad():                                    # the window head learns apart
             seen = self.window_kinds(frames, regions)                        # (F, P, K)
         self.backbone.train(training)
-        match = (seen * self.sound(a0, clip, T)[:, None]).sum(2)            # (F, P)
+        match = (seen * self.sound(audio, clip, T)[:, None]).sum(2)         # (F, P)
         cover = regions.sum(1, keepdim=True)                                 # (F, 1, h, w)
         mean = (regions * match[..., None, None]).sum(1, keepdim=True) / cover.clamp_min(1.0)
         K = len(self.kinds)
@@ -143,12 +147,6 @@ class KindGate(nn.Module):
             term = F.interpolate(term, size=logits.shape[-2:], mode="bilinear",
                                  align_corners=False)
         return logits + term.to(logits.dtype)
-
-
-def kind_labels(kinds: Sequence[str], names: Sequence[str], device: torch.device) -> Tensor:
-    """Category names -> (N,) int64 indices into ``kinds``; -1 for a name it does not know."""
-    index = {k: i for i, k in enumerate(kinds)}
-    return torch.tensor([index.get(n, -1) for n in names], dtype=torch.int64, device=device)
 
 
 def audio_kind_loss(audio: Tensor, labels: Tensor) -> Tensor:

@@ -89,6 +89,12 @@ def object_windows(frames: Tensor, masks: Tensor, generator: torch.Generator | N
     return torch.stack(turned)
 
 
+def kind_labels(kinds: Sequence[str], names: Sequence[str], device: torch.device) -> Tensor:
+    """Category names -> (N,) int64 indices into ``kinds``; -1 for a name it does not know."""
+    index = {k: i for i, k in enumerate(kinds)}
+    return torch.tensor([index.get(n, -1) for n in names], dtype=torch.int64, device=device)
+
+
 class KindHead(nn.Module):
     """Linear head over the spatial mean of the backbone's last level.
 
@@ -118,7 +124,7 @@ class KindHead(nn.Module):
         T = batch["mask_valid"].shape[1]
         masks = batch["masks"].flatten(0, 1).index_select(0, rows)          # (F, 1, H, W)
         names = [batch["category"][int(r) // T] for r in rows]
-        labels = torch.tensor([self.index.get(n, -1) for n in names], device=masks.device)
+        labels = kind_labels(self.classes, names, masks.device)
         keep = (masks.flatten(1).sum(1) > 0) & (labels >= 0)                 # (F,)
         if not bool(keep.any()):
             return masks.new_zeros(())

@@ -349,10 +349,11 @@ class PCMANet(nn.Module):
         """
         if self.gate is None:
             return out
-        term = self.gate.term(frames, out.logits[0], audio, clip,
+        kind_audio = self.gate.audio_logits(audio)                         # (B*T, K)
+        term = self.gate.term(frames, out.logits[0], kind_audio, clip,
                               self.num_frames)                              # (F, 1, H/4, W/4)
         return replace(out, logits=[KindGate.add(x, term) for x in out.logits],
-                       kind_audio=self.gate.audio_logits(audio))
+                       kind_audio=kind_audio)
 
     def _encode_split(self, frames: Tensor, audio: Tensor, frame_mask: Tensor | None,
                       grad_rows: Tensor) -> FrameFeatures:

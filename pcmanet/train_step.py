@@ -14,7 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from pcmanet.evaluate import forward_batch
-from pcmanet.kind_gate import audio_kind_loss, kind_labels
+from pcmanet.kind_gate import audio_kind_loss
+from pcmanet.kind_loss import kind_labels
 from pcmanet.losses import bce_iou_loss, semantic_stage_loss
 from pcmanet.model import PCMANet, PCMANetOutput
 

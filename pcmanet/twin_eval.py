@@ -86,7 +86,7 @@ def twin_scores(model: torch.nn.Module, items: Mapping[str, Mapping[str, Any]],
 
 def main(argv: list[str] | None = None) -> int:
     p = Parser(prog="python -m pcmanet.twin_eval",
-                                description=__doc__.split("\n")[0])
+               description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data-root", required=True)
     p.add_argument("--split", default="test", choices=["train", "val", "test"],

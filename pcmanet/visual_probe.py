@@ -92,7 +92,7 @@ def load_splits(checkpoint: str, data_root: str, image_size: int | None
 
 def main(argv: list[str] | None = None) -> int:
     p = Parser(prog="python -m pcmanet.visual_probe",
-                                description=__doc__.split("\n")[0])
+               description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data-root", required=True)
     p.add_argument("--image-size", type=int, default=None, help="default: the checkpoint's")

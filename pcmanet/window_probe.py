@@ -84,7 +84,7 @@ def window_probe(backbone: torch.nn.Module, train: tuple[Tensor, Tensor, list[st
 
 def main(argv: list[str] | None = None) -> int:
     p = Parser(prog="python -m pcmanet.window_probe",
-                                description=__doc__.split("\n")[0])
+               description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data-root", required=True)
     p.add_argument("--image-size", type=int, default=None, help="default: the checkpoint's")

@@ -179,7 +179,7 @@ def read_twins(root: str | os.PathLike[str], split: str) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     """CLI: see the module docstring; prints one summary line."""
     p = Parser(prog="python -m pcmanet.data.eval_families",
-                                description="Write an evaluation-only S4 sound family.")
+               description="Write an evaluation-only S4 sound family.")
     p.add_argument("--family", choices=FAMILIES, required=True)
     p.add_argument("--out", required=True, help="AVSBench data root to write")
     p.add_argument("--train", type=int, default=150)

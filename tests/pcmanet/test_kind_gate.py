@@ -16,7 +16,8 @@ from pcmanet.checkpoint import load_checkpoint
 from pcmanet.config import ConfigError, validate_model_config
 from pcmanet.data import build_dataset
 from pcmanet.evaluate import main as evaluate_main
-from pcmanet.kind_gate import FLOOR, SCALE, KindGate, audio_kind_loss, kind_labels
+from pcmanet.kind_gate import FLOOR, SCALE, KindGate, audio_kind_loss
+from pcmanet.kind_loss import kind_labels
 from pcmanet.model import FrameFeatures
 from pcmanet.train import main as train_main
 from tests.conftest import REPO
@@ -99,19 +100,20 @@ def test_the_term_keeps_the_blob_whose_window_matches_the_sound() -> None:
     frames[0, 1, 36:56, 36:56] = 1.0                                        # green blob
     logits = _two_blobs()
     a0 = torch.randn(5, 4)
+    one = torch.tensor([0])
     for kind, keep, drop in ((0, (16, 16), (44, 44)), (1, (44, 44), (16, 16))):
         _sound_of(gate, kind)
         term = KindGate.add(torch.zeros(1, 1, 64, 64),
-                            gate.term(frames, logits, a0, torch.tensor([0]), T=5))
+                            gate.term(frames, logits, gate.audio_logits(a0), one, T=5))
         assert term[0, 0, keep[0], keep[1]].item() == pytest.approx(math.log(3), abs=1e-3)
         assert term[0, 0, drop[0], drop[1]].item() == pytest.approx(math.log(FLOOR), abs=1e-3)
         assert term[0, 0, 2, 60].item() == 0.0                              # no blob there
     _sound_of(gate, 2)                                                      # a sound no window has
-    term = gate.term(frames, logits, a0, torch.tensor([0]), T=5)
+    term = gate.term(frames, logits, gate.audio_logits(a0), one, T=5)
     blobs = gate.regions(logits).amax(1, keepdim=True) > 0
     assert float(term[blobs].max()) <= math.log(3 * 0.02)                   # every blob pushed down
     gate.scale.data.fill_(0.5)
-    assert float(gate.term(frames, logits, a0, torch.tensor([0]), T=5).min()) == (
+    assert float(gate.term(frames, logits, gate.audio_logits(a0), one, T=5).min()) == (
         pytest.approx(0.5 * math.log(FLOOR), abs=1e-3))
 
 
@@ -123,7 +125,7 @@ def test_the_sound_is_the_mean_over_its_window_and_each_row_reads_its_own_window
     a0[:5, 0] = 1.0                                  # window 0 sounds like kind 0
     a0[5:, 1] = 1.0                                  # window 1 like kind 1
     a0[2] = torch.tensor([0.0, 1.0])                 # one odd row in window 0
-    sound = gate.sound(a0, torch.tensor([1, 0, 0]), T=5)
+    sound = gate.sound(gate.audio_logits(a0), torch.tensor([1, 0, 0]), T=5)
     assert sound[0].argmax().item() == 1
     assert sound[1, 0].item() == pytest.approx(0.8, abs=1e-3)               # 4 of 5 rows
     assert torch.equal(sound[1], sound[2])
@@ -191,7 +193,7 @@ def test_every_gate_parameter_learns(tiny_cfg, pitch_family: Path) -> None:
     for part in (gate.backbone, gate.head, gate.audio):
         assert sum(float(p.grad.abs().sum()) for p in part.parameters() if p.grad is not None) > 0
     assert gate.scale.grad is not None and float(gate.scale.grad) != 0.0
-    assert all(p.grad is None for p in model.backbone.parameters()) is False  # the model's too
+    assert any(p.grad is not None for p in model.backbone.parameters())  # the model's too
 
 
 def test_the_audio_loss_leaves_out_unknown_kinds() -> None:
