@@ -112,6 +112,7 @@ class TrainConfig:
     shuffle_block: int = 1                    # shuffle blocks of k consecutive clips (twins)
     kind_loss: float = 0.0                    # S4: weight of the object-kind loss (kind_loss.py)
     gate_loss: float = 1.0                    # weight of the kind gate's own kind losses
+    gate_warmup: int = 0                      # window-only steps of the gate before the run
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,7 @@ def validate_run_config(cfg: RunConfig) -> None:
         (t.shuffle_block >= 1, "train.shuffle_block", "must be >= 1"),
         (t.kind_loss >= 0, "train.kind_loss", "must be >= 0"),
         (t.gate_loss >= 0, "train.gate_loss", "must be >= 0"),
+        (t.gate_warmup >= 0, "train.gate_warmup", "must be >= 0 (0: none)"),
         (t.encoder_grad in ("all", "labelled"), "train.encoder_grad", "must be all or labelled"),
         (t.ema is None or 0.0 <= t.ema < 1.0, "train.ema", "must lie in [0, 1) or be null"),
         (t.decode_frames is None or t.decode_frames >= 1, "train.decode_frames",

@@ -124,9 +124,10 @@ class KindGate(nn.Module):
         return logits.float().softmax(1).view(Fn, P, -1)
 
     def term(self, frames: Tensor, logits: Tensor, audio: Tensor, clip: Tensor, T: int
-             ) -> Tensor:
-        """The gate's logit term of F decoded rows -> (F, 1, H/4, W/4) (module docstring);
-        audio: the audio head's logits of their windows' rows (B*T, K)."""
+             ) -> tuple[Tensor, Tensor]:
+        """The gate's logit term of F decoded rows (F, 1, H/4, W/4) (module docstring) and the
+        proposal regions it was made from (F, P, H/4, W/4); audio: the audio head's logits of
+        their windows' rows (B*T, K)."""
         regions = self.regions(logits)                                       # (F, P, h, w)
         training = self.backbone.training
         self.backbone.eval()            # proposals leave the windows' batch statistics alone
@@ -138,7 +139,7 @@ class KindGate(nn.Module):
         mean = (regions * match[..., None, None]).sum(1, keepdim=True) / cover.clamp_min(1.0)
         K = len(self.kinds)
         term = self.scale * torch.log((K * mean).clamp_min(FLOOR))
-        return torch.where(cover > 0, term, torch.zeros_like(term))
+        return torch.where(cover > 0, term, torch.zeros_like(term)), regions
 
     @staticmethod
     def add(logits: Tensor, term: Tensor) -> Tensor:

@@ -28,7 +28,7 @@ Shapes: frames (F, 3, H, W) and masks (F, 1, H, W) of the labelled rows, windows
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -133,6 +133,51 @@ class KindHead(nn.Module):
         windows = object_windows(frames.float(), masks.index_select(0, idx), generator,
                                  jitter=jitter)
         return F.cross_entropy(self(backbone(windows)), labels.index_select(0, idx))
+
+
+def labelled_objects(dataset: Any) -> tuple[Tensor, Tensor, list[str]]:
+    """Every labelled frame of an S4 set with a non-empty mask -> frames (N, 3, H, W), masks
+    (N, 1, H, W), N category names."""
+    frames, masks, names = [], [], []
+    for i in range(len(dataset)):
+        item = dataset[i]
+        for r in item["mask_valid"].nonzero().squeeze(1).tolist():
+            if item["masks"][r].sum() > 0:
+                frames.append(item["frames"][r])
+                masks.append(item["masks"][r])
+                names.append(dataset.clips[i].category)
+    if not frames:
+        raise ValueError("no labelled frame with an object in the set: nothing to name")
+    return torch.stack(frames), torch.stack(masks), names
+
+
+def fit_windows(backbone: nn.Module, head: KindHead, objects: tuple[Tensor, Tensor, list[str]],
+                *, steps: int, batch: int = 32, lr: float = 5e-4, jitter: float = 0.0,
+                generator: torch.Generator | None = None,
+                every: int = 0, report: Callable[[int, Tensor], None] | None = None) -> None:
+    """Train ``backbone`` and ``head`` in place to name each object's kind from a window around
+    it (:func:`object_windows`: turned, mirrored, channel-swapped, jittered by ``jitter``):
+    ``steps`` Adam steps of ``batch`` windows drawn at random from ``objects`` (frames
+    (N, 3, H, W), masks (N, 1, H, W), N names; a name the head does not know is left out).
+    report(step, loss) runs every ``every`` steps and after the last (0: never)."""
+    frames, masks, names = objects
+    labels = torch.tensor([head.index.get(n, -1) for n in names])
+    known = (labels >= 0).nonzero().squeeze(1)
+    if len(known) == 0:
+        raise ValueError(f"none of the objects' kinds is among {head.classes}")
+    device = next(backbone.parameters()).device
+    opt = torch.optim.Adam([*backbone.parameters(), *head.parameters()], lr=lr)
+    backbone.train()
+    for step in range(1, steps + 1):
+        idx = known[torch.randint(len(known), (batch,), generator=generator)]
+        windows = object_windows(frames[idx].float(), masks[idx], generator, jitter=jitter)
+        loss = F.cross_entropy(head(backbone(windows.to(device))), labels[idx].to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if report is not None and every and (step % every == 0 or step == steps):
+            report(step, loss.detach())
+            backbone.train()
 
 
 def backbone_channels(backbone: nn.Module, image_size: int = 64) -> list[int]:

@@ -88,6 +88,8 @@ class PCMANetOutput:
         to the next frame.
     kind_audio: with a kind gate (:meth:`PCMANet.gate_output`), its audio head's kind logits
         of every window row (B*T, K), for the training loss; None before or without one.
+    kind_regions: with a kind gate, its proposal regions of the decoded rows (F, P, H/4, W/4),
+        0/1 (:meth:`pcmanet.kind_gate.KindGate.regions`), for the training loss.
     """
 
     logits: list[Tensor]
@@ -95,6 +97,7 @@ class PCMANetOutput:
     masks: list[Tensor]
     uncertain: list[Tensor]
     kind_audio: Tensor | None = None
+    kind_regions: Tensor | None = None
 
 
 def keep_fraction(out: PCMANetOutput) -> Tensor:
@@ -350,10 +353,10 @@ class PCMANet(nn.Module):
         if self.gate is None:
             return out
         kind_audio = self.gate.audio_logits(audio)                         # (B*T, K)
-        term = self.gate.term(frames, out.logits[0], kind_audio, clip,
-                              self.num_frames)                              # (F, 1, H/4, W/4)
+        term, regions = self.gate.term(frames, out.logits[0], kind_audio, clip,
+                                       self.num_frames)                     # (F, 1, H/4, W/4)
         return replace(out, logits=[KindGate.add(x, term) for x in out.logits],
-                       kind_audio=kind_audio)
+                       kind_audio=kind_audio, kind_regions=regions)
 
     def _encode_split(self, frames: Tensor, audio: Tensor, frame_mask: Tensor | None,
                       grad_rows: Tensor) -> FrameFeatures:

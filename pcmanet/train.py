@@ -55,7 +55,7 @@ from pcmanet.config import (
 from pcmanet.distributed import init_distributed, mean_across
 from pcmanet.ema import WeightAverage
 from pcmanet.evaluate import evaluate_model, to_device
-from pcmanet.kind_loss import KindHead, backbone_channels
+from pcmanet.kind_loss import KindHead, backbone_channels, fit_windows, labelled_objects
 from pcmanet.model import PCMANet
 from pcmanet.sampling import BlockShuffleSampler
 from pcmanet.schedule import lr_scale, next_validation_after, require_an_end
@@ -64,6 +64,7 @@ from pcmanet.train_step import clip_loss, gate_loss, train_forward
 # Steps between host reads of the loss: each read waits for the device, so a GPU is not fed
 # while the host waits.
 LOSS_SYNC_EVERY = 10
+WARM_JITTER = 0.15  # the gate warm-up's window jitter, as train_step.gate_loss's
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -370,6 +371,33 @@ class Trainer:
         self._epoch_loss = (float(running) if running is not None else 0.0) / max(n, 1)
         return finished
 
+    def warm_gate(self) -> None:
+        """``train.gate_warmup`` steps of 32 windows for the kind gate's window backbone and
+        head alone, on the train split's labelled objects (:func:`fit_windows`, jittered like
+        the joint loss), before the first joint step; inside the run's time budget. The joint
+        run starts with a gate that already names most kinds, so its term helps from the first
+        step instead of flooring the right object while the head is still guessing."""
+        steps = self.cfg.train.gate_warmup
+        gate = self.model.gate
+        if steps == 0 or gate is None:
+            return
+        start = self.run_time()
+        objects = labelled_objects(self.train_set)
+        losses: list[float] = []
+        fit_windows(gate.backbone, gate.head, objects, steps=steps, lr=self.cfg.train.lr,
+                    jitter=WARM_JITTER,
+                    generator=torch.Generator().manual_seed(self.cfg.train.seed),
+                    every=max(1, steps // 4),
+                    report=lambda step, loss: losses.append(float(loss)))
+        if self.world > 1:  # each process drew its own augmented objects: rank 0's gate wins
+            for tensor in gate.state_dict().values():
+                dist.broadcast(tensor, 0)
+        if self.ema is not None:  # the average starts from the warmed gate
+            self.ema = WeightAverage(self.model, self.ema.decay)
+        self._log(json.dumps({"gate_warmup": steps, "objects": len(objects[2]),
+                              "loss": [round(x, 3) for x in losses],
+                              "seconds": round(self.run_time() - start, 1)}))
+
     def _kind_loss(self, batch: dict[str, Any], rows: torch.Tensor | None) -> torch.Tensor:
         """The kind head's loss on windows around the decoded rows' objects (every labelled row
         when the step decoded all of them)."""
@@ -443,6 +471,8 @@ class Trainer:
             self._log(f"nothing to train: the run has done {self.epoch} epochs in "
                       f"{self.run_seconds / 60:.1f} min; raise train.epochs or --max-minutes "
                       "to continue")
+        if not done and self.step == 0 and self.model.gate is not None:
+            self.warm_gate()
         while not done:
             finished = self.train_epoch()
             self.epoch += int(finished)

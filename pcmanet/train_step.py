@@ -11,11 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pcmanet.evaluate import forward_batch
 from pcmanet.kind_gate import audio_kind_loss
-from pcmanet.kind_loss import kind_labels
+from pcmanet.kind_loss import kind_labels, object_windows
 from pcmanet.losses import bce_iou_loss, semantic_stage_loss
 from pcmanet.model import PCMANet, PCMANetOutput
 
@@ -65,20 +66,57 @@ def train_forward(net: nn.Module, batch: dict[str, Any], encoder_grad: str,
 
 
 def gate_loss(model: PCMANet, out: PCMANetOutput, batch: dict[str, Any], rows: Tensor | None,
-              jitter: float = 0.15, views: int = 4) -> Tensor:
-    """The kind gate's own losses (pcmanet/kind_gate.py): its window backbone and head on
-    ``views`` windows around each decoded row's target object (each turned, mirrored,
-    channel-swapped and jittered by ``jitter`` at random)
-    plus its audio head on every row, both against the clip's S4 category (a category outside
-    the gate's kinds is left out)."""
+              jitter: float = 0.15, views: int = 4, match: float = 0.5) -> Tensor:
+    """The kind gate's own losses (pcmanet/kind_gate.py), against the clip's S4 category (a
+    category outside the gate's kinds, or a row without a target object, is left out):
+
+    - its window backbone and head on ``views`` windows around each decoded row's target
+      object (each turned, mirrored, channel-swapped and jittered by ``jitter`` at random), and
+      on a window around each of the row's *proposal regions* that matches the target
+      (IoU >= ``match`` on the regions' grid): the windows the gate names when it runs, whose
+      boxes are as loose or tight as the model's mask makes them (one batch, one pass);
+    - its audio head on every row.
+    """
     gate = model.gate
-    assert gate is not None and out.kind_audio is not None, "a model with a kind gate"
+    assert gate is not None and out.kind_audio is not None and out.kind_regions is not None, \
+        "a model with a kind gate"
     B, T = batch["mask_valid"].shape
+    device = out.kind_audio.device
     if rows is None:
-        rows = torch.arange(B * T, device=out.kind_audio.device)
-    labels = kind_labels(gate.kinds, batch["category"], out.kind_audio.device)   # (B,)
-    seen = gate.head.loss(gate.backbone, batch, rows.repeat(views), jitter=jitter)
-    return seen + audio_kind_loss(out.kind_audio, labels.repeat_interleave(T))
+        rows = torch.arange(B * T, device=device)
+    labels = kind_labels(gate.kinds, batch["category"], device)             # (B,)
+    audio = audio_kind_loss(out.kind_audio, labels.repeat_interleave(T))
+    masks = batch["masks"].flatten(0, 1).index_select(0, rows).float()       # (F, 1, H, W)
+    row_labels = labels.index_select(0, torch.div(rows, T, rounding_mode="floor"))  # (F,)
+    keep = ((masks.flatten(1).sum(1) > 0) & (row_labels >= 0)).nonzero().squeeze(1)
+    if len(keep) == 0:
+        return audio
+    frames = batch["frames"].flatten(0, 1).index_select(0, rows.index_select(0, keep)).float()
+    masks, row_labels = masks.index_select(0, keep), row_labels.index_select(0, keep)
+    regions = out.kind_regions.index_select(0, keep)                         # (G, P, h, w)
+    g, p = matching_regions(regions, masks, match)
+    found = F.interpolate(regions[g, p][:, None], size=frames.shape[-2:],
+                          mode="nearest")                                   # (M, 1, H, W)
+    windows = object_windows(frames.repeat(views, 1, 1, 1), masks.repeat(views, 1, 1, 1),
+                             jitter=jitter)
+    if len(g):
+        windows = torch.cat([windows, object_windows(frames.index_select(0, g), found)])
+    names = torch.cat([row_labels.repeat(views), row_labels.index_select(0, g)])
+    seen = F.cross_entropy(gate.head(gate.backbone(windows)), names)
+    return seen + audio
+
+
+def matching_regions(regions: Tensor, masks: Tensor, match: float) -> tuple[Tensor, Tensor]:
+    """Proposal regions (G, P, h, w), 0/1, and target masks (G, 1, H, W) -> (row, region)
+    index pairs (M,), (M,) of the regions whose IoU with their row's target, on the regions'
+    grid, is >= ``match`` (> 0)."""
+    grid = (int(regions.shape[-2]), int(regions.shape[-1]))
+    target = (F.adaptive_avg_pool2d(masks.float(), grid) > 0.5).to(regions.dtype)
+    inter = (regions * target).sum((2, 3))                                  # (G, P)
+    union = regions.sum((2, 3)) + target.sum((2, 3)) - inter
+    hit = (inter >= match * union) & (inter > 0)
+    g, p = hit.nonzero().unbind(1)
+    return g, p
 
 
 def clip_loss(model_out: list[Tensor], batch: dict[str, Any], weights: tuple[float, ...],

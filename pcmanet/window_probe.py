@@ -22,30 +22,20 @@ import copy
 import json
 import sys
 import time
-from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from pcmanet.checkpoint import CheckpointError, save_checkpoint
 from pcmanet.cli import Parser
-from pcmanet.kind_loss import KindHead, backbone_channels, object_windows
+from pcmanet.kind_loss import (
+    KindHead,
+    backbone_channels,
+    fit_windows,
+    labelled_objects,
+    object_windows,
+)
 from pcmanet.visual_probe import load_splits
-
-
-def labelled_objects(dataset: Any) -> tuple[Tensor, Tensor, list[str]]:
-    """Every labelled frame with a non-empty mask -> frames (N, 3, H, W), masks (N, 1, H, W),
-    N category names."""
-    frames, masks, names = [], [], []
-    for i in range(len(dataset)):
-        item = dataset[i]
-        for r in item["mask_valid"].nonzero().squeeze(1).tolist():
-            if item["masks"][r].sum() > 0:
-                frames.append(item["frames"][r])
-                masks.append(item["masks"][r])
-                names.append(dataset.clips[i].category)
-    return torch.stack(frames), torch.stack(masks), names
 
 
 def window_probe(backbone: torch.nn.Module, train: tuple[Tensor, Tensor, list[str]],
@@ -56,29 +46,21 @@ def window_probe(backbone: torch.nn.Module, train: tuple[Tensor, Tensor, list[st
     record per ``every`` steps: step, seconds, training loss, test accuracy (test windows are
     cut the same way, with the seeded random turns); the fine-tuned copy)."""
     net = copy.deepcopy(backbone)
-    classes = sorted(set(train[2]))
-    head = KindHead(backbone_channels(net), classes)
-    ya = torch.tensor([head.index[c] for c in train[2]])
+    head = KindHead(backbone_channels(net), sorted(set(train[2])))
     yb = torch.tensor([head.index.get(c, -1) for c in test[2]])
-    gen = torch.Generator().manual_seed(seed)
     test_windows = object_windows(test[0], test[1], torch.Generator().manual_seed(seed + 1))
-    opt = torch.optim.Adam([*net.parameters(), *head.parameters()], lr=lr)
-    records, t0 = [], time.perf_counter()
-    for step in range(1, steps + 1):
-        net.train()
-        idx = torch.randint(len(ya), (batch,), generator=gen)
-        windows = object_windows(train[0][idx], train[1][idx], gen)
-        loss = F.cross_entropy(head(net(windows)), ya[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if step % every == 0 or step == steps:
-            net.eval()
-            with torch.no_grad():
-                pred = torch.cat([head(net(w)).argmax(1) for w in test_windows.split(64)])
-            records.append({"step": step, "seconds": time.perf_counter() - t0,
-                            "loss": float(loss.detach()),
-                            "test_acc": float((pred == yb).float().mean())})
+    records: list[dict[str, float]] = []
+    t0 = time.perf_counter()
+
+    def score(step: int, loss: Tensor) -> None:
+        net.eval()
+        with torch.no_grad():
+            pred = torch.cat([head(net(w)).argmax(1) for w in test_windows.split(64)])
+        records.append({"step": step, "seconds": time.perf_counter() - t0,
+                        "loss": float(loss), "test_acc": float((pred == yb).float().mean())})
+
+    fit_windows(net, head, train, steps=steps, batch=batch, lr=lr,
+                generator=torch.Generator().manual_seed(seed), every=every, report=score)
     return records, net
 
 

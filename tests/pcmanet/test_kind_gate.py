@@ -17,7 +17,7 @@ from pcmanet.config import ConfigError, validate_model_config
 from pcmanet.data import build_dataset
 from pcmanet.evaluate import main as evaluate_main
 from pcmanet.kind_gate import FLOOR, SCALE, KindGate, audio_kind_loss
-from pcmanet.kind_loss import kind_labels
+from pcmanet.kind_loss import kind_labels, labelled_objects
 from pcmanet.model import FrameFeatures
 from pcmanet.train import main as train_main
 from tests.conftest import REPO
@@ -104,16 +104,17 @@ def test_the_term_keeps_the_blob_whose_window_matches_the_sound() -> None:
     for kind, keep, drop in ((0, (16, 16), (44, 44)), (1, (44, 44), (16, 16))):
         _sound_of(gate, kind)
         term = KindGate.add(torch.zeros(1, 1, 64, 64),
-                            gate.term(frames, logits, gate.audio_logits(a0), one, T=5))
+                            gate.term(frames, logits, gate.audio_logits(a0), one, T=5)[0])
         assert term[0, 0, keep[0], keep[1]].item() == pytest.approx(math.log(3), abs=1e-3)
         assert term[0, 0, drop[0], drop[1]].item() == pytest.approx(math.log(FLOOR), abs=1e-3)
         assert term[0, 0, 2, 60].item() == 0.0                              # no blob there
     _sound_of(gate, 2)                                                      # a sound no window has
-    term = gate.term(frames, logits, gate.audio_logits(a0), one, T=5)
+    term, regions = gate.term(frames, logits, gate.audio_logits(a0), one, T=5)
+    assert torch.equal(regions, gate.regions(logits))                      # what it was made of
     blobs = gate.regions(logits).amax(1, keepdim=True) > 0
     assert float(term[blobs].max()) <= math.log(3 * 0.02)                   # every blob pushed down
     gate.scale.data.fill_(0.5)
-    assert float(gate.term(frames, logits, gate.audio_logits(a0), one, T=5).min()) == (
+    assert float(gate.term(frames, logits, gate.audio_logits(a0), one, T=5)[0].min()) == (
         pytest.approx(0.5 * math.log(FLOOR), abs=1e-3))
 
 
@@ -196,6 +197,27 @@ def test_every_gate_parameter_learns(tiny_cfg, pitch_family: Path) -> None:
     assert any(p.grad is not None for p in model.backbone.parameters())  # the model's too
 
 
+def test_the_gate_also_learns_from_the_proposals_that_match_the_target() -> None:
+    """gate_loss adds a window around each proposal whose IoU with its row's target is >= 0.5:
+    the exact blob, half of it (IoU 0.5) and one a column wider count; a loose square around
+    it (IoU 0.44) and another object do not."""
+    from pcmanet.train_step import matching_regions
+
+    masks = torch.zeros(2, 1, 64, 64)
+    masks[0, 0, 8:24, 8:24] = 1.0
+    masks[1, 0, 32:48, 32:48] = 1.0
+    regions = torch.zeros(2, 3, 16, 16)
+    regions[0, 0, 2:6, 2:6] = 1.0                        # row 0's object, exactly
+    regions[0, 1, 10:14, 10:14] = 1.0                    # another object
+    regions[1, 0, 8:10, 8:12] = 1.0                      # half of row 1's object: IoU 0.5
+    regions[1, 1, 7:13, 7:13] = 1.0                      # loose: 16 / 36 < 0.5
+    regions[1, 2, 8:12, 8:13] = 1.0                      # a column more: 16 / 20
+    g, p = matching_regions(regions, masks, 0.5)
+    assert list(zip(g.tolist(), p.tolist(), strict=True)) == [(0, 0), (1, 0), (1, 2)]
+    assert matching_regions(regions, masks, 0.9)[0].tolist() == [0]
+    assert matching_regions(torch.zeros(2, 3, 16, 16), masks, 0.5)[0].numel() == 0
+
+
 def test_the_audio_loss_leaves_out_unknown_kinds() -> None:
     logits = torch.randn(4, 3)
     labels = kind_labels(KINDS, ["kite_mid", "silence", "disc_low", "kite_mid"],
@@ -224,10 +246,16 @@ def test_a_gated_run_learns_its_kinds_from_the_train_split_and_reloads(
     args = ["--config", TINY, "--data-root", str(pitch_family), "--task", "s4", "--out", str(out),
             "data.image_size=64", "data.num_workers=0", "train.batch_size=4",
             "model.kind_gate=true", "data.paste=0.5", "data.hue=1.0", "data.augment=true"]
-    assert train_main([*args, "train.epochs=2"]) == 0
-    records = [json.loads(x) for x in capsys.readouterr().out.splitlines()
-               if x.startswith('{"epoch"')]
+    assert train_main([*args, "train.epochs=2", "train.gate_warmup=6"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    records = [json.loads(x) for x in lines if x.startswith('{"epoch"')]
     assert [r["step"] for r in records] == [2, 4] and all(r["loss"] == r["loss"] for r in records)
+    warm = [json.loads(x) for x in lines if x.startswith('{"gate_warmup"')]
+    labelled = labelled_objects(build_dataset("s4", str(pitch_family), "train"))
+    assert len(warm) == 1 and warm[0]["gate_warmup"] == 6
+    assert warm[0]["objects"] == len(labelled[2])
+    assert lines.index(next(x for x in lines if x.startswith('{"gate_warmup"'))) < lines.index(
+        next(x for x in lines if x.startswith('{"epoch"')))                 # before the run
     found = sorted({c.category for c in build_dataset("s4", str(pitch_family), "train").clips})
     for name in ("best.pt", "last.pt"):
         model, cfg, _extra = load_checkpoint(out / name)
@@ -238,7 +266,9 @@ def test_a_gated_run_learns_its_kinds_from_the_train_split_and_reloads(
                           "--task", "s4", "--split", "test", "--json", "--num-workers", "0"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["n_videos"] == 4 and 0.0 <= result["miou"] <= 1.0
-    assert train_main([*args[:8], "--resume", *args[8:], "train.epochs=3"]) == 0  # resumes
+    assert train_main([*args[:8], "--resume", *args[8:], "train.epochs=3",
+                       "train.gate_warmup=6"]) == 0                         # resumes, no warm-up
+    assert '"gate_warmup"' not in capsys.readouterr().out
     # A kinds list that lacks a train category is refused with the key and the fix.
     code = train_main([*args[:7], str(tmp_path / "other"), *args[8:], "train.epochs=1",
                        f"model.kinds=[{found[0]}, nothing_else]"])

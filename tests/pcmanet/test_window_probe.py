@@ -10,7 +10,8 @@ import torch
 
 from pcmanet.checkpoint import load_checkpoint
 from pcmanet.data import build_dataset
-from pcmanet.window_probe import labelled_objects, main, window_probe
+from pcmanet.kind_loss import labelled_objects
+from pcmanet.window_probe import main, window_probe
 from tests.conftest import REPO
 
 DEMO = REPO / "pcmanet" / "assets" / "demo.pt"
