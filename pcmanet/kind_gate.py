@@ -9,12 +9,16 @@ objects', chance 0.25), while a head that names the kind from a *window cut arou
 learns kinds that hold for new objects (0.9 on the test objects, ``python -m
 pcmanet.window_probe``). So the gate works on windows:
 
-1. *proposals*: up to P blobs of the model's own finest mask (probability on a grid of H/4,
-   above ``threshold``): the most confident cell not yet taken seeds a region, flood-filled
-   inside the mask (``radius`` x the grid's side steps of a 3x3 dilation: a fixed count, so the
-   shapes stay static), and is taken; P times. A square around each local maximum, the first
-   version, took in the other object whenever the two were close (its window then named one
-   kind for both), and a saturated blob gave several tied maxima;
+1. *proposals*: up to P blobs of the model's own finest mask (probability on a grid of H/4):
+   the most confident cell above ``threshold`` not yet taken seeds a region, flood-filled
+   through the cells above ``fill`` (``radius`` x the grid's side steps of a 3x3 dilation: a
+   fixed count, so the shapes stay static), and is taken; P times. A square around each local
+   maximum, the first version, took in the other object whenever the two were close (its
+   window then named one kind for both), and a saturated blob gave several tied maxima. With
+   the gate the model's own mask becomes a lukewarm objectness map (0.5-0.7 inside objects,
+   with holes): filled only above 0.5, one object broke into several regions, and its cells
+   in none kept the model's logits (pitch, offline on one trained checkpoint: own / twin IoU
+   0.623 / 0.128 with fill 0.5 and radius 0.3, 0.637 / 0.091 with fill 0.3 and radius 0.5);
 2. each region's box is cut out as a window (:func:`pcmanet.kind_loss.object_windows`, upright)
    and the gate's own backbone (a copy of the model's at the start of training, so that its
    batch statistics and its gradients are the windows' alone) plus a linear *window head* name
@@ -62,17 +66,22 @@ class KindGate(nn.Module):
         audio_dim: C, width of the projected audio embedding a0.
         kinds: the K category names; logit k names ``kinds[k]``.
         peaks: P, proposals per frame.
-        threshold: mask probability above which a pixel may belong to a proposal.
+        threshold: mask probability above which a cell may seed a proposal.
+        fill: mask probability above which a cell may join a proposal.
         radius: the flood fill's reach, as a fraction of the frame's side.
     """
 
     def __init__(self, backbone: nn.Module, audio_dim: int, kinds: Sequence[str],
-                 peaks: int = 4, threshold: float = 0.5, radius: float = 0.3) -> None:
+                 peaks: int = 4, threshold: float = 0.5, fill: float = 0.3,
+                 radius: float = 0.5) -> None:
         super().__init__()
         if len(kinds) < 2:
             raise ValueError(f"the kind gate needs >= 2 kinds, got {list(kinds)}")
         self.kinds = list(kinds)
-        self.peaks, self.threshold, self.radius = peaks, threshold, radius
+        if not 0 < fill <= threshold < 1:
+            raise ValueError(f"the kind gate needs 0 < fill <= threshold < 1, got {fill}, "
+                             f"{threshold}")
+        self.peaks, self.threshold, self.fill, self.radius = peaks, threshold, fill, radius
         self.backbone = backbone
         self.head = KindHead(backbone_channels(backbone), self.kinds)
         self.audio = nn.Linear(audio_dim, len(self.kinds))
@@ -93,13 +102,14 @@ class KindGate(nn.Module):
     def regions(self, logits: Tensor) -> Tensor:
         """Finest mask logits (F, 1, H, W) -> P proposal regions (F, P, H/4, W/4), 0/1.
 
-        Greedy: the most confident pixel not yet taken seeds a region, which is flood-filled
-        inside the mask and then taken; P times (a region is empty once nothing is left)."""
+        Greedy: the most confident cell above ``threshold`` not yet taken seeds a region, which
+        is flood-filled through the cells above ``fill`` and then taken; P times (a region is
+        empty once no seed is left)."""
         Fn, _, H, W = logits.shape
         g = (max(H // 4, 1), max(W // 4, 1))
         prob = F.adaptive_avg_pool2d(torch.sigmoid(logits.detach().float()), g)  # (F, 1, h, w)
-        inside = (prob > self.threshold).to(prob.dtype)
-        left = (prob * inside).flatten(1)                                    # (F, h*w)
+        inside = (prob > self.fill).to(prob.dtype)
+        left = (prob * (prob > self.threshold)).flatten(1)                   # (F, h*w) seeds
         cells = torch.arange(g[0] * g[1], device=logits.device)[None]       # (1, h*w)
         steps = max(1, round(self.radius * max(g)))
         out = []

@@ -83,6 +83,24 @@ def test_proposals_are_the_mask_blobs_around_its_peaks() -> None:
     assert float(gate.regions(torch.full((1, 1, 64, 64), -8.0)).sum()) == 0   # nothing above
 
 
+def test_a_proposal_fills_through_lukewarm_cells_but_only_a_confident_cell_seeds_one() -> None:
+    """An object whose mask is confident in one part and lukewarm (p = 0.4) in the rest is one
+    region, holes bridged; a blob that is lukewarm throughout seeds none."""
+    gate = KindGate(ColourMeans(), 4, KINDS, peaks=4, threshold=0.5, fill=0.3, radius=0.5)
+    logits = torch.full((1, 1, 64, 64), -8.0)
+    logits[..., 8:40, 8:24] = math.log(0.4 / 0.6)                          # lukewarm body
+    logits[..., 8:16, 8:24] = 4.0                                           # confident top
+    logits[..., 48:60, 40:60] = math.log(0.4 / 0.6)                         # lukewarm only
+    regions = gate.regions(logits)
+    used = regions.flatten(2).amax(2)[0]
+    assert used.tolist() == [1.0, 0.0, 0.0, 0.0]
+    expected = torch.zeros(16, 16)
+    expected[2:10, 2:6] = 1
+    assert torch.equal(regions[0, 0], expected)
+    with pytest.raises(ValueError, match="fill <= threshold"):
+        KindGate(ColourMeans(), 4, KINDS, threshold=0.3, fill=0.5)
+
+
 def test_the_term_keeps_the_blob_whose_window_matches_the_sound() -> None:
     """A window head that names 'disc' for a red window and 'kite' for a green one: with a
     disc sound the red blob keeps +log K and the green one drops to the floor; with a kite
@@ -134,6 +152,7 @@ def test_the_sound_is_the_mean_over_its_window_and_each_row_reads_its_own_window
 
 def test_the_gate_moves_every_stage_and_only_where_the_mask_is(tiny_cfg) -> None:
     model = _gated(tiny_cfg)
+    model.gate.fill, model.gate.radius = 0.5, 0.3  # else one region takes this random mask
     frames, audio = _clip(1, 5, tiny_cfg.audio.embed_dim, seed=1)
     with torch.no_grad():
         gated = model(frames, audio)
@@ -216,6 +235,22 @@ def test_the_gate_also_learns_from_the_proposals_that_match_the_target() -> None
     assert list(zip(g.tolist(), p.tolist(), strict=True)) == [(0, 0), (1, 0), (1, 2)]
     assert matching_regions(regions, masks, 0.9)[0].tolist() == [0]
     assert matching_regions(torch.zeros(2, 3, 16, 16), masks, 0.5)[0].numel() == 0
+
+
+def test_the_gate_s_gradients_are_clipped_in_their_own_groups(tiny_cfg) -> None:
+    """The model's, the window side's and the audio side's: each parameter in exactly one."""
+    from pcmanet.train import clip_groups
+
+    model = _gated(tiny_cfg)
+    groups = clip_groups(model)
+    assert len(groups) == 3
+    ids = [id(p) for g in groups for p in g]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters())         # a partition
+    assert {id(p) for p in groups[2]} == {id(p) for p in model.gate.audio.parameters()} | {
+        id(model.gate.scale)}
+    assert {id(p) for p in groups[1]} >= {id(p) for p in model.gate.head.parameters()}
+    model.gate = None
+    assert len(clip_groups(model)) == 1
 
 
 def test_the_audio_loss_leaves_out_unknown_kinds() -> None:
