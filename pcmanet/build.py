@@ -47,8 +47,11 @@ def build_pcmanet(cfg: ModelConfig, with_audio_encoder: bool = True) -> PCMANet:
         if not cfg.kinds:
             raise ValueError("model.kind_gate=true but model.kinds is empty: training fills it "
                              "from the train split's categories (or list them in model.kinds)")
+        own = cfg.gate_audio == "own"
         gate = KindGate(build_backbone(cfg.backbone.name, cfg.backbone.out_indices,
-                                       cfg.backbone.weights), C, cfg.kinds)
+                                       cfg.backbone.weights),
+                        cfg.audio.embed_dim if own else C, cfg.kinds, own_audio=own,
+                        audio_encoder=build_audio(cfg) if own and with_audio_encoder else None)
 
     def qsca(k: int) -> QSCA:  # the finest stage's audio token is discarded (docs/pcmanet.md)
         return QSCA(C, cfg.num_heads, cfg.head_dim, cfg.scrambled_tokens, cfg.query_grad,

@@ -122,10 +122,12 @@ def init_from_checkpoint(model: nn.Module, path: str) -> str:
             file = repo / file
     _cfg, state, _extra = read_checkpoint(file)
     own = model.state_dict()
-    if not any(k.startswith("gate.backbone.") for k in state):
-        # a fresh kind gate's window backbone starts as a copy of the file's backbone
-        state = {**state, **{"gate." + k: v for k, v in state.items()
-                             if k.startswith("backbone.") and "gate." + k in own}}
+    for part in ("backbone.", "audio_encoder."):
+        if not any(k.startswith("gate." + part) for k in state):
+            # a fresh kind gate's window backbone (and own audio encoder) start as copies of
+            # the file's
+            state = {**state, **{"gate." + k: v for k, v in state.items()
+                                 if k.startswith(part) and "gate." + k in own}}
     matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not matched:
         raise CheckpointError(f"{file}: train.init shares no tensor (name and shape) with "

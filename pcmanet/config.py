@@ -64,6 +64,9 @@ class ModelConfig:
     # with the train split's categories; a checkpoint keeps them.
     kind_gate: bool = False
     kinds: tuple[str, ...] = ()
+    # What the gate's audio head hears: "shared", the model's projected audio a0 (window mean);
+    # "own", its own copy of the audio encoder on each decoded row's own log-mel.
+    gate_audio: str = "shared"
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,9 @@ def validate_model_config(cfg: ModelConfig) -> None:
          "must be vggish or light"),
         (not cfg.kind_gate or cfg.num_classes == 1, "model.kind_gate",
          "is for binary masks (S4): set model.kind_gate=false with num_classes > 1"),
+        (cfg.gate_audio in ("shared", "own"), "model.gate_audio", "must be shared or own"),
+        (cfg.kind_gate or cfg.gate_audio == "shared", "model.gate_audio",
+         "is the kind gate's: set model.kind_gate=true or model.gate_audio=shared"),
         (cfg.kind_gate or not cfg.kinds, "model.kinds",
          "names the kind gate's categories: set model.kind_gate=true or model.kinds=[]"),
         (len(set(cfg.kinds)) == len(cfg.kinds) and len(cfg.kinds) != 1, "model.kinds",

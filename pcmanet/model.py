@@ -87,7 +87,8 @@ class PCMANetOutput:
         (equal to `masks` when decode had no `restrict`); the streaming engine carries them
         to the next frame.
     kind_audio: with a kind gate (:meth:`PCMANet.gate_output`), its audio head's kind logits
-        of every window row (B*T, K), for the training loss; None before or without one.
+        of every window row (B*T, K), or of the decoded rows (F, K) when the gate has its own
+        audio encoder, for the training loss; None before or without one.
     kind_regions: with a kind gate, its proposal regions of the decoded rows (F, P, H/4, W/4),
         0/1 (:meth:`pcmanet.kind_gate.KindGate.regions`), for the training loss.
     """
@@ -339,20 +340,28 @@ class PCMANet(nn.Module):
             return out
         rows = torch.arange(BT, device=frames.device) if targets is None else targets
         return self.gate_output(out, frames.index_select(0, rows), feats.audio,
-                                torch.div(rows, self.num_frames, rounding_mode="floor"))
+                                torch.div(rows, self.num_frames, rounding_mode="floor"),
+                                heard=audio.index_select(0, rows))
 
-    def gate_output(self, out: PCMANetOutput, frames: Tensor, audio: Tensor, clip: Tensor
-                    ) -> PCMANetOutput:
+    def gate_output(self, out: PCMANetOutput, frames: Tensor, audio: Tensor, clip: Tensor,
+                    heard: Tensor | None = None) -> PCMANetOutput:
         """The kind gate's term added to every stage's logits of a decode (identity without
         a gate).
 
         out: the decode of F rows, its finest logits at the frames' size (F, 1, H, W);
         frames: those rows' frames (F, 3, H, W); audio: their windows' a0 (B*T, C),
-        clip-major; clip: (F,) window of each row.
+        clip-major; clip: (F,) window of each row; heard: the rows' own audio, log-mel
+        (F, 1, 96, 64) or embeddings (F, D), which a gate with its own audio encoder hears
+        (``model.gate_audio: own``; its kind_audio is then (F, K)).
         """
         if self.gate is None:
             return out
-        kind_audio = self.gate.audio_logits(audio)                         # (B*T, K)
+        if self.gate.own_audio:
+            if heard is None:
+                raise ValueError("this kind gate hears each row's own audio: pass heard")
+            kind_audio = self.gate.audio_logits(heard)                      # (F, K)
+        else:
+            kind_audio = self.gate.audio_logits(audio)                      # (B*T, K)
         term, regions = self.gate.term(frames, out.logits[0], kind_audio, clip,
                                        self.num_frames)                     # (F, 1, H/4, W/4)
         return replace(out, logits=[KindGate.add(x, term) for x in out.logits],

@@ -55,6 +55,7 @@ from pcmanet.config import (
 from pcmanet.distributed import init_distributed, mean_across
 from pcmanet.ema import WeightAverage
 from pcmanet.evaluate import evaluate_model, to_device
+from pcmanet.kind_gate import clip_sounds, fit_sounds
 from pcmanet.kind_loss import KindHead, backbone_channels, fit_windows, labelled_objects
 from pcmanet.model import PCMANet
 from pcmanet.sampling import BlockShuffleSampler
@@ -124,7 +125,8 @@ def param_groups(model: nn.Module, audio_lr_scale: float) -> list[dict[str, Any]
 
 def clip_groups(model: PCMANet) -> list[list[nn.Parameter]]:
     """Parameter groups whose gradients train.grad_clip clips apart: the model's; with a kind
-    gate, its window backbone and head, and its audio head and scale. One norm over all would
+    gate, its window backbone and head, and its audio head (with its own audio encoder) and
+    scale. One norm over all would
     let the mask loss shrink the gate's small kind losses, and the window backbone's gradient
     shrink the audio head's (rhythm, 15 min: the audio head then named 0.55 of the test clips'
     sounds, where alone it learns them all in 700 steps)."""
@@ -132,7 +134,8 @@ def clip_groups(model: PCMANet) -> list[list[nn.Parameter]]:
     if gate is None:
         return [list(model.parameters())]
     seen = [*gate.backbone.parameters(), *gate.head.parameters()]
-    heard = [*gate.audio.parameters(), gate.scale]
+    heard = [*gate.audio.parameters(), gate.scale,
+             *(gate.audio_encoder.parameters() if gate.audio_encoder is not None else [])]
     ours = {id(p) for p in [*seen, *heard]}
     return [[p for p in model.parameters() if id(p) not in ours], seen, heard]
 
@@ -387,9 +390,11 @@ class Trainer:
     def warm_gate(self) -> None:
         """``train.gate_warmup`` steps of 32 windows for the kind gate's window backbone and
         head alone, on the train split's labelled objects (:func:`fit_windows`, jittered like
-        the joint loss), before the first joint step; inside the run's time budget. The joint
-        run starts with a gate that already names most kinds, so its term helps from the first
-        step instead of flooring the right object while the head is still guessing."""
+        the joint loss), and as many of 32 sounds for its own audio encoder and audio head
+        (``model.gate_audio: own``), before the first joint step; inside the run's time
+        budget. The joint run starts with a gate that already names most kinds, so its term
+        helps from the first step instead of flooring the right object while the head is
+        still guessing."""
         steps = self.cfg.train.gate_warmup
         gate = self.model.gate
         if steps == 0 or gate is None:
@@ -402,6 +407,11 @@ class Trainer:
                     generator=torch.Generator().manual_seed(self.cfg.train.seed),
                     every=max(1, steps // 4),
                     report=lambda step, loss: losses.append(float(loss)))
+        heard = None
+        if gate.own_audio and gate.audio_encoder is not None:  # its own ears, likewise
+            heard = fit_sounds(gate, clip_sounds(self.train_set), steps=steps,
+                               lr=self.cfg.train.lr,
+                               generator=torch.Generator().manual_seed(self.cfg.train.seed + 1))
         if self.world > 1:  # each process drew its own augmented objects: rank 0's gate wins
             for tensor in gate.state_dict().values():
                 dist.broadcast(tensor, 0)
@@ -409,6 +419,7 @@ class Trainer:
             self.ema = WeightAverage(self.model, self.ema.decay)
         self._log(json.dumps({"gate_warmup": steps, "objects": len(objects[2]),
                               "loss": [round(x, 3) for x in losses],
+                              **({"audio_loss": round(heard, 3)} if heard is not None else {}),
                               "seconds": round(self.run_time() - start, 1)}))
 
     def _kind_loss(self, batch: dict[str, Any], rows: torch.Tensor | None) -> torch.Tensor:

@@ -75,7 +75,8 @@ def gate_loss(model: PCMANet, out: PCMANetOutput, batch: dict[str, Any], rows: T
       on a window around each of the row's *proposal regions* that matches the target
       (IoU >= ``match`` on the regions' grid): the windows the gate names when it runs, whose
       boxes are as loose or tight as the model's mask makes them (one batch, one pass);
-    - its audio head on every row.
+    - its audio head on every row it heard (the windows' rows, or with its own audio encoder
+      the decoded rows).
     """
     gate = model.gate
     assert gate is not None and out.kind_audio is not None and out.kind_regions is not None, \
@@ -85,7 +86,9 @@ def gate_loss(model: PCMANet, out: PCMANetOutput, batch: dict[str, Any], rows: T
     if rows is None:
         rows = torch.arange(B * T, device=device)
     labels = kind_labels(gate.kinds, batch["category"], device)             # (B,)
-    audio = audio_kind_loss(out.kind_audio, labels.repeat_interleave(T))
+    heard = (labels.index_select(0, torch.div(rows, T, rounding_mode="floor"))
+             if gate.own_audio else labels.repeat_interleave(T))         # a row per logit row
+    audio = audio_kind_loss(out.kind_audio, heard)
     masks = batch["masks"].flatten(0, 1).index_select(0, rows).float()       # (F, 1, H, W)
     row_labels = labels.index_select(0, torch.div(rows, T, rounding_mode="floor"))  # (F,)
     keep = ((masks.flatten(1).sum(1) > 0) & (row_labels >= 0)).nonzero().squeeze(1)

@@ -99,7 +99,7 @@ class StaticStep(nn.Module):
         S = x.shape[-1]
         out = self.model.decode_rows(audio, kv, feats.maps, feats.tokens, feats.fine, clip,
                                      out_size=(S, S), restrict=restrict, static=self.static)
-        out = self.model.gate_output(out, x, audio, clip)                  # kind gate, if any
+        out = self.model.gate_output(out, x, audio, clip, heard=mel)       # kind gate, if any
         if self.carry.enabled:
             for table, own in zip(tb.carry_masks(), out.uncertain, strict=True):
                 table.index_copy_(0, stream, own)

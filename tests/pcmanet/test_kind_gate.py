@@ -170,9 +170,9 @@ def test_the_gate_moves_every_stage_and_only_where_the_mask_is(tiny_cfg) -> None
     assert 0 < float(blobs.mean()) < 1
 
 
-@pytest.mark.parametrize("refine", [0, 8])
-def test_streaming_newest_frame_equals_clip_mode_with_a_gate(tiny_cfg, refine) -> None:
-    model = _gated(tiny_cfg, refine_dim=refine)
+@pytest.mark.parametrize(("refine", "hears"), [(0, "shared"), (8, "shared"), (0, "own")])
+def test_streaming_newest_frame_equals_clip_mode_with_a_gate(tiny_cfg, refine, hears) -> None:
+    model = _gated(tiny_cfg, refine_dim=refine, gate_audio=hears)
     for head in model.heads:                       # mixed CIM masks: the gather paths run too
         head[-1].weight.data *= 200.0
     frames, audio = _clip(2, 5, tiny_cfg.audio.embed_dim, seed=3)
@@ -182,7 +182,8 @@ def test_streaming_newest_frame_equals_clip_mode_with_a_gate(tiny_cfg, refine) -
                                    for i in range(10)])
         targets = torch.tensor([4, 9])
         stream_out = model.gate_output(model.decode(feats, targets, out_size=(64, 64)),
-                                       frames[targets], feats.audio, torch.tensor([0, 1]))
+                                       frames[targets], feats.audio, torch.tensor([0, 1]),
+                                       heard=audio[targets])
         economy = model(frames, audio, targets=torch.tensor([0, 5]),
                         grad_rows=torch.tensor([0, 5]))
     for a, b, c in zip(clip_out.logits, stream_out.logits, economy.logits, strict=True):
@@ -190,9 +191,11 @@ def test_streaming_newest_frame_equals_clip_mode_with_a_gate(tiny_cfg, refine) -
         assert (a[[0, 5]] - c).abs().max() < 1e-4
 
 
-def test_every_gate_parameter_learns(tiny_cfg, pitch_family: Path) -> None:
+@pytest.mark.parametrize("hears", ["shared", "own"])
+def test_every_gate_parameter_learns(tiny_cfg, pitch_family: Path, hears: str) -> None:
     """One training step's losses (segmentation after the gate, the gate's own) reach the
-    window head, the audio head and the scale."""
+    window head, the audio head (and its own audio encoder) and the scale; the model's audio
+    encoder learns from the gate's kind loss only when the gate hears a0 (shared)."""
     from torch.utils.data import DataLoader
 
     from pcmanet.evaluate import forward_batch
@@ -200,7 +203,8 @@ def test_every_gate_parameter_learns(tiny_cfg, pitch_family: Path) -> None:
 
     names = sorted({c.category for c in build_dataset("s4", str(pitch_family), "train").clips})
     torch.manual_seed(0)
-    model = build_pcmanet(replace(tiny_cfg, kind_gate=True, kinds=tuple(names))).train()
+    model = build_pcmanet(replace(tiny_cfg, kind_gate=True, kinds=tuple(names),
+                                  gate_audio=hears)).train()
     for head in model.heads:                                 # a mask with blobs to propose
         torch.nn.init.normal_(head[-1].weight, std=1.0)
     batch = next(iter(DataLoader(build_dataset("s4", str(pitch_family), "train", image_size=64),
@@ -210,10 +214,18 @@ def test_every_gate_parameter_learns(tiny_cfg, pitch_family: Path) -> None:
     loss = clip_loss(out.logits, batch, (1.0,) * 4) + gate_loss(model, out, batch, None)
     loss.backward()
     gate = model.gate
-    for part in (gate.backbone, gate.head, gate.audio):
+    assert (gate.audio_encoder is not None) == (hears == "own")
+    parts = (gate.backbone, gate.head, gate.audio) + ((gate.audio_encoder,) if hears == "own"
+                                                      else ())
+    for part in parts:
         assert sum(float(p.grad.abs().sum()) for p in part.parameters() if p.grad is not None) > 0
     assert gate.scale.grad is not None and float(gate.scale.grad) != 0.0
     assert any(p.grad is not None for p in model.backbone.parameters())  # the model's too
+    model.zero_grad(set_to_none=True)                        # the gate's loss alone:
+    gate_loss(model, forward_batch(model, batch), batch, None).backward()
+    shared = sum(float(p.grad.abs().sum()) for p in model.audio_encoder.parameters()
+                 if p.grad is not None)
+    assert (shared > 0) == (hears == "shared")               # the model's encoder hears it?
 
 
 def test_the_gate_also_learns_from_the_proposals_that_match_the_target() -> None:
@@ -253,6 +265,32 @@ def test_the_gate_s_gradients_are_clipped_in_their_own_groups(tiny_cfg) -> None:
     assert len(clip_groups(model)) == 1
 
 
+def test_the_gate_s_own_ears_learn_two_kinds_of_sound_alone(tiny_cfg) -> None:
+    """fit_sounds trains the gate's own audio encoder and head on log-mel examples: a low and a
+    high band, in noise, are told apart; the model's own audio encoder is not touched."""
+    from pcmanet.kind_gate import fit_sounds
+
+    torch.manual_seed(0)
+    model = build_pcmanet(replace(tiny_cfg, kind_gate=True, kinds=("low", "high"),
+                                  gate_audio="own"))
+    before = [p.detach().clone() for p in model.audio_encoder.parameters()]
+    g = torch.Generator().manual_seed(0)
+    mels = torch.randn(64, 1, 96, 64, generator=g)
+    names = ["low", "high"] * 32
+    mels[0::2, :, :, 4:12] += 3.0
+    mels[1::2, :, :, 48:56] += 3.0
+    fit_sounds(model.gate, (mels, names), steps=40, batch=16, generator=g)
+    model.gate.eval()
+    with torch.no_grad():
+        test = torch.randn(8, 1, 96, 64, generator=g)
+        test[0::2, :, :, 4:12] += 3.0
+        test[1::2, :, :, 48:56] += 3.0
+        said = model.gate.audio_logits(test).argmax(1)
+    assert said.tolist() == [0, 1] * 4
+    assert all(torch.equal(a, b) for a, b in zip(before, model.audio_encoder.parameters(),
+                                                 strict=True))
+
+
 def test_the_audio_loss_leaves_out_unknown_kinds() -> None:
     logits = torch.randn(4, 3)
     labels = kind_labels(KINDS, ["kite_mid", "silence", "disc_low", "kite_mid"],
@@ -266,6 +304,10 @@ def test_the_audio_loss_leaves_out_unknown_kinds() -> None:
 def test_config_checks_name_the_key(tiny_cfg) -> None:
     with pytest.raises(ConfigError, match=r"model\.kinds"):
         validate_model_config(replace(tiny_cfg, kinds=KINDS))
+    with pytest.raises(ConfigError, match=r"model\.gate_audio"):
+        validate_model_config(replace(tiny_cfg, kind_gate=True, kinds=KINDS, gate_audio="mine"))
+    with pytest.raises(ConfigError, match=r"model\.gate_audio.*kind_gate=true"):
+        validate_model_config(replace(tiny_cfg, gate_audio="own"))
     with pytest.raises(ConfigError, match=r"model\.kind_gate"):
         validate_model_config(replace(tiny_cfg, kind_gate=True, num_classes=71))
     with pytest.raises(ConfigError, match=r"model\.kinds"):
@@ -280,14 +322,15 @@ def test_a_gated_run_learns_its_kinds_from_the_train_split_and_reloads(
     out = tmp_path / "run"
     args = ["--config", TINY, "--data-root", str(pitch_family), "--task", "s4", "--out", str(out),
             "data.image_size=64", "data.num_workers=0", "train.batch_size=4",
-            "model.kind_gate=true", "data.paste=0.5", "data.hue=1.0", "data.augment=true"]
+            "model.kind_gate=true", "model.gate_audio=own", "data.paste=0.5", "data.hue=1.0",
+            "data.augment=true"]
     assert train_main([*args, "train.epochs=2", "train.gate_warmup=6"]) == 0
     lines = capsys.readouterr().out.splitlines()
     records = [json.loads(x) for x in lines if x.startswith('{"epoch"')]
     assert [r["step"] for r in records] == [2, 4] and all(r["loss"] == r["loss"] for r in records)
     warm = [json.loads(x) for x in lines if x.startswith('{"gate_warmup"')]
     labelled = labelled_objects(build_dataset("s4", str(pitch_family), "train"))
-    assert len(warm) == 1 and warm[0]["gate_warmup"] == 6
+    assert len(warm) == 1 and warm[0]["gate_warmup"] == 6 and warm[0]["audio_loss"] >= 0
     assert warm[0]["objects"] == len(labelled[2])
     assert lines.index(next(x for x in lines if x.startswith('{"gate_warmup"'))) < lines.index(
         next(x for x in lines if x.startswith('{"epoch"')))                 # before the run

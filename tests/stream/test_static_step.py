@@ -232,15 +232,17 @@ def test_in_process_compiled_demo_step_equals_eager(demo) -> None:
     assert compiled.steps_fn(1, True) is compiled.steps_fn._compiled[(1, True)]
 
 
-@pytest.fixture(scope="module")
-def gated_demo(demo) -> tuple[torch.nn.Module, int]:
+@pytest.fixture(scope="module", params=["shared", "own"])
+def gated_demo(demo, request) -> tuple[torch.nn.Module, int]:
     """The demo weights plus a kind gate (pcmanet/kind_gate.py) whose heads are random and whose
-    term is strong, so that it really reshapes the masks the engine returns."""
+    term is strong, so that it really reshapes the masks the engine returns; its audio head
+    hears a0 (shared) or each frame's own log-mel through its own encoder (own)."""
     from dataclasses import replace
 
     _model, cfg, _extra = load_checkpoint(DEMO_CHECKPOINT)
     torch.manual_seed(0)
-    model = build_pcmanet(replace(cfg, kind_gate=True, kinds=("a", "b", "c")))
+    model = build_pcmanet(replace(cfg, kind_gate=True, kinds=("a", "b", "c"),
+                                  gate_audio=request.param))
     model.load_state_dict(demo[0].state_dict(), strict=False)
     for p in model.gate.parameters():
         torch.nn.init.normal_(p, std=0.5)
