@@ -159,8 +159,9 @@ class KindGate(nn.Module):
     def term(self, frames: Tensor, logits: Tensor, audio: Tensor, clip: Tensor, T: int
              ) -> tuple[Tensor, Tensor]:
         """The gate's logit term of F decoded rows (F, 1, H/4, W/4) (module docstring) and the
-        proposal regions it was made from (F, P, H/4, W/4); audio: the audio head's logits of
-        their windows' rows (B*T, K)."""
+        proposal regions it was made from (F, P, H/4, W/4); audio: the audio head's logits, of
+        their windows' rows (B*T, K), or with its own audio of the rows themselves (F, K)
+        (:meth:`sound`)."""
         regions = self.regions(logits)                                       # (F, P, h, w)
         training = self.backbone.training
         self.backbone.eval()            # proposals leave the windows' batch statistics alone

@@ -161,7 +161,7 @@ def fit_windows(backbone: nn.Module, head: KindHead, objects: tuple[Tensor, Tens
     (N, 3, H, W), masks (N, 1, H, W), N names; a name the head does not know is left out).
     report(step, loss) runs every ``every`` steps and after the last (0: never)."""
     frames, masks, names = objects
-    labels = torch.tensor([head.index.get(n, -1) for n in names])
+    labels = kind_labels(head.classes, names, torch.device("cpu"))
     known = (labels >= 0).nonzero().squeeze(1)
     if len(known) == 0:
         raise ValueError(f"none of the objects' kinds is among {head.classes}")

@@ -341,7 +341,8 @@ class PCMANet(nn.Module):
         rows = torch.arange(BT, device=frames.device) if targets is None else targets
         return self.gate_output(out, frames.index_select(0, rows), feats.audio,
                                 torch.div(rows, self.num_frames, rounding_mode="floor"),
-                                heard=audio.index_select(0, rows))
+                                heard=audio.index_select(0, rows) if self.gate.own_audio
+                                else None)
 
     def gate_output(self, out: PCMANetOutput, frames: Tensor, audio: Tensor, clip: Tensor,
                     heard: Tensor | None = None) -> PCMANetOutput:

@@ -60,12 +60,11 @@ from pcmanet.kind_loss import KindHead, backbone_channels, fit_windows, labelled
 from pcmanet.model import PCMANet
 from pcmanet.sampling import BlockShuffleSampler
 from pcmanet.schedule import lr_scale, next_validation_after, require_an_end
-from pcmanet.train_step import clip_loss, gate_loss, train_forward
+from pcmanet.train_step import WINDOW_JITTER, clip_loss, gate_loss, train_forward
 
 # Steps between host reads of the loss: each read waits for the device, so a GPU is not fed
 # while the host waits.
 LOSS_SYNC_EVERY = 10
-WARM_JITTER = 0.15  # the gate warm-up's window jitter, as train_step.gate_loss's
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -126,10 +125,10 @@ def param_groups(model: nn.Module, audio_lr_scale: float) -> list[dict[str, Any]
 def clip_groups(model: PCMANet) -> list[list[nn.Parameter]]:
     """Parameter groups whose gradients train.grad_clip clips apart: the model's; with a kind
     gate, its window backbone and head, and its audio head (with its own audio encoder) and
-    scale. One norm over all would
-    let the mask loss shrink the gate's small kind losses, and the window backbone's gradient
-    shrink the audio head's (rhythm, 15 min: the audio head then named 0.55 of the test clips'
-    sounds, where alone it learns them all in 700 steps)."""
+    scale. One norm over all would let the mask loss shrink the gate's small kind losses, and
+    the window backbone's gradient shrink the audio head's (rhythm, 15 min: the audio head
+    then named 0.55 of the test clips' sounds, where alone it learns them all in 700
+    steps)."""
     gate = model.gate
     if gate is None:
         return [list(model.parameters())]
@@ -403,7 +402,7 @@ class Trainer:
         objects = labelled_objects(self.train_set)
         losses: list[float] = []
         fit_windows(gate.backbone, gate.head, objects, steps=steps, lr=self.cfg.train.lr,
-                    jitter=WARM_JITTER,
+                    jitter=WINDOW_JITTER,
                     generator=torch.Generator().manual_seed(self.cfg.train.seed),
                     every=max(1, steps // 4),
                     report=lambda step, loss: losses.append(float(loss)))

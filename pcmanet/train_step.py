@@ -65,8 +65,11 @@ def train_forward(net: nn.Module, batch: dict[str, Any], encoder_grad: str,
     return out, rows
 
 
+WINDOW_JITTER = 0.15  # the gate's training windows: scale and place jittered by up to this
+
+
 def gate_loss(model: PCMANet, out: PCMANetOutput, batch: dict[str, Any], rows: Tensor | None,
-              jitter: float = 0.15, views: int = 4, match: float = 0.5) -> Tensor:
+              jitter: float = WINDOW_JITTER, views: int = 4, match: float = 0.5) -> Tensor:
     """The kind gate's own losses (pcmanet/kind_gate.py), against the clip's S4 category (a
     category outside the gate's kinds, or a row without a target object, is left out):
 
@@ -86,11 +89,10 @@ def gate_loss(model: PCMANet, out: PCMANetOutput, batch: dict[str, Any], rows: T
     if rows is None:
         rows = torch.arange(B * T, device=device)
     labels = kind_labels(gate.kinds, batch["category"], device)             # (B,)
-    heard = (labels.index_select(0, torch.div(rows, T, rounding_mode="floor"))
-             if gate.own_audio else labels.repeat_interleave(T))         # a row per logit row
+    row_labels = labels.index_select(0, torch.div(rows, T, rounding_mode="floor"))  # (F,)
+    heard = row_labels if gate.own_audio else labels.repeat_interleave(T)  # a row per logit row
     audio = audio_kind_loss(out.kind_audio, heard)
     masks = batch["masks"].flatten(0, 1).index_select(0, rows).float()       # (F, 1, H, W)
-    row_labels = labels.index_select(0, torch.div(rows, T, rounding_mode="floor"))  # (F,)
     keep = ((masks.flatten(1).sum(1) > 0) & (row_labels >= 0)).nonzero().squeeze(1)
     if len(keep) == 0:
         return audio
