@@ -50,7 +50,8 @@ def build_pcmanet(cfg: ModelConfig, with_audio_encoder: bool = True) -> PCMANet:
         own = cfg.gate_audio == "own"
         gate = KindGate(build_backbone(cfg.backbone.name, cfg.backbone.out_indices,
                                        cfg.backbone.weights),
-                        cfg.audio.embed_dim if own else C, cfg.kinds, own_audio=own,
+                        cfg.audio.embed_dim if own else C, cfg.kinds, stride=cfg.gate_stride,
+                        compete=cfg.gate_compete, own_audio=own,
                         audio_encoder=build_audio(cfg) if own and with_audio_encoder else None)
 
     def qsca(k: int) -> QSCA:  # the finest stage's audio token is discarded (docs/pcmanet.md)

@@ -67,6 +67,10 @@ class ModelConfig:
     # What the gate's audio head hears: "shared", the model's projected audio a0 (window mean);
     # "own", its own copy of the audio encoder on each decoded row's own log-mel.
     gate_audio: str = "shared"
+    # The gate's proposals: a grid cell per gate_stride pixels; the regions of a frame compete
+    # by (match / best match) ** gate_compete (0: each on its own). pcmanet/kind_gate.py.
+    gate_stride: int = 2
+    gate_compete: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -188,6 +192,8 @@ def validate_model_config(cfg: ModelConfig) -> None:
         (cfg.gate_audio in ("shared", "own"), "model.gate_audio", "must be shared or own"),
         (cfg.kind_gate or cfg.gate_audio == "shared", "model.gate_audio",
          "is the kind gate's: set model.kind_gate=true or model.gate_audio=shared"),
+        (cfg.gate_stride >= 1, "model.gate_stride", "must be >= 1 (pixels per grid cell)"),
+        (cfg.gate_compete >= 0, "model.gate_compete", "must be >= 0 (0: no competition)"),
         (cfg.kind_gate or not cfg.kinds, "model.kinds",
          "names the kind gate's categories: set model.kind_gate=true or model.kinds=[]"),
         (len(set(cfg.kinds)) == len(cfg.kinds) and len(cfg.kinds) != 1, "model.kinds",

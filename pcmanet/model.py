@@ -89,7 +89,7 @@ class PCMANetOutput:
     kind_audio: with a kind gate (:meth:`PCMANet.gate_output`), its audio head's kind logits
         of every window row (B*T, K), or of the decoded rows (F, K) when the gate has its own
         audio encoder, for the training loss; None before or without one.
-    kind_regions: with a kind gate, its proposal regions of the decoded rows (F, P, H/4, W/4),
+    kind_regions: with a kind gate, its proposal regions of the decoded rows (F, P, H/s, W/s),
         0/1 (:meth:`pcmanet.kind_gate.KindGate.regions`), for the training loss.
     """
 
@@ -364,7 +364,7 @@ class PCMANet(nn.Module):
         else:
             kind_audio = self.gate.audio_logits(audio)                      # (B*T, K)
         term, regions = self.gate.term(frames, out.logits[0], kind_audio, clip,
-                                       self.num_frames)                     # (F, 1, H/4, W/4)
+                                       self.num_frames)                     # (F, 1, H/s, W/s)
         return replace(out, logits=[KindGate.add(x, term) for x in out.logits],
                        kind_audio=kind_audio, kind_regions=regions)
 

@@ -69,24 +69,40 @@ def _two_blobs(size: int = 64) -> torch.Tensor:
     return logits
 
 
-def test_proposals_are_the_mask_blobs_around_its_peaks() -> None:
-    gate = KindGate(ColourMeans(), 4, KINDS, peaks=4)
-    regions = gate.regions(_two_blobs())                                   # (1, 4, 16, 16)
-    assert regions.shape == (1, 4, 16, 16)
+@pytest.mark.parametrize("stride", [2, 4])
+def test_proposals_are_the_mask_blobs_around_its_peaks(stride: int) -> None:
+    gate = KindGate(ColourMeans(), 4, KINDS, peaks=4, stride=stride)
+    regions = gate.regions(_two_blobs())                                   # (1, 4, 64/s, 64/s)
+    g = 64 // stride
+    assert regions.shape == (1, 4, g, g)
     used = regions.flatten(2).amax(2)[0]
     assert int(used.sum()) == 2                                             # two peaks, two empty
     union = regions.amax(1)[0]
-    expected = torch.zeros(16, 16)
-    expected[2:6, 2:6] = 1
-    expected[9:14, 9:14] = 1
+    expected = torch.zeros(g, g)
+    expected[8 // stride:24 // stride, 8 // stride:24 // stride] = 1
+    expected[36 // stride:56 // stride, 36 // stride:56 // stride] = 1
     assert torch.equal(union, expected)                                     # the blobs, exactly
     assert float(gate.regions(torch.full((1, 1, 64, 64), -8.0)).sum()) == 0   # nothing above
+
+
+def test_on_the_finer_grid_two_objects_two_pixels_apart_stay_two_regions() -> None:
+    """Two confident blobs with a 2-pixel gap: one region on a grid of 4-pixel cells (the
+    gap shares a cell with both), two on 2-pixel cells."""
+    logits = torch.full((1, 1, 64, 64), -8.0)
+    logits[..., 10:30, 10:30] = 8.0
+    logits[..., 10:30, 32:50] = 8.0
+    coarse = KindGate(ColourMeans(), 4, KINDS, radius=1.0, stride=4).regions(logits)
+    fine = KindGate(ColourMeans(), 4, KINDS, radius=1.0, stride=2).regions(logits)
+    assert int(coarse.flatten(2).amax(2).sum()) == 1
+    assert int(fine.flatten(2).amax(2).sum()) == 2
+    assert float((fine[0, 0] * fine[0, 1]).sum()) == 0                       # apart
 
 
 def test_a_proposal_fills_through_lukewarm_cells_but_only_a_confident_cell_seeds_one() -> None:
     """An object whose mask is confident in one part and lukewarm (p = 0.4) in the rest is one
     region, holes bridged; a blob that is lukewarm throughout seeds none."""
-    gate = KindGate(ColourMeans(), 4, KINDS, peaks=4, threshold=0.5, fill=0.3, radius=0.5)
+    gate = KindGate(ColourMeans(), 4, KINDS, peaks=4, threshold=0.5, fill=0.3, radius=0.5,
+                    stride=4)
     logits = torch.full((1, 1, 64, 64), -8.0)
     logits[..., 8:40, 8:24] = math.log(0.4 / 0.6)                          # lukewarm body
     logits[..., 8:16, 8:24] = 4.0                                           # confident top
@@ -134,6 +150,32 @@ def test_the_term_keeps_the_blob_whose_window_matches_the_sound() -> None:
     gate.scale.data.fill_(0.5)
     assert float(gate.term(frames, logits, gate.audio_logits(a0), one, T=5)[0].min()) == (
         pytest.approx(0.5 * math.log(FLOOR), abs=1e-3))
+
+
+@pytest.mark.parametrize("compete", [0.0, 2.0])
+def test_an_unsure_window_loses_to_the_frame_s_best_match(compete: float) -> None:
+    """Red window: disc 0.9; green window: disc 0.3 (unsure); a disc sound. On its own the
+    green region keeps log(3 * 0.3) ~ -0.1 (its lukewarm logits stay half painted); competing
+    with the red one it gets log(3 * 0.3 * (0.3 / 0.9) ** 2); the best region is unchanged."""
+    gate = KindGate(ColourMeans(), 4, KINDS, compete=compete)
+    gate.scale.data.fill_(1.0)
+    _sound_of(gate, 0)
+    frames = torch.zeros(1, 3, 64, 64)
+    logits = _two_blobs()
+    regions = gate.regions(logits)
+    first = regions[0, :, 8, 8].argmax()                                   # the red blob's region
+    seen = torch.zeros(1, 4, 3)
+    seen[0, :, 1] = 1.0
+    seen[0, first] = torch.tensor([0.9, 0.1, 0.0])
+    seen[0, 1 - first] = torch.tensor([0.3, 0.7, 0.0])
+    gate.window_kinds = lambda frames, regions: seen                       # type: ignore[method-assign]
+    term = gate.term(frames, logits, gate.audio_logits(torch.randn(5, 4)), torch.tensor([0]),
+                     T=5)[0]                                               # (1, 1, 32, 32)
+    assert term[0, 0, 8, 8].item() == pytest.approx(math.log(3 * 0.9), abs=1e-4)
+    expected = 3 * 0.3 * (0.3 / 0.9) ** compete
+    assert term[0, 0, 22, 22].item() == pytest.approx(math.log(expected), abs=1e-4)
+    with pytest.raises(ValueError, match="compete >= 0"):
+        KindGate(ColourMeans(), 4, KINDS, compete=-1.0)
 
 
 def test_the_sound_is_the_mean_over_its_window_and_each_row_reads_its_own_window() -> None:
@@ -312,6 +354,10 @@ def test_config_checks_name_the_key(tiny_cfg) -> None:
         validate_model_config(replace(tiny_cfg, kind_gate=True, num_classes=71))
     with pytest.raises(ConfigError, match=r"model\.kinds"):
         validate_model_config(replace(tiny_cfg, kind_gate=True, kinds=("a", "a")))
+    with pytest.raises(ConfigError, match=r"model\.gate_stride"):
+        validate_model_config(replace(tiny_cfg, kind_gate=True, kinds=KINDS, gate_stride=0))
+    with pytest.raises(ConfigError, match=r"model\.gate_compete"):
+        validate_model_config(replace(tiny_cfg, kind_gate=True, kinds=KINDS, gate_compete=-1.0))
     with pytest.raises(ValueError, match="training fills it"):
         build_pcmanet(replace(tiny_cfg, kind_gate=True), with_audio_encoder=False)
 
