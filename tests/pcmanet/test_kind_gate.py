@@ -16,10 +16,12 @@ from pcmanet.checkpoint import load_checkpoint
 from pcmanet.config import ConfigError, validate_model_config
 from pcmanet.data import build_dataset
 from pcmanet.evaluate import main as evaluate_main
+from pcmanet.gate_eval import main as gate_eval_main
 from pcmanet.kind_gate import FLOOR, SCALE, KindGate, audio_kind_loss
 from pcmanet.kind_loss import kind_labels, labelled_objects
 from pcmanet.model import FrameFeatures
 from pcmanet.train import main as train_main
+from pcmanet.twin_eval import main as twin_main
 from tests.conftest import REPO
 
 TINY = str(REPO / "configs" / "test_tiny.yaml")
@@ -390,6 +392,12 @@ def test_a_gated_run_learns_its_kinds_from_the_train_split_and_reloads(
                           "--task", "s4", "--split", "test", "--json", "--num-workers", "0"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["n_videos"] == 4 and 0.0 <= result["miou"] <= 1.0
+    where = ["--checkpoint", str(out / "best.pt"), "--data-root", str(pitch_family), "--json",
+             "--split", "train"]                                           # every kind known
+    assert twin_main(where) == 0 and gate_eval_main(where) == 0
+    twin, parts = (json.loads(x) for x in capsys.readouterr().out.strip().splitlines()[-2:])
+    assert parts["unknown_kind"] == 0 and parts["frames"] == twin["frames"] > 0
+    assert parts["gate"] == pytest.approx(twin["iou_own"], abs=1e-5)        # the CLI, on a run
     assert train_main([*args[:8], "--resume", *args[8:], "train.epochs=3",
                        "train.gate_warmup=6"]) == 0                         # resumes, no warm-up
     assert '"gate_warmup"' not in capsys.readouterr().out
