@@ -5,8 +5,8 @@ replaced by the truth.
 
 For every clip with a twin (:func:`pcmanet.twin_eval.twin_pairs`) and each labelled frame, the
 model's own decode (the logits before the gate's term), its proposal regions and its window and
-audio heads are taken once; the gate's term is then recomputed (:func:`gate_term`, as
-:meth:`pcmanet.kind_gate.KindGate.term` does) with
+audio heads are taken once; the gate's term is then recomputed from its parts
+(:meth:`pcmanet.kind_gate.KindGate.term_of`) with
 
 - ``gate``: the heads as they are (equals the model's output; tested);
 - ``true_windows``: a region that lies mostly (> 30 %) on the own or the twin's object named
@@ -25,39 +25,21 @@ kind is not among the gate's. Shapes follow pcmanet/kind_gate.py.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 
-from pcmanet.checkpoint import CheckpointError, load_checkpoint
+from pcmanet.checkpoint import CheckpointError
 from pcmanet.cli import Parser
-from pcmanet.kind_gate import FLOOR, KindGate
+from pcmanet.kind_gate import KindGate
 from pcmanet.metrics import mask_iou
 from pcmanet.model import PCMANet
-from pcmanet.swap_eval import items_named
-from pcmanet.twin_eval import twin_pairs
+from pcmanet.twin_eval import emit, load_twins
 
 VARIANTS = ("gate", "true_windows", "true_windows_and_sound", "ceiling")
-
-
-def gate_term(gate: KindGate, seen: Tensor, sound: Tensor, regions: Tensor) -> Tensor:
-    """The gate's term from its parts: window kinds (F, P, K), sound kinds (F, K), regions
-    (F, P, h, w) -> (F, 1, h, w)."""
-    match = (seen * sound[:, None]).sum(2)                                  # (F, P)
-    if gate.compete > 0:
-        used = regions.flatten(2).amax(2) > 0
-        best = torch.where(used, match, torch.zeros_like(match)).amax(1, keepdim=True)
-        match = match * (match / best.clamp_min(1e-6)) ** gate.compete
-    cover = regions.sum(1, keepdim=True)
-    mean = (regions * match[..., None, None]).sum(1, keepdim=True) / cover.clamp_min(1.0)
-    term = gate.scale * torch.log((len(gate.kinds) * mean).clamp_min(FLOOR))
-    return torch.where(cover > 0, term, torch.zeros_like(term))
 
 
 @torch.no_grad()
@@ -100,9 +82,9 @@ def gate_scores(model: PCMANet, items: Mapping[str, Mapping[str, Any]],
         true_seen[named_a] = F.one_hot(torch.tensor(ka), K).float()
         true_seen[named_b] = F.one_hot(torch.tensor(kb), K).float()
         true_sound = F.one_hot(torch.full((T,), ka), K).float()
-        terms = {"gate": gate_term(gate, seen, sound, regions),
-                 "true_windows": gate_term(gate, true_seen, sound, regions),
-                 "true_windows_and_sound": gate_term(gate, true_seen, true_sound, regions)}
+        terms = {"gate": gate.term_of(seen, sound, regions),
+                 "true_windows": gate.term_of(true_seen, sound, regions),
+                 "true_windows_and_sound": gate.term_of(true_seen, true_sound, regions)}
         near = F.max_pool2d(A["masks"].float(), 9, 1, 4) > 0                 # (T, 1, H, W)
         boost = gate.scale * torch.log(torch.tensor(float(K)))
         ceiling = torch.where(near, raw + boost, torch.full_like(raw, -20.0))
@@ -131,26 +113,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    from pcmanet.data import DataError, build_dataset
+    from pcmanet.data import DataError
 
     try:
-        twins = twin_pairs(Path(args.data_root), args.split)
-        model, _cfg, extra = load_checkpoint(args.checkpoint)
-        dataset = build_dataset("s4", args.data_root, args.split,
-                                image_size=extra.get("data", {}).get("image_size"))
-        result: dict[str, Any] = gate_scores(model, items_named(dataset, twins), twins)
+        model, items, twins = load_twins(args.checkpoint, args.data_root, args.split)
+        result: dict[str, Any] = gate_scores(model, items, twins)  # type: ignore[arg-type]
     except (CheckpointError, DataError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    result.update(checkpoint=str(args.checkpoint), split=args.split)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(f"{result['clips']} twin clips, {result['frames']} frames, IoU with the own "
-              "object: " + ", ".join(f"{k} {result[k]:.3f}" for k in VARIANTS)
-              + f"; merged regions in {result['merged']} frames; window head right on "
-              f"{result['window_right']} of {result['windows']} own-object regions; sound "
-              f"right in {result['sound_right']} frames")
+    emit(result, args, lambda r: f"{r['clips']} twin clips, {r['frames']} frames, IoU with "
+         "the own object: " + ", ".join(f"{k} {r[k]:.3f}" for k in VARIANTS)
+         + f"; merged regions in {r['merged']} frames; window head right on "
+         f"{r['window_right']} of {r['windows']} own-object regions; sound right in "
+         f"{r['sound_right']} frames")
     return 0
 
 

@@ -182,7 +182,12 @@ class KindGate(nn.Module):
         with torch.no_grad():                                    # the window head learns apart
             seen = self.window_kinds(frames, regions)                        # (F, P, K)
         self.backbone.train(training)
-        match = (seen * self.sound(audio, clip, T)[:, None]).sum(2)         # (F, P)
+        return self.term_of(seen, self.sound(audio, clip, T), regions), regions
+
+    def term_of(self, seen: Tensor, sound: Tensor, regions: Tensor) -> Tensor:
+        """The term from its parts: the windows' kind probabilities (F, P, K), the sound's
+        (F, K) and the regions (F, P, h, w), 0/1 -> (F, 1, h, w) (module docstring, item 4)."""
+        match = (seen * sound[:, None]).sum(2)                               # (F, P)
         if self.compete > 0:
             used = regions.flatten(2).amax(2) > 0                            # (F, P)
             best = torch.where(used, match, torch.zeros_like(match)).amax(1, keepdim=True)
@@ -191,7 +196,7 @@ class KindGate(nn.Module):
         mean = (regions * match[..., None, None]).sum(1, keepdim=True) / cover.clamp_min(1.0)
         K = len(self.kinds)
         term = self.scale * torch.log((K * mean).clamp_min(FLOOR))
-        return torch.where(cover > 0, term, torch.zeros_like(term)), regions
+        return torch.where(cover > 0, term, torch.zeros_like(term))
 
     @staticmethod
     def add(logits: Tensor, term: Tensor) -> Tensor:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,19 @@ def twin_scores(model: torch.nn.Module, items: Mapping[str, Mapping[str, Any]],
             "chosen": dict(sorted(chosen.items()))}
 
 
+def load_twins(checkpoint: str, data_root: str, split: str, image_size: int | None = None
+               ) -> tuple[torch.nn.Module, dict[str, Any], dict[str, str]]:
+    """A checkpoint's model, the split's twin clips' items by name and {clip: twin}; the
+    items at ``image_size`` or the checkpoint's training size."""
+    from pcmanet.data import build_dataset
+
+    twins = twin_pairs(Path(data_root), split)
+    model, _cfg, extra = load_checkpoint(checkpoint)
+    size = image_size or extra.get("data", {}).get("image_size")
+    dataset = build_dataset("s4", data_root, split, image_size=size)
+    return model, items_named(dataset, twins), twins
+
+
 def main(argv: list[str] | None = None) -> int:
     p = Parser(prog="python -m pcmanet.twin_eval",
                description=__doc__.split("\n")[0])
@@ -94,25 +107,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    from pcmanet.data import DataError, build_dataset
+    from pcmanet.data import DataError
 
     try:
-        twins = twin_pairs(Path(args.data_root), args.split)
-        model, _cfg, extra = load_checkpoint(args.checkpoint)
-        size = args.image_size or extra.get("data", {}).get("image_size")
-        dataset = build_dataset("s4", args.data_root, args.split, image_size=size)
-        result: dict[str, Any] = twin_scores(model, items_named(dataset, twins), twins)
+        model, items, twins = load_twins(args.checkpoint, args.data_root, args.split,
+                                         args.image_size)
+        result: dict[str, Any] = twin_scores(model, items, twins)
     except (CheckpointError, DataError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    result.update(checkpoint=str(args.checkpoint), split=args.split)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(f"{result['clips']} twin clips, {result['frames']} frames: IoU with the own "
-              f"object {result['iou_own']:.4f}, with the twin's {result['iou_twin']:.4f}, "
-              f"area ratio {result['area_ratio']:.2f}; chosen {result['chosen']}")
+    emit(result, args, lambda r: f"{r['clips']} twin clips, {r['frames']} frames: IoU with "
+         f"the own object {r['iou_own']:.4f}, with the twin's {r['iou_twin']:.4f}, area ratio "
+         f"{r['area_ratio']:.2f}; chosen {r['chosen']}")
     return 0
+
+
+def emit(result: dict[str, Any], args: Any, line: Callable[[dict[str, Any]], str]) -> None:
+    """Print a twin-clip CLI's result (with its checkpoint and split) as one JSON line
+    (``--json``) or as ``line(result)``."""
+    result.update(checkpoint=str(args.checkpoint), split=args.split)
+    print(json.dumps(result) if args.json else line(result))
 
 
 if __name__ == "__main__":
