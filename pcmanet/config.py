@@ -71,6 +71,9 @@ class ModelConfig:
     # by (match / best match) ** gate_compete (0: each on its own). pcmanet/kind_gate.py.
     gate_stride: int = 2
     gate_compete: float = 2.0
+    # Each region is cut in two by colour when its parts' mean colours lie more than this
+    # apart (normalised frame units); 0: never.
+    gate_split: float = 1.5
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,7 @@ def validate_model_config(cfg: ModelConfig) -> None:
          "is the kind gate's: set model.kind_gate=true or model.gate_audio=shared"),
         (cfg.gate_stride >= 1, "model.gate_stride", "must be >= 1 (pixels per grid cell)"),
         (cfg.gate_compete >= 0, "model.gate_compete", "must be >= 0 (0: no competition)"),
+        (cfg.gate_split >= 0, "model.gate_split", "must be >= 0 (0: regions are never cut)"),
         (cfg.kind_gate or not cfg.kinds, "model.kinds",
          "names the kind gate's categories: set model.kind_gate=true or model.kinds=[]"),
         (len(set(cfg.kinds)) == len(cfg.kinds) and len(cfg.kinds) != 1, "model.kinds",

@@ -67,7 +67,7 @@ def gate_scores(model: PCMANet, items: Mapping[str, Mapping[str, Any]],
             raw = model(frames, A["audio"]).logits[0]                           # (T, 1, H, W)
         finally:
             model.gate = gate
-        regions = gate.regions(raw)                                          # (T, P, h, w)
+        regions = gate.proposals(frames, raw)                                # (T, P', h, w)
         h, w = regions.shape[-2:]
         heard = A["audio"] if gate.own_audio else model.encode_frames(frames, A["audio"]).audio
         sound = gate.sound(gate.audio_logits(heard), torch.zeros(T, dtype=torch.long), T)

@@ -22,6 +22,18 @@ pcmanet.window_probe``). So the gate works on windows:
    objects: offline on one trained pitch checkpoint (round six's recipe), test own IoU 0.637
    -> 0.701 from the grid (stride 4 -> 2, radius 0.5 -> 0.3) alone, and on its validation
    split 0.675 -> 0.748;
+   Objects that touch (<= 2 pixels apart: 88 of rhythm's 200 test twin frames) still share a
+   region, and its one window names one kind for both (own IoU 0.46 on those frames, 0.81
+   on the rest). So, with ``split`` > 0, each region is cut in two by colour: two-means over
+   its cells' mean colours in a 3x3-cell neighbourhood (the region's most confident cell and
+   the cell least like it as seeds, five rounds); the cut stands when the parts' mean colours
+   lie more than ``split`` apart (the frame's normalised units) and each part holds >= 5 % of
+   the region, else the region stays whole (its second part empty). The neighbourhood mean
+   makes a fine texture one colour; distinct colours are what tells two touching objects
+   apart here, as in most scenes. Offline on round seven's checkpoints (test own IoU, pitch /
+   rhythm / speech): 0.756 / 0.656 / 0.724 -> 0.776 / 0.743 / 0.773 at 1.5 (validation
+   0.823 / 0.741 / 0.718 -> 0.830 / 0.822 / 0.770); at 1.0 pitch lost 0.12 (objects cut
+   from their own rims), at 2.0 rhythm kept its merges;
 2. each region's box is cut out as a window (:func:`pcmanet.kind_loss.object_windows`, upright)
    and the gate's own backbone (a copy of the model's at the start of training, so that its
    batch statistics and its gradients are the windows' alone) plus a linear *window head* name
@@ -47,8 +59,8 @@ scale and place: :meth:`pcmanet.kind_loss.KindHead.loss`) and the audio head on 
 from the clip's S4 category; the segmentation loss, read after the gate, teaches the rest.
 
 Shapes: frames (F, 3, H, W) and the finest logits (F, 1, H, W) of the decoded rows, a0 of their
-windows (B*T, C) -> audio logits (B*T, K), clip (F,) -> term (F, 1, H/s, W/s); windows
-(F*P, 3, H/2, W/2).
+windows (B*T, C) -> audio logits (B*T, K), clip (F,) -> term (F, 1, H/s, W/s); proposals
+(F, P', H/s, W/s) with P' = P, or 2P when split; windows (F*P', 3, H/2, W/2).
 """
 
 from __future__ import annotations
@@ -67,6 +79,8 @@ FLOOR = 1e-3  # smallest K * match before the log: a mismatch lowers a logit by 
 # short run: at 1 a window head 0.8 right moved the other object's logits by only ~ -0.9 and the
 # run painted both objects (pitch, 15 min); at 4 a match of 0.8 adds 4.6, one of 0.1 takes 3.6.
 SCALE = 4.0
+SPLIT_PART = 0.05   # a cut stands only if each part holds >= this share of its region's cells
+SPLIT_ROUNDS = 5    # two-means rounds of a cut
 
 
 class KindGate(nn.Module):
@@ -84,6 +98,8 @@ class KindGate(nn.Module):
         stride: the proposals' grid: one cell per stride x stride pixels.
         compete: regions of a frame compete: each match is multiplied by (match / the frame's
             best match) ** compete before the log (0: each region on its own).
+        split: each region is cut in two by colour when its parts' mean colours lie more than
+            this apart (normalised frame units; module docstring, item 1); 0: never.
         own_audio: the audio head hears each decoded row's own sound (log-mel through
             ``audio_encoder``, or a given embedding of ``audio_dim``) instead of a0.
         audio_encoder: the gate's own audio encoder (log-mel (N, 1, 96, 64) -> (N, D)); None:
@@ -93,7 +109,7 @@ class KindGate(nn.Module):
     def __init__(self, backbone: nn.Module, audio_dim: int, kinds: Sequence[str],
                  peaks: int = 4, threshold: float = 0.5, fill: float = 0.3,
                  radius: float = 0.3, stride: int = 2, compete: float = 2.0,
-                 own_audio: bool = False, audio_encoder: nn.Module | None = None) -> None:
+                 split: float = 1.5, own_audio: bool = False, audio_encoder: nn.Module | None = None) -> None:
         super().__init__()
         if len(kinds) < 2:
             raise ValueError(f"the kind gate needs >= 2 kinds, got {list(kinds)}")
@@ -101,11 +117,11 @@ class KindGate(nn.Module):
         if not 0 < fill <= threshold < 1:
             raise ValueError(f"the kind gate needs 0 < fill <= threshold < 1, got {fill}, "
                              f"{threshold}")
-        if stride < 1 or compete < 0:
-            raise ValueError(f"the kind gate needs stride >= 1 and compete >= 0, got {stride}, "
-                             f"{compete}")
+        if stride < 1 or compete < 0 or split < 0:
+            raise ValueError(f"the kind gate needs stride >= 1, compete >= 0 and split >= 0, "
+                             f"got {stride}, {compete}, {split}")
         self.peaks, self.threshold, self.fill, self.radius = peaks, threshold, fill, radius
-        self.stride, self.compete = stride, compete
+        self.stride, self.compete, self.split = stride, compete, split
         self.backbone = backbone
         self.head = KindHead(backbone_channels(backbone), self.kinds)
         self.own_audio = own_audio
@@ -135,6 +151,53 @@ class KindGate(nn.Module):
         probs = audio.float().softmax(1).view(B, T, -1).mean(1)                 # (B, K)
         return probs.index_select(0, clip)
 
+    def grid_prob(self, logits: Tensor) -> Tensor:
+        """Finest mask logits (F, 1, H, W) -> mask probability on the proposals' grid
+        (F, 1, H/s, W/s) (s: ``stride``)."""
+        H, W = logits.shape[-2:]
+        g = (max(H // self.stride, 1), max(W // self.stride, 1))
+        return F.adaptive_avg_pool2d(torch.sigmoid(logits.detach().float()), g)
+
+    def proposals(self, frames: Tensor, logits: Tensor) -> Tensor:
+        """The regions the gate names: frames (F, 3, H, W), finest logits (F, 1, H, W) ->
+        (F, P', H/s, W/s), 0/1: :meth:`regions`, each cut in two by :meth:`cut` when
+        ``split`` > 0 (P' = 2P), else as they are (P' = P)."""
+        regions = self.regions(logits)
+        if self.split <= 0:
+            return regions
+        return self.cut(frames, regions, self.grid_prob(logits))
+
+    def cut(self, frames: Tensor, regions: Tensor, prob: Tensor) -> Tensor:
+        """Each region cut in two by colour (module docstring, item 1): frames (F, 3, H, W),
+        regions (F, P, h, w), 0/1, and the mask probability on their grid (F, 1, h, w) ->
+        (F, 2P, h, w): the first parts, then the second parts (a region left whole is its
+        own first part, with an empty second)."""
+        Fn, P, h, w = regions.shape
+        colour = F.adaptive_avg_pool2d(frames.detach().float(), (h, w))      # (F, 3, h, w)
+        colour = F.avg_pool2d(colour, 3, 1, 1, count_include_pad=False).flatten(2)  # (F, 3, N)
+        cells = regions.flatten(2).float()                                   # (F, P, N)
+        pick = colour[:, None].expand(-1, P, -1, -1)                         # (F, P, 3, N)
+
+        def at(index: Tensor) -> Tensor:                                     # (F, P) -> (F, P, 3)
+            return torch.gather(pick, 3, index[..., None, None].expand(-1, -1, 3, 1))[..., 0]
+
+        def dist(centre: Tensor) -> Tensor:                                  # -> (F, P, N)
+            return ((colour[:, None] - centre[..., None]) ** 2).sum(2)
+
+        first = at((cells * prob.flatten(2)).argmax(2))                      # most confident
+        second = at((dist(first) * cells).argmax(2))                         # least like it
+        for _ in range(SPLIT_ROUNDS):
+            two = (dist(second) < dist(first)).to(cells.dtype) * cells        # (F, P, N)
+            one = cells - two
+            first = (pick * one[:, :, None]).sum(3) / one.sum(2, keepdim=True).clamp_min(1.0)
+            second = (pick * two[:, :, None]).sum(3) / two.sum(2, keepdim=True).clamp_min(1.0)
+        size = cells.sum(2)                                                  # (F, P)
+        cut = ((first - second).norm(dim=2) > self.split) \
+            & (one.sum(2) >= SPLIT_PART * size) & (two.sum(2) >= SPLIT_PART * size)
+        one = torch.where(cut[..., None], one, cells)
+        two = torch.where(cut[..., None], two, torch.zeros_like(cells))
+        return torch.cat([one, two], 1).view(Fn, 2 * P, h, w).to(regions.dtype)
+
     def regions(self, logits: Tensor) -> Tensor:
         """Finest mask logits (F, 1, H, W) -> P proposal regions (F, P, H/s, W/s), 0/1 (s:
         ``stride``).
@@ -142,9 +205,9 @@ class KindGate(nn.Module):
         Greedy: the most confident cell above ``threshold`` not yet taken seeds a region, which
         is flood-filled through the cells above ``fill`` and then taken; P times (a region is
         empty once no seed is left)."""
-        Fn, _, H, W = logits.shape
-        g = (max(H // self.stride, 1), max(W // self.stride, 1))
-        prob = F.adaptive_avg_pool2d(torch.sigmoid(logits.detach().float()), g)  # (F, 1, h, w)
+        Fn = logits.shape[0]
+        prob = self.grid_prob(logits)                                        # (F, 1, h, w)
+        g = (prob.shape[-2], prob.shape[-1])
         inside = (prob > self.fill).to(prob.dtype)
         left = (prob * (prob > self.threshold)).flatten(1)                   # (F, h*w) seeds
         cells = torch.arange(g[0] * g[1], device=logits.device)[None]       # (1, h*w)
@@ -173,10 +236,10 @@ class KindGate(nn.Module):
     def term(self, frames: Tensor, logits: Tensor, audio: Tensor, clip: Tensor, T: int
              ) -> tuple[Tensor, Tensor]:
         """The gate's logit term of F decoded rows (F, 1, H/s, W/s) (module docstring) and the
-        proposal regions it was made from (F, P, H/s, W/s); audio: the audio head's logits, of
+        proposal regions it was made from (F, P', H/s, W/s) (:meth:`proposals`); audio: the audio head's logits, of
         their windows' rows (B*T, K), or with its own audio of the rows themselves (F, K)
         (:meth:`sound`)."""
-        regions = self.regions(logits)                                       # (F, P, h, w)
+        regions = self.proposals(frames, logits)                             # (F, P', h, w)
         training = self.backbone.training
         self.backbone.eval()            # proposals leave the windows' batch statistics alone
         with torch.no_grad():                                    # the window head learns apart

@@ -146,7 +146,7 @@ def test_the_term_keeps_the_blob_whose_window_matches_the_sound() -> None:
         assert term[0, 0, 2, 60].item() == 0.0                              # no blob there
     _sound_of(gate, 2)                                                      # a sound no window has
     term, regions = gate.term(frames, logits, gate.audio_logits(a0), one, T=5)
-    assert torch.equal(regions, gate.regions(logits))                      # what it was made of
+    assert torch.equal(regions, gate.proposals(frames, logits))            # what it was made of
     blobs = gate.regions(logits).amax(1, keepdim=True) > 0
     assert float(term[blobs].max()) <= math.log(3 * 0.02)                   # every blob pushed down
     gate.scale.data.fill_(0.5)
@@ -159,7 +159,7 @@ def test_an_unsure_window_loses_to_the_frame_s_best_match(compete: float) -> Non
     """Red window: disc 0.9; green window: disc 0.3 (unsure); a disc sound. On its own the
     green region keeps log(3 * 0.3) ~ -0.1 (its lukewarm logits stay half painted); competing
     with the red one it gets log(3 * 0.3 * (0.3 / 0.9) ** 2); the best region is unchanged."""
-    gate = KindGate(ColourMeans(), 4, KINDS, compete=compete)
+    gate = KindGate(ColourMeans(), 4, KINDS, compete=compete, split=0.0)
     gate.scale.data.fill_(1.0)
     _sound_of(gate, 0)
     frames = torch.zeros(1, 3, 64, 64)
@@ -178,6 +178,76 @@ def test_an_unsure_window_loses_to_the_frame_s_best_match(compete: float) -> Non
     assert term[0, 0, 22, 22].item() == pytest.approx(math.log(expected), abs=1e-4)
     with pytest.raises(ValueError, match="compete >= 0"):
         KindGate(ColourMeans(), 4, KINDS, compete=-1.0)
+
+
+def _touching(size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """A red square and a blue one that touch (one confident blob of the mask over both) ->
+    frames (1, 3, size, size) in normalised units, logits (1, 1, size, size)."""
+    frames = torch.full((1, 3, size, size), -1.0)                           # grey background
+    frames[0, :, 10:40, 8:30] = torch.tensor([2.0, -1.5, -1.5])[:, None, None]   # red
+    frames[0, :, 16:46, 30:56] = torch.tensor([-1.5, -1.5, 2.0])[:, None, None]  # blue
+    logits = torch.full((1, 1, size, size), -8.0)
+    logits[..., 10:40, 8:30] = 8.0
+    logits[..., 16:46, 30:56] = 8.0
+    return frames, logits
+
+
+def test_touching_objects_of_two_colours_become_two_proposals() -> None:
+    """One flood-filled region over a red and a blue square that touch is cut along their
+    border: each part is one square (on the 2-pixel grid), the second parts of regions left
+    whole are empty; with split 0 the region stays whole."""
+    frames, logits = _touching()
+    gate = KindGate(ColourMeans(), 4, KINDS, peaks=2, stride=2, radius=1.0)
+    assert int(gate.regions(logits).flatten(2).amax(2).sum()) == 1          # merged
+    parts = gate.proposals(frames, logits)                                  # (1, 4, 32, 32)
+    assert parts.shape == (1, 4, 32, 32)
+    red = torch.zeros(32, 32)
+    red[5:20, 4:15] = 1
+    blue = torch.zeros(32, 32)
+    blue[8:23, 15:28] = 1
+    assert torch.equal(parts[0, 0], red)                                   # the seed's part
+    assert torch.equal(parts[0, 2], blue)                                  # the other colour
+    assert float(parts[0, 1].sum() + parts[0, 3].sum()) == 0               # nothing else
+    whole = KindGate(ColourMeans(), 4, KINDS, peaks=2, stride=2, radius=1.0, split=0.0)
+    assert torch.equal(whole.proposals(frames, logits), whole.regions(logits))
+    with pytest.raises(ValueError, match="split >= 0"):
+        KindGate(ColourMeans(), 4, KINDS, split=-1.0)
+
+
+def test_one_object_is_not_cut_however_fine_its_texture_or_close_its_shades() -> None:
+    """A one-pixel checker of yellow and black (its neighbourhood mean is one colour), and
+    two shades 1.0 apart (under split 1.5), each stay one region; a part under 5 % of its
+    region is not cut off either."""
+    gate = KindGate(ColourMeans(), 4, KINDS, peaks=1, stride=2, radius=1.0)
+    logits = torch.full((1, 1, 64, 64), -8.0)
+    logits[..., 8:56, 8:56] = 8.0
+    checker = ((torch.arange(64)[:, None] + torch.arange(64)[None]) % 2).float()
+    yellow, black = torch.tensor([2.0, 2.0, -1.5]), torch.tensor([-2.0, -2.0, -1.5])
+    frames = torch.where(checker.bool(), yellow[:, None, None], black[:, None, None])[None]
+    shades = torch.zeros(1, 3, 64, 64)
+    shades[..., 8:56, 32:56] = 1.0 / math.sqrt(3)                           # 1.0 apart
+    speck = torch.zeros(1, 3, 64, 64)
+    speck[..., 8:12, 8:12] = 3.0                                            # 4 of 576 cells
+    for frames in (frames, shades, speck):
+        parts = gate.proposals(frames, logits)
+        assert torch.equal(parts[:, :1], gate.regions(logits))
+        assert float(parts[:, 1].sum()) == 0
+
+
+def test_each_part_is_named_by_its_own_window() -> None:
+    """Red names 'disc', blue 'kite': with a kite sound the blue square keeps log K and the
+    red one that touches it drops to the floor (whole, both got one window's verdict)."""
+    frames, logits = _touching()
+    gate = KindGate(ColourMeans(), 4, KINDS, peaks=2, stride=2, radius=1.0)
+    gate.scale.data.fill_(1.0)
+    gate.head.linear.weight.data = torch.tensor([[40.0, 0.0, -40.0], [-40.0, 0.0, 40.0],
+                                                 [0.0, 0.0, 0.0]])
+    gate.head.linear.bias.data.zero_()
+    _sound_of(gate, 1)
+    term = gate.term(frames, logits, gate.audio_logits(torch.randn(5, 4)), torch.tensor([0]),
+                     T=5)[0]                                                # (1, 1, 32, 32)
+    assert term[0, 0, 15, 22].item() == pytest.approx(math.log(3), abs=1e-3)       # blue
+    assert term[0, 0, 10, 8].item() == pytest.approx(math.log(FLOOR), abs=1e-3)    # red
 
 
 def test_the_sound_is_the_mean_over_its_window_and_each_row_reads_its_own_window() -> None:
@@ -360,6 +430,8 @@ def test_config_checks_name_the_key(tiny_cfg) -> None:
         validate_model_config(replace(tiny_cfg, kind_gate=True, kinds=KINDS, gate_stride=0))
     with pytest.raises(ConfigError, match=r"model\.gate_compete"):
         validate_model_config(replace(tiny_cfg, kind_gate=True, kinds=KINDS, gate_compete=-1.0))
+    with pytest.raises(ConfigError, match=r"model\.gate_split"):
+        validate_model_config(replace(tiny_cfg, kind_gate=True, kinds=KINDS, gate_split=-1.0))
     with pytest.raises(ValueError, match="training fills it"):
         build_pcmanet(replace(tiny_cfg, kind_gate=True), with_audio_encoder=False)
 
