@@ -109,7 +109,8 @@ class KindGate(nn.Module):
     def __init__(self, backbone: nn.Module, audio_dim: int, kinds: Sequence[str],
                  peaks: int = 4, threshold: float = 0.5, fill: float = 0.3,
                  radius: float = 0.3, stride: int = 2, compete: float = 2.0,
-                 split: float = 1.5, own_audio: bool = False, audio_encoder: nn.Module | None = None) -> None:
+                 split: float = 1.5, own_audio: bool = False,
+                 audio_encoder: nn.Module | None = None) -> None:
         super().__init__()
         if len(kinds) < 2:
             raise ValueError(f"the kind gate needs >= 2 kinds, got {list(kinds)}")
@@ -236,9 +237,9 @@ class KindGate(nn.Module):
     def term(self, frames: Tensor, logits: Tensor, audio: Tensor, clip: Tensor, T: int
              ) -> tuple[Tensor, Tensor]:
         """The gate's logit term of F decoded rows (F, 1, H/s, W/s) (module docstring) and the
-        proposal regions it was made from (F, P', H/s, W/s) (:meth:`proposals`); audio: the audio head's logits, of
-        their windows' rows (B*T, K), or with its own audio of the rows themselves (F, K)
-        (:meth:`sound`)."""
+        proposal regions it was made from (F, P', H/s, W/s) (:meth:`proposals`); audio: the
+        audio head's logits, of their windows' rows (B*T, K), or with its own audio of the rows
+        themselves (F, K) (:meth:`sound`)."""
         regions = self.proposals(frames, logits)                             # (F, P', h, w)
         training = self.backbone.training
         self.backbone.eval()            # proposals leave the windows' batch statistics alone
