@@ -223,12 +223,12 @@ def test_one_object_is_not_cut_however_fine_its_texture_or_close_its_shades() ->
     logits[..., 8:56, 8:56] = 8.0
     checker = ((torch.arange(64)[:, None] + torch.arange(64)[None]) % 2).float()
     yellow, black = torch.tensor([2.0, 2.0, -1.5]), torch.tensor([-2.0, -2.0, -1.5])
-    frames = torch.where(checker.bool(), yellow[:, None, None], black[:, None, None])[None]
+    textured = torch.where(checker.bool(), yellow[:, None, None], black[:, None, None])[None]
     shades = torch.zeros(1, 3, 64, 64)
     shades[..., 8:56, 32:56] = 1.0 / math.sqrt(3)                           # 1.0 apart
     speck = torch.zeros(1, 3, 64, 64)
     speck[..., 8:12, 8:12] = 3.0                                            # 4 of 576 cells
-    for frames in (frames, shades, speck):
+    for frames in (textured, shades, speck):
         parts = gate.proposals(frames, logits)
         assert torch.equal(parts[:, :1], gate.regions(logits))
         assert float(parts[:, 1].sum()) == 0
