@@ -74,6 +74,8 @@ class ModelConfig:
     # Each region is cut in two by colour when its parts' mean colours lie more than this
     # apart (normalised frame units); 0: never.
     gate_split: float = 1.5
+    # Each window is named turned gate_views ways (0, 90, 180, 270 degrees), kinds averaged.
+    gate_views: int = 4
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,7 @@ def validate_model_config(cfg: ModelConfig) -> None:
         (cfg.gate_stride >= 1, "model.gate_stride", "must be >= 1 (pixels per grid cell)"),
         (cfg.gate_compete >= 0, "model.gate_compete", "must be >= 0 (0: no competition)"),
         (cfg.gate_split >= 0, "model.gate_split", "must be >= 0 (0: regions are never cut)"),
+        (1 <= cfg.gate_views <= 4, "model.gate_views", "must be 1..4 (turns of each window)"),
         (cfg.kind_gate or not cfg.kinds, "model.kinds",
          "names the kind gate's categories: set model.kind_gate=true or model.kinds=[]"),
         (len(set(cfg.kinds)) == len(cfg.kinds) and len(cfg.kinds) != 1, "model.kinds",

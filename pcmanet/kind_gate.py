@@ -37,7 +37,10 @@ pcmanet.window_probe``). So the gate works on windows:
 2. each region's box is cut out as a window (:func:`pcmanet.kind_loss.object_windows`, upright)
    and the gate's own backbone (a copy of the model's at the start of training, so that its
    batch statistics and its gradients are the windows' alone) plus a linear *window head* name
-   its kind;
+   its kind, averaged over the window turned ``views`` ways (0, 90, 180, 270 degrees: the head
+   learns turned windows). With cut regions the window head became what lost most (speech:
+   own IoU 0.746 as trained, 0.812 with true windows); averaging 4 turns: test 0.746 -> 0.760
+   (speech), 0.718 -> 0.744 (rhythm), 0.776 -> 0.795 (pitch), validation +0.004 to +0.010;
 3. an *audio head* names the kind of the sound: with ``model.gate_audio: shared`` from the
    model's projected audio a0 (the mean of the window's T rows' probabilities); with ``own``
    from the gate's own copy of the audio encoder on the decoded row's own log-mel example (or
@@ -60,7 +63,7 @@ from the clip's S4 category; the segmentation loss, read after the gate, teaches
 
 Shapes: frames (F, 3, H, W) and the finest logits (F, 1, H, W) of the decoded rows, a0 of their
 windows (B*T, C) -> audio logits (B*T, K), clip (F,) -> term (F, 1, H/s, W/s); proposals
-(F, P', H/s, W/s) with P' = P, or 2P when split; windows (F*P', 3, H/2, W/2).
+(F, P', H/s, W/s) with P' = P, or 2P when split; windows (V*F*P', 3, H/2, W/2).
 """
 
 from __future__ import annotations
@@ -100,6 +103,8 @@ class KindGate(nn.Module):
             best match) ** compete before the log (0: each region on its own).
         split: each region is cut in two by colour when its parts' mean colours lie more than
             this apart (normalised frame units; module docstring, item 1); 0: never.
+        views: each window is named V times, turned by 0, 90, 180, 270 degrees (the first V),
+            and the kind probabilities averaged (the head learns turned windows).
         own_audio: the audio head hears each decoded row's own sound (log-mel through
             ``audio_encoder``, or a given embedding of ``audio_dim``) instead of a0.
         audio_encoder: the gate's own audio encoder (log-mel (N, 1, 96, 64) -> (N, D)); None:
@@ -109,7 +114,7 @@ class KindGate(nn.Module):
     def __init__(self, backbone: nn.Module, audio_dim: int, kinds: Sequence[str],
                  peaks: int = 4, threshold: float = 0.5, fill: float = 0.3,
                  radius: float = 0.3, stride: int = 2, compete: float = 2.0,
-                 split: float = 1.5, own_audio: bool = False,
+                 split: float = 1.5, views: int = 4, own_audio: bool = False,
                  audio_encoder: nn.Module | None = None) -> None:
         super().__init__()
         if len(kinds) < 2:
@@ -118,11 +123,11 @@ class KindGate(nn.Module):
         if not 0 < fill <= threshold < 1:
             raise ValueError(f"the kind gate needs 0 < fill <= threshold < 1, got {fill}, "
                              f"{threshold}")
-        if stride < 1 or compete < 0 or split < 0:
-            raise ValueError(f"the kind gate needs stride >= 1, compete >= 0 and split >= 0, "
-                             f"got {stride}, {compete}, {split}")
+        if stride < 1 or compete < 0 or split < 0 or not 1 <= views <= 4:
+            raise ValueError(f"the kind gate needs stride >= 1, compete >= 0, split >= 0 and "
+                             f"1 <= views <= 4, got {stride}, {compete}, {split}, {views}")
         self.peaks, self.threshold, self.fill, self.radius = peaks, threshold, fill, radius
-        self.stride, self.compete, self.split = stride, compete, split
+        self.stride, self.compete, self.split, self.views = stride, compete, split, views
         self.backbone = backbone
         self.head = KindHead(backbone_channels(backbone), self.kinds)
         self.own_audio = own_audio
@@ -224,15 +229,17 @@ class KindGate(nn.Module):
         return torch.cat(out, 1)
 
     def window_kinds(self, frames: Tensor, regions: Tensor) -> Tensor:
-        """The window head's kind probabilities of each region's window: frames (F, 3, H, W),
-        regions (F, P, h, w) -> (F, P, K) (an empty region's row is meaningless: it covers no
-        pixel)."""
+        """The window head's kind probabilities of each region's window, the mean over the
+        window turned by 0, 90, ... degrees (``views`` of them): frames (F, 3, H, W), regions
+        (F, P, h, w) -> (F, P, K) (an empty region's row is meaningless: it covers no pixel)."""
         Fn, P = regions.shape[:2]
         masks = F.interpolate(regions.flatten(0, 1)[:, None], size=frames.shape[-2:],
                               mode="nearest")                                # (F*P, 1, H, W)
         windows = object_windows(frames.repeat_interleave(P, 0).float(), masks, turn=False)
-        logits = self.head(self.backbone(windows.to(frames.dtype)))          # (F*P, K)
-        return logits.float().softmax(1).view(Fn, P, -1)
+        turned = torch.cat([torch.rot90(windows, k, (2, 3)) for k in range(self.views)])
+        logits = self.head(self.backbone(turned.to(frames.dtype)))           # (V*F*P, K)
+        probs = logits.float().softmax(1).view(self.views, Fn * P, -1).mean(0)
+        return probs.view(Fn, P, -1)
 
     def term(self, frames: Tensor, logits: Tensor, audio: Tensor, clip: Tensor, T: int
              ) -> tuple[Tensor, Tensor]:

@@ -234,6 +234,41 @@ def test_one_object_is_not_cut_however_fine_its_texture_or_close_its_shades() ->
         assert float(parts[:, 1].sum()) == 0
 
 
+class TopHalfMeans(torch.nn.Module):
+    """A stand-in window backbone that sees which way up a window is: the mean colour of its
+    top half (N, 3, 1, 1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [x[:, :, : x.shape[2] // 2].mean((2, 3), keepdim=True)]
+
+
+def test_a_window_is_named_as_the_mean_over_its_turns() -> None:
+    """An object red above and blue below, a head that reads the window's top half: upright
+    (views 1) it names disc (red); over 4 turns (red on top, left half, blue on top, right
+    half) disc and kite share the probability evenly."""
+    frames = torch.zeros(1, 3, 64, 64)
+    frames[0, 0, 16:32, 16:48] = 1.0                                       # red top half
+    frames[0, 2, 32:48, 16:48] = 1.0                                       # blue bottom half
+    regions = torch.zeros(1, 1, 32, 32)
+    regions[0, 0, 8:24, 8:24] = 1.0
+    one = KindGate(TopHalfMeans(), 4, KINDS, views=1)
+    one.head.linear.weight.data = torch.tensor([[40.0, 0.0, 0.0], [0.0, 0.0, 40.0],
+                                                [0.0, 0.0, 0.0]])
+    one.head.linear.bias.data.zero_()
+    four = KindGate(TopHalfMeans(), 4, KINDS, views=4)
+    four.head.load_state_dict(one.head.state_dict())
+    assert one.window_kinds(frames, regions)[0, 0].argmax().item() == 0
+    seen = four.window_kinds(frames, regions)[0, 0]
+    assert seen[0].item() == pytest.approx(seen[1].item(), abs=1e-4)       # red up = blue up
+    assert seen[0].item() > 0.4 and seen[2].item() < 0.1
+    with pytest.raises(ValueError, match="views <= 4"):
+        KindGate(ColourMeans(), 4, KINDS, views=5)
+
+
 def test_each_part_is_named_by_its_own_window() -> None:
     """Red names 'disc', blue 'kite': with a kite sound the blue square keeps log K and the
     red one that touches it drops to the floor (whole, both got one window's verdict)."""
@@ -430,6 +465,8 @@ def test_config_checks_name_the_key(tiny_cfg) -> None:
         validate_model_config(replace(tiny_cfg, kind_gate=True, kinds=KINDS, gate_stride=0))
     with pytest.raises(ConfigError, match=r"model\.gate_compete"):
         validate_model_config(replace(tiny_cfg, kind_gate=True, kinds=KINDS, gate_compete=-1.0))
+    with pytest.raises(ConfigError, match=r"model\.gate_views"):
+        validate_model_config(replace(tiny_cfg, kind_gate=True, kinds=KINDS, gate_views=0))
     with pytest.raises(ConfigError, match=r"model\.gate_split"):
         validate_model_config(replace(tiny_cfg, kind_gate=True, kinds=KINDS, gate_split=-1.0))
     with pytest.raises(ValueError, match="training fills it"):
