@@ -32,15 +32,17 @@ pcmanet.window_probe``). So the gate works on windows:
    makes a fine texture one colour; distinct colours are what tells two touching objects
    apart here, as in most scenes. Offline on round seven's checkpoints (test own IoU, pitch /
    rhythm / speech): 0.756 / 0.656 / 0.724 -> 0.776 / 0.743 / 0.773 at 1.5 (validation
-   0.823 / 0.741 / 0.718 -> 0.830 / 0.822 / 0.770); at 1.0 pitch lost 0.12 (objects cut
-   from their own rims), at 2.0 rhythm kept its merges;
+   0.823 / 0.741 / 0.718 -> 0.830 / 0.822 / 0.770); at 1.0 (mean and spread) pitch lost
+   0.12 (cuts where no second object is), at 2.0 rhythm kept its merges;
 2. each region's box is cut out as a window (:func:`pcmanet.kind_loss.object_windows`, upright)
    and the gate's own backbone (a copy of the model's at the start of training, so that its
    batch statistics and its gradients are the windows' alone) plus a linear *window head* name
    its kind, averaged over the window turned ``views`` ways (0, 90, 180, 270 degrees: the head
    learns turned windows). With cut regions the window head became what lost most (speech:
    own IoU 0.746 as trained, 0.812 with true windows); averaging 4 turns: test 0.746 -> 0.760
-   (speech), 0.718 -> 0.744 (rhythm), 0.776 -> 0.795 (pitch), validation +0.004 to +0.010;
+   (speech), 0.718 -> 0.744 (rhythm), 0.776 -> 0.795 (pitch), validation +0.004 to +0.010.
+   Four times the windows cost training steps too: 15-minute runs made 674 / 582 steps with
+   it against 759 / 761 without (rhythm / speech);
 3. an *audio head* names the kind of the sound: with ``model.gate_audio: shared`` from the
    model's projected audio a0 (the mean of the window's T rows' probabilities); with ``own``
    from the gate's own copy of the audio encoder on the decoded row's own log-mel example (or
