@@ -14,7 +14,9 @@ audio heads are taken once; the gate's term is then recomputed from its parts
 - ``true_windows_and_sound``: that, and the sound's kind given;
 - ``ceiling``: no regions at all, the largest boost the gate can give (``scale * log K``)
   added inside the own object (dilated by 4 pixels) and nothing painted elsewhere: what the
-  decode's logits allow with a perfect selection.
+  decode's logits allow with a perfect selection and that boost (not an upper bound: the
+  boost also paints the decode's faint rim within those 4 pixels, and with regions cut by
+  colour the true windows beat it).
 
 Each is the mean AVSBench IoU with the own object. Counts: ``merged``, frames with a region
 lying over both objects (> 20 % of it on each); ``window_right``, regions lying (> 70 %) on the
