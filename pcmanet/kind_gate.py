@@ -170,10 +170,11 @@ class KindGate(nn.Module):
         """The regions the gate names: frames (F, 3, H, W), finest logits (F, 1, H, W) ->
         (F, P', H/s, W/s), 0/1: :meth:`regions`, each cut in two by :meth:`cut` when
         ``split`` > 0 (P' = 2P), else as they are (P' = P)."""
-        regions = self.regions(logits)
+        prob = self.grid_prob(logits)                                        # (F, 1, h, w)
+        regions = self.fill_regions(prob)
         if self.split <= 0:
             return regions
-        return self.cut(frames, regions, self.grid_prob(logits))
+        return self.cut(frames, regions, prob)
 
     def cut(self, frames: Tensor, regions: Tensor, prob: Tensor) -> Tensor:
         """Each region cut in two by colour (module docstring, item 1): frames (F, 3, H, W),
@@ -213,12 +214,15 @@ class KindGate(nn.Module):
         Greedy: the most confident cell above ``threshold`` not yet taken seeds a region, which
         is flood-filled through the cells above ``fill`` and then taken; P times (a region is
         empty once no seed is left)."""
-        Fn = logits.shape[0]
-        prob = self.grid_prob(logits)                                        # (F, 1, h, w)
+        return self.fill_regions(self.grid_prob(logits))
+
+    def fill_regions(self, prob: Tensor) -> Tensor:
+        """:meth:`regions` from the mask probability on the grid (F, 1, h, w)."""
+        Fn = prob.shape[0]
         g = (prob.shape[-2], prob.shape[-1])
         inside = (prob > self.fill).to(prob.dtype)
         left = (prob * (prob > self.threshold)).flatten(1)                   # (F, h*w) seeds
-        cells = torch.arange(g[0] * g[1], device=logits.device)[None]       # (1, h*w)
+        cells = torch.arange(g[0] * g[1], device=prob.device)[None]       # (1, h*w)
         steps = max(1, round(self.radius * max(g)))
         out = []
         for _ in range(self.peaks):
