@@ -52,7 +52,7 @@ def build_pcmanet(cfg: ModelConfig, with_audio_encoder: bool = True) -> PCMANet:
                                        cfg.backbone.weights),
                         cfg.audio.embed_dim if own else C, cfg.kinds, stride=cfg.gate_stride,
                         compete=cfg.gate_compete, split=cfg.gate_split,
-                        views=cfg.gate_views, own_audio=own,
+                        views=cfg.gate_views, blank=cfg.gate_blank, own_audio=own,
                         audio_encoder=build_audio(cfg) if own and with_audio_encoder else None)
 
     def qsca(k: int) -> QSCA:  # the finest stage's audio token is discarded (docs/pcmanet.md)

@@ -76,6 +76,9 @@ class ModelConfig:
     gate_split: float = 1.5
     # Each window is named turned gate_views ways (0, 90, 180, 270 degrees), kinds averaged.
     gate_views: int = 4
+    # Each window shows only the pixels within gate_blank pixels of its region, the rest
+    # zeroed (null: the whole window).
+    gate_blank: int | None = 2
 
 
 @dataclass(frozen=True)
@@ -201,6 +204,8 @@ def validate_model_config(cfg: ModelConfig) -> None:
         (cfg.gate_compete >= 0, "model.gate_compete", "must be >= 0 (0: no competition)"),
         (cfg.gate_split >= 0, "model.gate_split", "must be >= 0 (0: regions are never cut)"),
         (1 <= cfg.gate_views <= 4, "model.gate_views", "must be 1..4 (turns of each window)"),
+        (cfg.gate_blank is None or cfg.gate_blank >= 0, "model.gate_blank",
+         "must be >= 0 (pixels kept around each window's region) or null (whole windows)"),
         (cfg.kind_gate or not cfg.kinds, "model.kinds",
          "names the kind gate's categories: set model.kind_gate=true or model.kinds=[]"),
         (len(set(cfg.kinds)) == len(cfg.kinds) and len(cfg.kinds) != 1, "model.kinds",

@@ -107,6 +107,8 @@ class KindGate(nn.Module):
             this apart (normalised frame units; module docstring, item 1); 0: never.
         views: each window is named V times, turned by 0, 90, 180, 270 degrees (the first V),
             and the kind probabilities averaged (the head learns turned windows).
+        blank: each window shows only the pixels within this many pixels of its region (the
+            rest zeroed: module docstring, item 2); None: the whole window.
         own_audio: the audio head hears each decoded row's own sound (log-mel through
             ``audio_encoder``, or a given embedding of ``audio_dim``) instead of a0.
         audio_encoder: the gate's own audio encoder (log-mel (N, 1, 96, 64) -> (N, D)); None:
@@ -116,7 +118,8 @@ class KindGate(nn.Module):
     def __init__(self, backbone: nn.Module, audio_dim: int, kinds: Sequence[str],
                  peaks: int = 4, threshold: float = 0.5, fill: float = 0.3,
                  radius: float = 0.3, stride: int = 2, compete: float = 2.0,
-                 split: float = 1.5, views: int = 4, own_audio: bool = False,
+                 split: float = 1.5, views: int = 4, blank: int | None = 2,
+                 own_audio: bool = False,
                  audio_encoder: nn.Module | None = None) -> None:
         super().__init__()
         if len(kinds) < 2:
@@ -125,11 +128,14 @@ class KindGate(nn.Module):
         if not 0 < fill <= threshold < 1:
             raise ValueError(f"the kind gate needs 0 < fill <= threshold < 1, got {fill}, "
                              f"{threshold}")
-        if stride < 1 or compete < 0 or split < 0 or not 1 <= views <= 4:
-            raise ValueError(f"the kind gate needs stride >= 1, compete >= 0, split >= 0 and "
-                             f"1 <= views <= 4, got {stride}, {compete}, {split}, {views}")
+        if (stride < 1 or compete < 0 or split < 0 or not 1 <= views <= 4
+                or (blank is not None and blank < 0)):
+            raise ValueError(f"the kind gate needs stride >= 1, compete >= 0, split >= 0, "
+                             f"1 <= views <= 4 and blank None or >= 0, got {stride}, {compete}, "
+                             f"{split}, {views}, {blank}")
         self.peaks, self.threshold, self.fill, self.radius = peaks, threshold, fill, radius
         self.stride, self.compete, self.split, self.views = stride, compete, split, views
+        self.blank = blank
         self.backbone = backbone
         self.head = KindHead(backbone_channels(backbone), self.kinds)
         self.own_audio = own_audio
@@ -241,7 +247,8 @@ class KindGate(nn.Module):
         Fn, P = regions.shape[:2]
         masks = F.interpolate(regions.flatten(0, 1)[:, None], size=frames.shape[-2:],
                               mode="nearest")                                # (F*P, 1, H, W)
-        windows = object_windows(frames.repeat_interleave(P, 0).float(), masks, turn=False)
+        windows = object_windows(frames.repeat_interleave(P, 0).float(), masks, turn=False,
+                                 blank=self.blank)
         turned = torch.cat([torch.rot90(windows, k, (2, 3)) for k in range(self.views)])
         logits = self.head(self.backbone(turned.to(frames.dtype)))           # (V*F*P, K)
         probs = logits.float().softmax(1).view(self.views, Fn * P, -1).mean(0)

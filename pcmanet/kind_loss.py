@@ -43,7 +43,7 @@ def masked_mean(feature: Tensor, masks: Tensor) -> Tensor:
 
 
 def object_windows(frames: Tensor, masks: Tensor, generator: torch.Generator | None = None,
-                   turn: bool = True, jitter: float = 0.0) -> Tensor:
+                   turn: bool = True, jitter: float = 0.0, blank: int | None = None) -> Tensor:
     """Windows around each (non-empty) mask's object, turned, mirrored and channel-swapped at
     random: frames (F, 3, H, W), masks (F, 1, H, W) -> (F, 3, H // 2, W // 2); the window is
     1.5 times the box's longer side (plus 3 pixels), so every object fills about two thirds of
@@ -51,7 +51,15 @@ def object_windows(frames: Tensor, masks: Tensor, generator: torch.Generator | N
 
     turn: False keeps the windows upright (the kind gate's windows at inference; no host
     synchronisation then). jitter: j > 0 scales each window by a random factor in [1-j, 1+j]
-    and moves its centre by up to j/3 of its side (training for imprecise boxes)."""
+    and moves its centre by up to j/3 of its side (training for imprecise boxes).
+    blank: b >= 0 keeps only the pixels within b pixels of the mask and zeroes the rest (the
+    frames' mean colour, normalised): the window shows its object's silhouette and no touching
+    neighbour (the kind gate's windows); None keeps the whole window."""
+    if blank is not None:
+        near = masks.to(frames.dtype)
+        if blank > 0:
+            near = F.max_pool2d(near, 2 * blank + 1, 1, blank)
+        frames = frames * (near > 0.5).to(frames.dtype)
     Fn, _, H, W = frames.shape
     out_h, out_w = H // 2, W // 2
     ys = torch.arange(H, device=masks.device, dtype=frames.dtype)
@@ -153,10 +161,11 @@ def labelled_objects(dataset: Any) -> tuple[Tensor, Tensor, list[str]]:
 
 def fit_windows(backbone: nn.Module, head: KindHead, objects: tuple[Tensor, Tensor, list[str]],
                 *, steps: int, batch: int = 32, lr: float = 5e-4, jitter: float = 0.0,
-                generator: torch.Generator | None = None,
+                blank: int | None = None, generator: torch.Generator | None = None,
                 every: int = 0, report: Callable[[int, Tensor], None] | None = None) -> None:
     """Train ``backbone`` and ``head`` in place to name each object's kind from a window around
-    it (:func:`object_windows`: turned, mirrored, channel-swapped, jittered by ``jitter``):
+    it (:func:`object_windows`: turned, mirrored, channel-swapped, jittered by ``jitter``,
+    blanked outside the mask by ``blank``):
     ``steps`` Adam steps of ``batch`` windows drawn at random from ``objects`` (frames
     (N, 3, H, W), masks (N, 1, H, W), N names; a name the head does not know is left out).
     report(step, loss) runs every ``every`` steps and after the last (0: never)."""
@@ -170,7 +179,8 @@ def fit_windows(backbone: nn.Module, head: KindHead, objects: tuple[Tensor, Tens
     backbone.train()
     for step in range(1, steps + 1):
         idx = known[torch.randint(len(known), (batch,), generator=generator)]
-        windows = object_windows(frames[idx].float(), masks[idx], generator, jitter=jitter)
+        windows = object_windows(frames[idx].float(), masks[idx], generator, jitter=jitter,
+                                 blank=blank)
         loss = F.cross_entropy(head(backbone(windows.to(device))), labels[idx].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -402,7 +402,7 @@ class Trainer:
         objects = labelled_objects(self.train_set)
         losses: list[float] = []
         fit_windows(gate.backbone, gate.head, objects, steps=steps, lr=self.cfg.train.lr,
-                    jitter=WINDOW_JITTER,
+                    jitter=WINDOW_JITTER, blank=gate.blank,
                     generator=torch.Generator().manual_seed(self.cfg.train.seed),
                     every=max(1, steps // 4),
                     report=lambda step, loss: losses.append(float(loss)))

@@ -103,9 +103,10 @@ def gate_loss(model: PCMANet, out: PCMANetOutput, batch: dict[str, Any], rows: T
     found = F.interpolate(regions[g, p][:, None], size=frames.shape[-2:],
                           mode="nearest")                                   # (M, 1, H, W)
     windows = object_windows(frames.repeat(views, 1, 1, 1), masks.repeat(views, 1, 1, 1),
-                             jitter=jitter)
+                             jitter=jitter, blank=gate.blank)
     if len(g):
-        windows = torch.cat([windows, object_windows(frames.index_select(0, g), found)])
+        windows = torch.cat([windows, object_windows(frames.index_select(0, g), found,
+                                                     blank=gate.blank)])
     names = torch.cat([row_labels.repeat(views), row_labels.index_select(0, g)])
     seen = F.cross_entropy(gate.head(gate.backbone(windows)), names)
     return seen + audio

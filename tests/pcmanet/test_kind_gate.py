@@ -285,6 +285,36 @@ def test_each_part_is_named_by_its_own_window() -> None:
     assert term[0, 0, 10, 8].item() == pytest.approx(math.log(FLOOR), abs=1e-3)    # red
 
 
+def test_a_blanked_window_shows_its_region_and_not_the_neighbour_that_touches_it() -> None:
+    """The red square's window also takes in much of the blue square that touches it; blanked
+    (0) it holds no blue and the same red, with 2 pixels kept around the mask only a thin rim of
+    blue; whole, a head that weighs blue three times as much as red names the red square's
+    window 'kite' (blue), blanked 'disc' (red)."""
+    from pcmanet.kind_loss import object_windows
+
+    frames, _ = _touching()
+    red = torch.zeros(1, 1, 64, 64)
+    red[..., 10:40, 8:30] = 1.0
+    whole, bare, rim = (object_windows(frames, red, turn=False, blank=b) for b in (None, 0, 2))
+    blue_px = [int((w[0, 2] > 0.5).sum()) for w in (whole, bare, rim)]
+    assert blue_px[0] > 100 and blue_px[1] == 0 and 0 < blue_px[2] < 0.2 * blue_px[0]
+    inside = whole[0, 0] > 1.9                                              # red, far from blue
+    assert int(inside.sum()) > 200
+    assert torch.equal(bare[0, :, inside], whole[0, :, inside])
+    region = torch.zeros(1, 1, 32, 32)
+    region[..., 5:20, 4:15] = 1.0                                           # the red square
+    named = []
+    for blank in (None, 2):
+        gate = KindGate(ColourMeans(), 4, KINDS, views=1, blank=blank)
+        gate.head.linear.weight.data = torch.tensor([[10.0, -10.0, 0.0], [0.0, -30.0, 30.0],
+                                                     [0.0, 0.0, 0.0]])      # red, 3 x blue
+        gate.head.linear.bias.data.zero_()
+        named.append(gate.window_kinds(frames, region)[0, 0].argmax().item())
+    assert named == [1, 0]
+    with pytest.raises(ValueError, match="blank None or >= 0"):
+        KindGate(ColourMeans(), 4, KINDS, blank=-1)
+
+
 def test_the_sound_is_the_mean_over_its_window_and_each_row_reads_its_own_window() -> None:
     gate = KindGate(ColourMeans(), 2, KINDS)
     gate.audio.weight.data = torch.tensor([[30.0, 0.0], [0.0, 30.0], [0.0, 0.0]])
@@ -469,6 +499,9 @@ def test_config_checks_name_the_key(tiny_cfg) -> None:
         validate_model_config(replace(tiny_cfg, kind_gate=True, kinds=KINDS, gate_views=0))
     with pytest.raises(ConfigError, match=r"model\.gate_split"):
         validate_model_config(replace(tiny_cfg, kind_gate=True, kinds=KINDS, gate_split=-1.0))
+    with pytest.raises(ConfigError, match=r"model\.gate_blank"):
+        validate_model_config(replace(tiny_cfg, kind_gate=True, kinds=KINDS, gate_blank=-1))
+    validate_model_config(replace(tiny_cfg, kind_gate=True, kinds=KINDS, gate_blank=None))
     with pytest.raises(ValueError, match="training fills it"):
         build_pcmanet(replace(tiny_cfg, kind_gate=True), with_audio_encoder=False)
 
